@@ -1,0 +1,36 @@
+# Two entry points (README): `make reproduce` and `make test`.
+# Both create or reuse .venv and install the package with its extras from pyproject.toml.
+PROFILE ?= smoke
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.vstlib-installed
+
+.PHONY: install reproduce test unit nbval clean-results lab
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[notebooks,test]"
+	$(PY) -c "import torch, torchvision; from torchvision.ops import nms; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## the main job: regenerate every table and figure (PROFILE=smoke|paper)
+reproduce: $(STAMP)
+	$(PY) -m vstlib.cli reproduce --profile $(PROFILE)
+
+## unit tests + strict notebook regression tests (nbval), one pytest run
+test: $(STAMP)
+	VSTLIB_PROGRESS=0 $(PY) -m pytest tests notebooks --nbval --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+unit: $(STAMP)
+	$(PY) -m pytest tests
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks
+
+clean-results:
+	rm -rf data results .cache

@@ -1,0 +1,203 @@
+"""Configs as dataclasses with named presets: ``smoke`` (the default), ``paper`` and ablations.
+
+Presets are *data*: the smoke and paper profiles run the same code, and differ only in the
+values below (model ids vs ``"tiny"``, exact vs RAFT flows, image sizes, budgets).
+
+    >>> from vstlib.config import get_config
+    >>> cfg = get_config("smoke", train={"epochs": 1})
+    >>> cfg.train.lr
+    0.0001
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from typing import Any, Optional
+
+TINY = "tiny"  # model id meaning: random tiny modules built from configs, no download
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"          # "synthetic" (package-shipped photos) or a folder of videos
+    n_frames: int = 8                  # first N consecutive frames of each clip
+    size: int = 64                     # frames resized to size x size
+    n_clips: int = 4                   # clips kept after motion filtering (0 = all)
+    train_fraction: float = 0.75       # deterministic train/test split
+    split_seed: int = 0
+    motion_threshold: float = 0.5      # mean flow magnitude (px) under which a clip is dropped
+    style: str = "procedural"          # "procedural" (made offline) or a path to any image
+    synthetic_images: tuple = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    source: str = "exact"              # "exact" (synthetic clips' known flow) or "raft"
+    raft: str = "raft_small"           # torchvision model: "raft_small" or "raft_large"
+    raft_weights: Optional[str] = None  # None = random weights (tests only); "DEFAULT" = pretrained
+    raft_iters: int = 12
+    occlusion: str = "sundaram"        # "sundaram" (Sundaram/Ruder) or "simple" (|F_fw + F_bw| < 1 px)
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    model_id: str = TINY               # "Salesforce/blipdiffusion" in the paper profile
+    resolution: int = 64               # frames are stylized at this size (latent = size / 8)
+    num_inference_steps: int = 10      # DDIM sampling steps
+    num_inversion_steps: int = 10      # DDIM inversion steps (on the sampling timesteps)
+    guidance_scale: float = 7.5
+    alpha: float = 0.1                 # share of style-injection steps (t < 1000 * alpha)
+    original_schedule: bool = False    # reproduce the authors' content-step bug (see README)
+    prompt: str = ""                   # target prompt; the style embedding is spliced in
+    style_subject: str = "style"       # BLIP-Diffusion subject word for the style image
+    injection: str = "z0"              # where the policy's residual goes: "z0" or "xT"
+    dtype: str = "float32"             # "float16" / "bfloat16" on a GPU
+    batch_size: int = 8                # frames per UNet batch (chunked to fit memory)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    latent_channels: int = 4
+    hidden: int = 16
+    gate_init: float = 5.0             # mu = (1 - sigmoid(gate)) * raw_mu: tiny early actions
+    sigma_init: float = 0.1
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    w_style: float = 10.0
+    w_content: float = 1.0
+    w_temp: float = 10.0
+    style_layers: tuple = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    vgg_weights: Optional[str] = None  # None = random VGG19 (smoke); "IMAGENET1K_V1" (paper)
+    lpips_pretrained: bool = False     # AlexNet trunk: random (smoke) or ImageNet (paper)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 2
+    lr: float = 1e-4
+    accumulation: int = 4              # transitions per Adam step
+    grad_clip: float = 1.0
+    checkpoint_every: int = 2          # updates between atomic checkpoints
+    seed: int = 0
+    device: str = "auto"               # "auto" = cuda if available, else cpu
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    clip_model: str = TINY             # open_clip architecture; "ViT-B-32" in the paper profile
+    clip_pretrained: Optional[str] = None  # "openai" in the paper profile
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str = "smoke"
+    data: DataConfig = field(default_factory=DataConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def is_smoke(self) -> bool:
+        return self.profile == "smoke"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def digest(self, *sections: str) -> str:
+        """Short stable hash of some sections (cache keys: same inputs -> same key)."""
+        d = self.to_dict()
+        part = {s: d[s] for s in sections} if sections else d
+        return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def override(self, **sections: Any) -> "Config":
+        """``cfg.override(train={"lr": 5e-4}, profile="x")``: a new config, nested fields replaced."""
+        return _override(self, sections)
+
+
+def _override(obj, changes: dict):
+    kw = {}
+    names = {f.name for f in fields(obj)}
+    for key, value in changes.items():
+        if key not in names:
+            raise KeyError(f"{type(obj).__name__} has no field {key!r}; fields: {sorted(names)}")
+        current = getattr(obj, key)
+        if is_dataclass(current) and isinstance(value, dict):
+            value = _override(current, value)
+        elif isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        kw[key] = value
+    return replace(obj, **kw)
+
+
+# --------------------------------------------------------------------------- presets
+SMOKE = Config()  # CPU, offline, tiny random models, synthetic clips with exact flow
+
+PAPER = Config(
+    profile="paper",
+    data=DataConfig(source="videos", n_frames=20, size=256, n_clips=7, style="starry_night.jpg",
+                    motion_threshold=1.0),
+    flow=FlowConfig(source="raft", raft="raft_large", raft_weights="DEFAULT", raft_iters=12),
+    backbone=BackboneConfig(model_id="Salesforce/blipdiffusion", resolution=256,
+                            num_inference_steps=50, num_inversion_steps=50, dtype="float16",
+                            batch_size=8),
+    reward=RewardConfig(vgg_weights="IMAGENET1K_V1", lpips_pretrained=True),
+    train=TrainConfig(epochs=10, checkpoint_every=10),
+    eval=EvalConfig(clip_model="ViT-B-32", clip_pretrained="openai"),
+)
+
+PRESETS: dict[str, Config] = {"smoke": SMOKE, "paper": PAPER}
+
+
+def get_config(name: str = "smoke", **overrides: Any) -> Config:
+    """A named preset (``smoke``, ``paper``) with optional nested overrides."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown profile {name!r}; choose one of {sorted(PRESETS)}")
+    cfg = PRESETS[name]
+    return cfg.override(**overrides) if overrides else cfg
+
+
+# --------------------------------------------------------------------------- ablations
+def ablations(base: Config) -> dict[str, dict[str, Config]]:
+    """The paper's ablation grids, as named configs derived from ``base``.
+
+    The smoke profile keeps every grid's *shape* but scales the epoch budget down
+    (epochs {2,5,10} -> {1,2,3}) so the grid runs in minutes on a CPU.
+    """
+    epochs = (2, 5, 10) if not base.is_smoke else (1, 2, 3)
+    grids = {
+        "lr_epochs": {f"lr{lr:g}_ep{e}": base.override(train={"lr": lr, "epochs": e})
+                      for lr in (1e-4, 5e-4) for e in epochs},
+        "weights": {
+            "paper_10_1_10": base.override(reward={"w_style": 10.0, "w_content": 1.0, "w_temp": 10.0}),
+            "equal_1_1_1": base.override(reward={"w_style": 1.0, "w_content": 1.0, "w_temp": 1.0}),
+        },
+        "accumulation": {f"accum{a}": base.override(train={"accumulation": a}) for a in (1, 4)},
+        "injection": {f"inject_{p}": base.override(backbone={"injection": p}) for p in ("xT", "z0")},
+    }
+    return grids
+
+
+def from_dict(d: dict) -> Config:
+    """Inverse of ``Config.to_dict`` (for checkpoints and logs)."""
+    kw = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            cls = {"data": DataConfig, "flow": FlowConfig, "backbone": BackboneConfig,
+                   "policy": PolicyConfig, "reward": RewardConfig, "train": TrainConfig,
+                   "eval": EvalConfig}[key]
+            value = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+        kw[key] = value
+    return Config(**kw)
+
+
+__all__ = ["Config", "DataConfig", "FlowConfig", "BackboneConfig", "PolicyConfig", "RewardConfig",
+           "TrainConfig", "EvalConfig", "PRESETS", "SMOKE", "PAPER", "TINY", "get_config",
+           "ablations", "from_dict"]

@@ -1,0 +1,234 @@
+"""Small shared pieces: clear errors, atomic writes, seeding, progress bars, devices."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------- errors
+class VstError(Exception):
+    """A user-facing error: one line naming the file (if any) and the fix.
+
+    The CLI prints ``str(err)`` and exits non-zero, without a traceback.
+    """
+
+    def __init__(self, message: str, path: Optional[os.PathLike] = None, fix: Optional[str] = None):
+        self.path = Path(path) if path is not None else None
+        self.fix = fix
+        parts = [f"{self.path}: {message}" if self.path is not None else message]
+        if fix:
+            parts.append(f"Fix: {fix}")
+        super().__init__(" ".join(parts))
+
+
+class InputError(VstError):
+    """Bad user input: unreadable video, one-frame clip, missing file, NaN..."""
+
+
+class MissingWeightsError(VstError):
+    """Pretrained weights are neither cached nor downloadable (offline)."""
+
+
+def require_file(path: os.PathLike, what: str = "file", fix: Optional[str] = None) -> Path:
+    """Return ``Path(path)`` or raise an InputError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{what} not found", p, fix or "check the path")
+    if p.is_file() and p.stat().st_size == 0:
+        raise InputError(f"{what} is empty (0 bytes)", p, fix or "re-export or re-download it")
+    return p
+
+
+# --------------------------------------------------------------------------- atomic IO
+@contextmanager
+def atomic_path(path: os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
+
+    A crash mid-write leaves the previous file intact (never a half-written one).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def atomic_write_json(path: os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.ndarray,)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def atomic_save_npz(path: os.PathLike, **arrays: np.ndarray) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return Path(path)
+
+
+def atomic_save_tensors(path: os.PathLike, tensors: dict, metadata: Optional[dict] = None) -> Path:
+    """safetensors file, written atomically (no pickle on load)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def load_tensors(path: os.PathLike, device: str = "cpu") -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(require_file(path, "tensor file")), device=device)
+
+
+def append_jsonl(path: os.PathLike, record: dict) -> None:
+    """Append one JSON line and flush it to disk (logs survive a crash)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record, default=_json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: os.PathLike) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a crash: ignore it
+                continue
+    return out
+
+
+# --------------------------------------------------------------------------- seeding, devices
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str = "auto"):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+# --------------------------------------------------------------------------- progress
+def progress_enabled() -> bool:
+    """tqdm bars on, except under nbval / papermill / ``VSTLIB_PROGRESS=0``.
+
+    Notebook regression tests compare outputs; bars would add stderr noise.
+    """
+    flag = os.environ.get("VSTLIB_PROGRESS")
+    if flag is not None:
+        return flag not in ("0", "false", "no", "")
+    if "ipykernel" in sys.modules or "nbval" in sys.modules:
+        return False
+    return True
+
+
+def progress(iterable: Iterable, desc: str = "", total: Optional[int] = None, **kw):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, disable=not progress_enabled(), leave=False,
+                dynamic_ncols=True, **kw)
+
+
+# --------------------------------------------------------------------------- weights
+def hf_offline_hint(model_ids: Iterable[str]) -> str:
+    ids = " ".join(model_ids)
+    return (f"download once with network: `huggingface-cli download {ids}` (cached under "
+            f"$HF_HOME, default ~/.cache/huggingface), or run `vst download-weights`; "
+            f"or use the smoke profile")
+
+
+@contextmanager
+def weights_guard(what: str, model_ids: Iterable[str] = (), fix: Optional[str] = None):
+    """Turn a failed weight download/load into one MissingWeightsError.
+
+    Wrap every pretrained load: offline, hub and torch.hub raise a zoo of exceptions
+    (OSError, URLError, LocalEntryNotFoundError, ...) after long retries; the user needs
+    one sentence saying what to download and where.
+    """
+    try:
+        yield
+    except MissingWeightsError:
+        raise
+    except (OSError, ConnectionError, RuntimeError, ValueError) as err:  # noqa: PERF203
+        text = str(err).lower()
+        netty = any(k in text for k in ("connect", "offline", "resolve", "download", "internet",
+                                        "not found", "no such file", "urlopen", "network",
+                                        "couldn't", "cannot find", "does not appear", "local"))
+        if isinstance(err, (OSError, ConnectionError)) or netty:
+            raise MissingWeightsError(
+                f"pretrained weights for {what} are not available offline ({type(err).__name__})",
+                fix=fix or hf_offline_hint(model_ids)) from None
+        raise
+
+
+def torch_hub_checkpoint(filename: str) -> Path:
+    """Where torchvision caches a weight file (``$TORCH_HOME/hub/checkpoints``)."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def load_torchvision_weights(weights, what: str):
+    """``weights.get_state_dict`` with an offline check: one clear error instead of a traceback."""
+    fname = Path(weights.url).name
+    cached = torch_hub_checkpoint(fname)
+    fix = (f"download {weights.url} to {cached} (e.g. `vst download-weights` with network, "
+           f"or copy the file there); or use the smoke profile")
+    if not cached.exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise MissingWeightsError(f"{what} weights {fname} are not cached", cached, fix)
+    with weights_guard(what, fix=fix):
+        return weights.get_state_dict(progress=progress_enabled(), check_hash=False)
