@@ -1,0 +1,43 @@
+"""Generated tables and figures: values come from data, smoke outputs are marked."""
+import numpy as np
+import torch
+
+from vstlib import figures, paths, tables
+
+
+def test_latex_table_bolds_best_per_split_and_marks_smoke():
+    rows = [{"method": "baseline", "split": "train", "content": 0.5, "style": 2.0, "temporal": 0.3},
+            {"method": "policy", "split": "train", "content": 0.4, "style": 2.5, "temporal": 0.1},
+            {"method": "baseline", "split": "test", "content": 0.2, "style": 1.0, "temporal": 0.3},
+            {"method": "policy", "split": "test", "content": 0.6, "style": 0.9, "temporal": 0.2}]
+    tex = tables.latex_table(rows, ["method", "split", "content", "style", "temporal"], "cap", "tab:x",
+                             "smoke", best={"content": "min", "style": "min", "temporal": "min"})
+    body = [line for line in tex.splitlines() if line.endswith(r"\\")][1:]
+    assert body[0] == r"baseline & train & 0.5000 & \textbf{2.0000} & 0.3000 \\"
+    assert body[1] == r"policy & train & \textbf{0.4000} & 2.5000 & \textbf{0.1000} \\"
+    assert body[3] == r"policy & test & 0.6000 & \textbf{0.9000} & \textbf{0.2000} \\"
+    assert "smoke profile" in tex
+    assert "smoke profile" not in tables.latex_table(rows, ["method", "split", "content"], "c", "t", "paper")
+
+
+def test_flow_colour_wheel_direction():
+    # rightward flow and leftward flow get different hues; zero flow is white
+    f = torch.zeros(2, 4, 8)
+    f[0, :, :4], f[0, :, 4:] = 3.0, -3.0
+    rgb = figures.flow_to_rgb(f)
+    assert rgb.shape == (4, 8, 3)
+    assert not np.allclose(rgb[0, 0], rgb[0, 7])
+    assert np.allclose(figures.flow_to_rgb(torch.zeros(2, 2, 2)), 1.0)
+
+
+def test_saved_smoke_figure_has_banner_and_is_closed(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(paths, "FIGURES", tmp_path)
+    fig = figures.image_grid({"a": [np.zeros((4, 4, 3)), np.ones((4, 4, 3))]})
+    texts = []
+    fig.text = lambda *a, **k: texts.append(a[2])
+    png, pdf = figures.save(fig, "grid", "smoke")
+    assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
+    assert texts and "smoke profile" in texts[0]
+    assert not plt.get_fignums()

@@ -1,0 +1,46 @@
+"""Atomic writes never leave half files; errors are one clear line."""
+import json
+import os
+
+import pytest
+
+from vstlib.utils import (InputError, MissingWeightsError, append_jsonl, atomic_path, atomic_write_json,
+                          read_jsonl, require_file, weights_guard)
+
+
+def test_atomic_write_keeps_old_file_on_crash(tmp_path):
+    target = tmp_path / "table.json"
+    atomic_write_json(target, {"v": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"v": 2, "trunc')
+            raise RuntimeError("killed mid-write")
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert os.listdir(tmp_path) == ["table.json"]  # no temp litter
+
+
+def test_jsonl_survives_a_cut_line(tmp_path):
+    log = tmp_path / "log.jsonl"
+    append_jsonl(log, {"step": 1})
+    append_jsonl(log, {"step": 2})
+    with open(log, "a") as f:
+        f.write('{"step": 3, "rew')  # a crash mid-line
+    assert [r["step"] for r in read_jsonl(log)] == [1, 2]
+
+
+def test_require_file_names_the_file(tmp_path):
+    with pytest.raises(InputError, match=r"missing\.mp4: video not found"):
+        require_file(tmp_path / "missing.mp4", "video")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty\.mp4: .*0 bytes"):
+        require_file(tmp_path / "empty.mp4", "video")
+
+
+def test_weights_guard_turns_offline_failures_into_one_error():
+    with pytest.raises(MissingWeightsError, match="huggingface-cli download org/model") as err:
+        with weights_guard("the backbone", ["org/model"]):
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load this file")
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    with pytest.raises(ZeroDivisionError):  # real bugs are not disguised as missing weights
+        with weights_guard("x"):
+            1 / 0

@@ -1,0 +1,140 @@
+"""Paper figures: one function per figure, saved as PNG and PDF into ``figures/``.
+
+Every figure made on the smoke profile carries a banner saying so: its numbers check the
+machinery, not the paper. Figures are closed after saving (no leaks, no notebook noise).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from . import paths
+from .tables import profile_note
+
+SMOOTH = 5  # moving-average window of the training curves (updates)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def to_numpy_image(x) -> np.ndarray:
+    """(3,H,W) / (H,W,3) tensor or array in [0,1] or uint8 -> (H,W,3) float in [0,1]."""
+    a = x.detach().cpu().float().numpy() if hasattr(x, "detach") else np.asarray(x)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = a.transpose(1, 2, 0)
+    if a.dtype == np.uint8:
+        a = a / 255.0
+    return np.clip(a, 0, 1)
+
+
+def flow_to_rgb(flow) -> np.ndarray:
+    """(2,H,W) flow -> (H,W,3) colour-wheel image (torchvision's flow_to_image)."""
+    import torch
+    from torchvision.utils import flow_to_image
+
+    f = flow if isinstance(flow, torch.Tensor) else torch.as_tensor(np.asarray(flow))
+    return flow_to_image(f.float()).permute(1, 2, 0).numpy() / 255.0
+
+
+def save(fig, name: str, profile: str) -> list[Path]:
+    """Save ``fig`` as figures/<name>.png and .pdf (reproducible bytes), with the profile banner."""
+    plt = _plt()
+    if profile == "smoke":
+        fig.text(0.5, 0.995, profile_note(profile), ha="center", va="top", fontsize=7, color="crimson")
+    out = paths.ensure(paths.FIGURES)
+    files = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(files[0], dpi=110, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(files[1], bbox_inches="tight", metadata={"CreationDate": None, "Creator": None, "Producer": None})
+    plt.close(fig)
+    return files
+
+
+def image_grid(rows: Mapping[str, Sequence], col_labels: Sequence[str] | None = None, cell: float = 1.4):
+    """A grid of images: one row per label, one column per frame."""
+    plt = _plt()
+    n_rows, n_cols = len(rows), max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell * n_cols, cell * n_rows + 0.3), squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([]), ax.set_yticks([])
+            if c < len(images):
+                ax.imshow(images[c] if isinstance(images[c], np.ndarray) and images[c].ndim == 3
+                          and images[c].shape[-1] == 3 else to_numpy_image(images[c]),
+                          cmap=None, vmin=0, vmax=1)
+            else:
+                ax.axis("off")
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+            if r == 0 and col_labels is not None and c < len(col_labels):
+                ax.set_title(col_labels[c], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def data_examples(frames, fw, mask_fw, clip_id: str, n: int = 4):
+    """Frames of a clip with their forward flow and occlusion mask (notebook 01)."""
+    n = min(n, len(fw))
+    mask_rgb = [np.repeat(to_numpy_image(m)[..., :1], 3, axis=-1) for m in mask_fw[:n]]
+    return image_grid({"frame t": [frames[t] for t in range(n)],
+                       "flow t->t+1": [flow_to_rgb(fw[t]) for t in range(n)],
+                       "visible (fw-bw)": mask_rgb},
+                      col_labels=[f"{clip_id} t={t}" for t in range(n)])
+
+
+def training_curves(log: Sequence[dict], title: str = "", window: int = SMOOTH):
+    """Paper Figure 6: reward and the three loss terms over updates, policy vs baseline."""
+    import pandas as pd
+
+    plt = _plt()
+    df = pd.DataFrame([r for r in log if not r.get("skipped")])
+    if "base_reward" not in df and "advantage" in df:  # advantage = r(policy) - r(baseline)
+        df["base_reward"] = df["reward"] - df["advantage"]
+    fig, axes = plt.subplots(1, 4, figsize=(13, 2.8))
+    for ax, key in zip(axes, ["reward", "content", "style", "temporal"]):
+        pol = df[key] if key in df else df.get(f"policy_{key}")
+        base_key = "base_reward" if key == "reward" else f"base_{key}"
+        ax.plot(df["step"], pol.rolling(window, min_periods=1).mean(), label="policy")
+        if base_key in df:
+            ax.plot(df["step"], df[base_key].rolling(window, min_periods=1).mean(), label="baseline", ls="--")
+        ax.set_title(key), ax.set_xlabel("update")
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, y=1.06, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def zoom_crops(rows: Mapping[str, Sequence], box: tuple[int, int, int, int], cell: float = 1.8):
+    """Paper Figure 4: the same crop (y0, x0, h, w) of consecutive frames, upsampled."""
+    y0, x0, h, w = box
+    cropped = {k: [to_numpy_image(im)[y0:y0 + h, x0:x0 + w] for im in v] for k, v in rows.items()}
+    return image_grid(cropped, col_labels=[f"t={t}" for t in range(max(map(len, rows.values())))], cell=cell)
+
+
+def ablation_bars(df, x: str, metrics: Sequence[str] = ("reward", "content", "style", "temporal"),
+                  hue: str | None = None, title: str = ""):
+    """One panel per metric, one bar per ablation setting (notebook 04)."""
+    import seaborn as sns
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.8))
+    for ax, m in zip(np.atleast_1d(axes), metrics):
+        sns.barplot(data=df, x=x, y=m, hue=hue, ax=ax, errorbar=None)
+        ax.set_title(m, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.set_xlabel("")
+        if hue and ax.get_legend() is not None and m != metrics[0]:
+            ax.get_legend().remove()
+    if title:
+        fig.suptitle(title, y=1.04, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,72 @@
+"""One command for the whole paper: run the numbered notebooks in order with papermill.
+
+    vst reproduce --profile smoke      # or: make reproduce [PROFILE=paper]
+
+Executed copies go to ``results/<profile>/notebooks/``; the notebooks write ``figures/`` and
+``paper/tables/`` themselves (through ``vstlib.paths``). A failure names the notebook and the cell.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import paths
+from .utils import VstError, progress_enabled
+
+
+def notebooks() -> list[Path]:
+    """The numbered notebooks, in the order they must run."""
+    found = sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise VstError("no numbered notebooks found", paths.NOTEBOOKS)
+    return found
+
+
+def run(profile: str = "smoke", only: list[str] | None = None, parameters: dict | None = None) -> dict:
+    """Execute every notebook (or those whose name starts with one of ``only``); return timings."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    out_dir = paths.ensure(paths.results_dir(profile) / "notebooks")
+    params = {"profile": profile, **(parameters or {})}
+    timings = {}
+    for nb in notebooks():
+        if only and not any(nb.name.startswith(o) for o in only):
+            continue
+        t0 = time.perf_counter()
+        print(f"[reproduce:{profile}] {nb.name} ...", flush=True)
+        try:
+            pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, kernel_name="python3",
+                                cwd=str(paths.NOTEBOOKS), progress_bar=progress_enabled(),
+                                log_output=False, report_mode=False)
+        except PapermillExecutionError as err:
+            raise VstError(f"cell {err.exec_count} failed with {err.ename}: {err.evalue}",
+                           out_dir / nb.name,
+                           f"open the executed copy in JupyterLab to see the cell; rerun with "
+                           f"`vst reproduce --profile {profile} --only {nb.name[:2]}`") from None
+        timings[nb.name] = time.perf_counter() - t0
+        print(f"[reproduce:{profile}] {nb.name} done in {timings[nb.name]:.1f} s", flush=True)
+    total = sum(timings.values())
+    print(f"[reproduce:{profile}] all notebooks done in {total:.1f} s")
+    print(f"  figures: {sorted(p.name for p in paths.FIGURES.glob('*.png'))}")
+    print(f"  tables:  {sorted(p.name for p in paths.TABLES.glob('*.tex'))}")
+    return timings
+
+
+def main(profile: str = "smoke", only: list[str] | None = None) -> int:
+    run(profile, only)
+    return 0
+
+
+if __name__ == "__main__":  # python -m vstlib.reproduce --profile smoke
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="smoke")
+    ap.add_argument("--only", nargs="*")
+    a = ap.parse_args()
+    try:
+        sys.exit(main(a.profile, a.only))
+    except VstError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
