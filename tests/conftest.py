@@ -1,0 +1,40 @@
+"""Shared pytest fixtures (other test modules may append theirs below)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def vst_home(tmp_path, monkeypatch):
+    """A fresh writable root: paths.home() (data, results, caches) points into tmp_path."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("VSTLIB_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def write_video():
+    """write_video(path, frames uint8 (T,H,W,3)) -> path: a real mp4/gif/... via imageio + PyAV."""
+    import imageio.v3 as iio
+
+    def _write(path, frames):
+        frames = np.asarray(frames, dtype=np.uint8)
+        if str(path).endswith(".gif"):
+            iio.imwrite(path, frames, duration=100, loop=0)
+        else:
+            iio.imwrite(path, frames, plugin="pyav", codec="libx264", fps=10)
+        return path
+
+    return _write
+
+
+@pytest.fixture(scope="session")
+def smooth_frames():
+    """(6,48,64,3) uint8 smooth moving pattern (survives lossy video codecs)."""
+    t, y, x = np.mgrid[0:6, 0:48, 0:64].astype(np.float64)
+    r = 127.5 + 100 * np.sin((x + 2 * t) / 7.0)
+    g = 127.5 + 100 * np.cos((y - t) / 5.0)
+    b = 127.5 + 80 * np.sin((x + y) / 11.0)
+    return np.stack([r, g, b], -1).astype(np.uint8)
