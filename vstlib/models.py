@@ -1,0 +1,179 @@
+"""Frozen networks used by rewards and evaluation: one place that knows where weights come from.
+
+Each loader builds the same architecture in both profiles; only the weights differ:
+random (smoke: offline, seeded by the caller) or pretrained (paper: torchvision / HF hub,
+wrapped so that a missing download is one MissingWeightsError saying what to fetch and where).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vstlib.config import TINY
+from vstlib.utils import load_torchvision_weights, weights_guard
+
+Device = Union[str, torch.device]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _freeze(m: nn.Module, device: Device) -> nn.Module:
+    m = m.to(device).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+# --------------------------------------------------------------------------- VGG19
+def vgg19_layer_indices(features: nn.Sequential) -> dict[str, int]:
+    """Name every ReLU of a VGG ``features`` stack: relu{block}_{conv} -> index (relu1_1 -> 1)."""
+    names, block, conv = {}, 1, 0
+    for i, m in enumerate(features):
+        if isinstance(m, nn.Conv2d):
+            conv += 1
+        elif isinstance(m, nn.ReLU):
+            names[f"relu{block}_{conv}"] = i
+        elif isinstance(m, nn.MaxPool2d):
+            block, conv = block + 1, 0
+    return names
+
+
+# torchvision's vgg19().features (checked against vgg19_layer_indices in the tests)
+VGG19_LAYERS: dict[str, int] = {
+    "relu1_1": 1, "relu1_2": 3,
+    "relu2_1": 6, "relu2_2": 8,
+    "relu3_1": 11, "relu3_2": 13, "relu3_3": 15, "relu3_4": 17,
+    "relu4_1": 20, "relu4_2": 22, "relu4_3": 24, "relu4_4": 26,
+    "relu5_1": 29, "relu5_2": 31, "relu5_3": 33, "relu5_4": 35,
+}
+
+
+def vgg19_features(weights: Optional[str], device: Device = "cpu") -> nn.Sequential:
+    """torchvision ``vgg19().features``, frozen, in eval mode.
+
+    ``weights=None``: random init (seeded by the caller: smoke profile);
+    ``"IMAGENET1K_V1"``: torchvision's ImageNet weights (paper profile; cached or an error).
+    """
+    import torchvision
+
+    sd = None
+    if weights is not None:  # fetch first: offline, fail before building 140M random params
+        enum = getattr(torchvision.models.VGG19_Weights, weights, None)
+        if enum is None:
+            raise ValueError(f"unknown VGG19 weights {weights!r}; use None or 'IMAGENET1K_V1'")
+        sd = load_torchvision_weights(enum, "VGG19")
+    net = torchvision.models.vgg19(weights=None)
+    if sd is not None:
+        net.load_state_dict(sd)
+    return _freeze(net.features, device)
+
+
+# --------------------------------------------------------------------------- LPIPS
+def lpips_alex(pretrained_trunk: bool, device: Device = "cpu") -> nn.Module:
+    """LPIPS (AlexNet, v0.1) with its calibrated linear layers (shipped inside the lpips package).
+
+    lpips 0.1.4 builds its trunk with torchvision's deprecated ``alexnet(pretrained=...)``, which
+    would try to download; so the trunk is built random (``pnet_rand=True``) and, for the paper
+    profile, the ImageNet AlexNet is loaded into it here through the offline-aware loader.
+    """
+    import lpips
+
+    with warnings.catch_warnings():  # torchvision's "pretrained is deprecated" warning
+        warnings.simplefilter("ignore")
+        model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True,
+                            verbose=False)
+    if pretrained_trunk:
+        import torchvision
+
+        sd = load_torchvision_weights(torchvision.models.AlexNet_Weights.IMAGENET1K_V1,
+                                      "AlexNet (LPIPS trunk)")
+        # lpips splits alexnet.features into slice1..slice5, keeping the original child indices
+        n = 0
+        for k in range(1, model.net.N_slices + 1):
+            for idx, layer in getattr(model.net, f"slice{k}").named_children():
+                if isinstance(layer, nn.Conv2d):
+                    with torch.no_grad():
+                        layer.weight.copy_(sd[f"features.{idx}.weight"])
+                        layer.bias.copy_(sd[f"features.{idx}.bias"])
+                    n += 1
+        assert n == 5, f"expected 5 AlexNet convs in the LPIPS trunk, loaded {n}"
+    return _freeze(model, device)
+
+
+# --------------------------------------------------------------------------- CLIP
+# A tiny random ViT CLIP (smoke profile): same code path as ViT-B-32, built offline in ~0.1 s.
+TINY_CLIP = dict(
+    embed_dim=32,
+    vision_cfg=dict(image_size=64, patch_size=16, width=64, layers=2, head_width=32, mlp_ratio=2.0),
+    text_cfg=dict(context_length=16, vocab_size=1000, width=32, heads=2, layers=1),
+)
+
+
+def _clip_preprocess(image_size: int, mean, std) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Batched torch version of CLIP's PIL transform: shortest side -> size, centre crop, normalise."""
+    mean_t = torch.tensor(mean).view(1, 3, 1, 1)
+    std_t = torch.tensor(std).view(1, 3, 1, 1)
+
+    def preprocess(images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images (N,3,H,W) in [0,1], got shape {tuple(images.shape)}")
+        x = images.float()                                        # (N, 3, H, W)
+        h, w = x.shape[-2:]
+        s = image_size / min(h, w)
+        nh, nw = max(image_size, round(h * s)), max(image_size, round(w * s))
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
+        top, left = (nh - image_size) // 2, (nw - image_size) // 2
+        x = x[..., top:top + image_size, left:left + image_size].clamp(0, 1)  # (N, 3, S, S)
+        return (x - mean_t.to(x.device)) / std_t.to(x.device)
+
+    return preprocess
+
+
+def clip_model(name: str, pretrained: Optional[str], device: Device = "cpu"):
+    """(model, preprocess) where ``preprocess`` maps (N,3,H,W) in [0,1] to the model's input.
+
+    ``name="tiny"``: a tiny random ViT CLIP, always the same (seeded here, so CLIP scores of
+    different smoke runs are comparable). Otherwise an open_clip architecture, e.g.
+    ``("ViT-B-32", "openai")``; offline without cached weights -> MissingWeightsError.
+    """
+    import open_clip
+
+    if name == TINY:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = open_clip.CLIP(**TINY_CLIP)
+        mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+    else:
+        ids = ()
+        if pretrained:
+            cfg = open_clip.get_pretrained_cfg(name, pretrained) or {}
+            ids = tuple(x for x in [cfg.get("hf_hub", "").strip("/")] if x)
+        with weights_guard(f"CLIP {name} ({pretrained})", model_ids=ids):
+            model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        mean = getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
+        std = getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else int(size)
+    return _freeze(model, device), _clip_preprocess(size, mean, std)
+
+
+@torch.no_grad()
+def clip_image_features(model: nn.Module, preprocess: Callable, images: torch.Tensor,
+                        batch_size: int = 64) -> torch.Tensor:
+    """L2-normalised CLIP image embeddings (N, D) of images (N,3,H,W) in [0,1], in batches."""
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, images.shape[0], batch_size):
+        x = preprocess(images[i:i + batch_size].to(device))       # (B, 3, S, S)
+        out.append(F.normalize(model.encode_image(x).float(), dim=-1))  # (B, D)
+    return torch.cat(out)
+
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VGG19_LAYERS", "vgg19_layer_indices",
+           "vgg19_features", "lpips_alex", "TINY_CLIP", "clip_model", "clip_image_features"]

@@ -1,0 +1,89 @@
+"""The latent policy: a small conv net that sees (previous, current) latents and proposes a residual.
+
+    dist = policy(prev_latent, cur_latent)      # Normal over (N, C, h, w)
+    delta = dist.rsample()                      # added to the current frame's latent
+    logp = log_prob(dist, delta)                # (N,), for REINFORCE
+
+The mean starts tiny (a gate at sigmoid(5) ~ 0.993 scales it by ~0.0067) so that early
+actions barely move DiffuseST's output; the gate and sigma are learned.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.distributions import Normal
+
+
+def _conv_in(cin: int, cout: int) -> list[nn.Module]:
+    # InstanceNorm, not BatchNorm: a transition is one clip pair (batch 1), where batch statistics
+    # are meaningless, and IN behaves the same in train and eval. affine=True (PyTorch's default is
+    # False) gives back a learnable per-channel scale/shift, so the net can restore the latent
+    # magnitude information that the normalisation removes.
+    return [nn.Conv2d(cin, cout, 3, padding=1), nn.InstanceNorm2d(cout, affine=True)]
+
+
+class ResidualBlock(nn.Module):
+    """conv-IN-ReLU-conv-IN, identity added, ReLU."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(*_conv_in(ch, ch), nn.ReLU(inplace=True), *_conv_in(ch, ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
+class LatentPolicy(nn.Module):
+    """Gaussian policy over latent residuals: mean from a conv net, one learned scalar sigma."""
+
+    def __init__(self, latent_channels: int = 4, hidden: int = 16, gate_init: float = 5.0,
+                 sigma_init: float = 0.1):
+        super().__init__()
+        if sigma_init <= 0:
+            raise ValueError(f"sigma_init must be > 0, got {sigma_init}")
+        c = latent_channels
+        self.trunk = nn.Sequential(
+            *_conv_in(2 * c, hidden), nn.ReLU(inplace=True),
+            *_conv_in(hidden, hidden), nn.ReLU(inplace=True),
+            ResidualBlock(hidden),
+        )
+        self.head = nn.Conv2d(hidden, c, 1)
+        # tiny raw mean at init (with the gate, actions start near zero)
+        nn.init.xavier_uniform_(self.head.weight, gain=0.01)
+        nn.init.zeros_(self.head.bias)
+        self.gate_param = nn.Parameter(torch.tensor(float(gate_init)))
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init)))  # sigma = exp(.) > 0
+
+    @classmethod
+    def from_config(cls, cfg_policy) -> "LatentPolicy":
+        return cls(latent_channels=cfg_policy.latent_channels, hidden=cfg_policy.hidden,
+                   gate_init=cfg_policy.gate_init, sigma_init=cfg_policy.sigma_init)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    @property
+    def gate(self) -> torch.Tensor:
+        return self.gate_param
+
+    def forward(self, prev_latent: torch.Tensor, cur_latent: torch.Tensor) -> Normal:
+        if prev_latent.shape != cur_latent.shape:
+            raise ValueError(f"prev/cur latents differ in shape: {tuple(prev_latent.shape)} vs "
+                             f"{tuple(cur_latent.shape)}")
+        x = torch.cat([prev_latent, cur_latent], dim=1)         # (N, 2C, h, w)
+        raw_mu = self.head(self.trunk(x))                        # (N, C, h, w)
+        mu = (1 - torch.sigmoid(self.gate_param)) * raw_mu       # (N, C, h, w)
+        sigma = self.sigma.expand_as(mu)                         # (N, C, h, w)
+        return Normal(mu, sigma)
+
+
+def log_prob(dist: Normal, action: torch.Tensor) -> torch.Tensor:
+    """Log-density of a latent residual, summed over C, H, W: (N,)."""
+    return dist.log_prob(action).flatten(1).sum(1)
+
+
+__all__ = ["LatentPolicy", "ResidualBlock", "log_prob"]

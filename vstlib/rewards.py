@@ -1,0 +1,200 @@
+"""The reward: style (Gram/VGG19), content (LPIPS) and bidirectional temporal losses.
+
+    reward = -(w_style * style + w_content * content + w_temp * temporal)
+
+All losses take frames (N,3,H,W) in [0,1] and return one value per frame (N,).
+Flows are those of the ORIGINAL frames (see the guide's conventions): stylized frames are
+judged by how well they follow the motion of the video they came from.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+import torch.nn as nn
+
+from vstlib.models import IMAGENET_MEAN, IMAGENET_STD, VGG19_LAYERS, lpips_alex, vgg19_features
+from vstlib.utils import InputError
+
+Device = Union[str, torch.device]
+
+
+# --------------------------------------------------------------------------- style
+def gram(feat: torch.Tensor) -> torch.Tensor:
+    """Gram matrix F F^T / (C H W) of features (N,C,H,W): (N,C,C)."""
+    n, c, h, w = feat.shape
+    f = feat.reshape(n, c, h * w)                                 # (N, C, HW)
+    return f @ f.transpose(1, 2) / (c * h * w)                    # (N, C, C)
+
+
+class StyleLoss(nn.Module):
+    """Sum over VGG19 layers of ||G(x) - G(style)||_F^2; the style Grams are computed once."""
+
+    def __init__(self, cfg_reward, style: torch.Tensor, device: Device = "cpu"):
+        super().__init__()
+        layers = tuple(cfg_reward.style_layers)
+        unknown = [n for n in layers if n not in VGG19_LAYERS]
+        if not layers or unknown:
+            raise ValueError(f"unknown VGG19 style layers {unknown or layers}; "
+                             f"choose from {sorted(VGG19_LAYERS)}")
+        self.layers = layers
+        self.idx = [VGG19_LAYERS[n] for n in layers]
+        # run VGG only up to the deepest needed layer
+        self.vgg = vgg19_features(cfg_reward.vgg_weights, device)[:max(self.idx) + 1]
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+        style = _as_batch(style, "style image")
+        with torch.no_grad():
+            grams = [gram(f) for f in self.features(style.to(device))]
+        for name, g in zip(layers, grams):
+            self.register_buffer(f"style_gram_{name}", g)        # (1, C, C)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """VGG19 activations at the chosen layers for x (N,3,H,W) in [0,1]."""
+        h = (x - self.mean) / self.std                            # (N, 3, H, W)
+        want, feats = set(self.idx), {}
+        for i, layer in enumerate(self.vgg):
+            h = layer(h)
+            if i in want:
+                feats[i] = h                                      # (N, C_l, H_l, W_l)
+        return [feats[i] for i in self.idx]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        loss = x.new_zeros(x.shape[0])                            # (N,)
+        for name, f in zip(self.layers, self.features(x)):
+            g_s = getattr(self, f"style_gram_{name}")             # (1, C, C)
+            loss = loss + (gram(f) - g_s).pow(2).sum((1, 2))
+        return loss
+
+
+# --------------------------------------------------------------------------- content
+class ContentLoss(nn.Module):
+    """LPIPS (AlexNet, v0.1) between a stylized frame and its original frame: (N,)."""
+
+    def __init__(self, cfg_reward, device: Device = "cpu"):
+        super().__init__()
+        self.lpips = lpips_alex(cfg_reward.lpips_pretrained, device)
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        for name, t in (("stylized", x), ("reference", ref)):
+            lo, hi = float(t.min()), float(t.max())
+            if lo < -1e-4 or hi > 1 + 1e-4:
+                raise ValueError(f"ContentLoss expects {name} frames in [0,1], got range "
+                                 f"[{lo:.3g}, {hi:.3g}]; convert with (x + 1) / 2 or clamp(0, 1)")
+        # LPIPS wants [-1,1] (the authors' code fed [0,1], which shifts every activation)
+        return self.lpips(2 * x - 1, 2 * ref - 1).flatten()      # (N,)
+
+
+# --------------------------------------------------------------------------- temporal
+def _masked_mean(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of diff (N,C,H,W) over pixels where mask (N,1,H,W) is 1: (N,); 0 if none visible."""
+    num = (diff * mask).flatten(1).sum(1)                         # (N,)
+    den = mask.flatten(1).sum(1) * diff.shape[1]                  # (N,) visible values
+    return num / den.clamp_min(1.0)
+
+
+def temporal_loss(prev: torch.Tensor, cur: torch.Tensor, fw: torch.Tensor, bw: torch.Tensor,
+                  mask_fw: torch.Tensor, mask_bw: torch.Tensor) -> torch.Tensor:
+    """Bidirectional masked L1 between consecutive frames aligned by the original video's flow.
+
+    prev, cur (N,3,H,W); fw = flow prev->cur, bw = flow cur->prev (N,2,H,W) in pixels;
+    mask_fw: prev's pixels visible in cur, mask_bw: cur's pixels visible in prev (N,1,H,W).
+    """
+    from vstlib.flow import warp
+
+    l_fw = _masked_mean((prev - warp(cur, fw)).abs(), mask_fw)   # (N,) prev vs cur pulled back
+    l_bw = _masked_mean((cur - warp(prev, bw)).abs(), mask_bw)   # (N,) cur vs prev pushed on
+    return 0.5 * (l_fw + l_bw)
+
+
+def warping_error(prev: torch.Tensor, cur: torch.Tensor, fw: torch.Tensor,
+                  mask_fw: torch.Tensor) -> torch.Tensor:
+    """Warping error (Lai et al. 2018): MSE between prev and warp(cur, fw) on visible pixels: (N,)."""
+    from vstlib.flow import warp
+
+    return _masked_mean((prev - warp(cur, fw)).pow(2), mask_fw)
+
+
+# --------------------------------------------------------------------------- reward
+def reward_from_terms(terms: dict, cfg_reward) -> torch.Tensor:
+    """-(w_style * style + w_content * content + w_temp * temporal), per frame."""
+    return -(cfg_reward.w_style * terms["style"] + cfg_reward.w_content * terms["content"]
+             + cfg_reward.w_temp * terms["temporal"])
+
+
+class RewardModel(nn.Module):
+    """Frozen style/content critics plus the weights of the three terms."""
+
+    def __init__(self, cfg, style: torch.Tensor, device: Device = "cpu", chunk: int = 16):
+        super().__init__()
+        self.cfg_reward = cfg.reward
+        self.device = torch.device(device)
+        self.chunk = chunk
+        self.style = StyleLoss(cfg.reward, style, device)
+        self.content = ContentLoss(cfg.reward, device)
+
+    @classmethod
+    def from_config(cls, cfg, style: torch.Tensor, device: Device = "cpu") -> "RewardModel":
+        return cls(cfg, style, device)
+
+    @torch.no_grad()
+    def terms(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict) -> dict:
+        """Every term for frames 1..T-1: dict of (T-1,) tensors (style, content, temporal, reward).
+
+        stylized, originals (T,3,H,W) in [0,1]; flows: fw, bw (T-1,2,H,W), mask_fw, mask_bw
+        (T-1,1,H,W) of the original frames.
+        """
+        _check_clip(stylized, originals, flows)
+        dev = self.device
+        out = {"style": [], "content": [], "temporal": []}
+        T = stylized.shape[0]
+        for s in range(1, T, self.chunk):                         # frames s..e-1 and their pasts
+            e = min(T, s + self.chunk)
+            cur = stylized[s:e].to(dev).float()                   # (B, 3, H, W)
+            prev = stylized[s - 1:e - 1].to(dev).float()          # (B, 3, H, W)
+            f = {k: flows[k][s - 1:e - 1].to(dev).float() for k in ("fw", "bw", "mask_fw", "mask_bw")}
+            out["style"].append(self.style(cur))
+            out["content"].append(self.content(cur, originals[s:e].to(dev).float()))
+            out["temporal"].append(temporal_loss(prev, cur, f["fw"], f["bw"],
+                                                 f["mask_fw"], f["mask_bw"]))
+        terms = {k: torch.cat(v) for k, v in out.items()}         # each (T-1,)
+        terms["reward"] = reward_from_terms(terms, self.cfg_reward)
+        return terms
+
+    def reward(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict) -> torch.Tensor:
+        return self.terms(stylized, originals, flows)["reward"]
+
+
+# --------------------------------------------------------------------------- checks
+def _as_batch(img: torch.Tensor, what: str) -> torch.Tensor:
+    if img.ndim == 3:
+        img = img[None]
+    if img.ndim != 4 or img.shape[:2] != (1, 3):
+        raise InputError(f"{what} must be (1,3,H,W) RGB in [0,1], got shape {tuple(img.shape)}",
+                         fix="convert it to RGB (drop alpha, expand grayscale)")
+    if not torch.isfinite(img).all():
+        raise InputError(f"{what} contains NaN/inf values", fix="check how it was loaded")
+    return img.float()
+
+
+def _check_clip(stylized: torch.Tensor, originals: torch.Tensor, flows: dict) -> None:
+    if stylized.ndim != 4 or stylized.shape[1] != 3 or stylized.shape != originals.shape:
+        raise InputError(f"stylized {tuple(stylized.shape)} and original {tuple(originals.shape)} "
+                         f"frames must both be (T,3,H,W)")
+    T = stylized.shape[0]
+    if T < 2:
+        raise InputError(f"a clip needs at least 2 frames for the reward, got {T}",
+                         fix="use a longer clip (data.n_frames >= 2)")
+    missing = [k for k in ("fw", "bw", "mask_fw", "mask_bw") if k not in flows]
+    if missing:
+        raise InputError(f"flows dict lacks {missing}", fix="compute flows with vstlib.flow")
+    for k in ("fw", "bw", "mask_fw", "mask_bw"):
+        if flows[k].shape[0] != T - 1 or flows[k].shape[-2:] != stylized.shape[-2:]:
+            raise InputError(f"flows[{k!r}] has shape {tuple(flows[k].shape)}, expected "
+                             f"({T - 1}, ., {stylized.shape[-2]}, {stylized.shape[-1]})")
+    if not (torch.isfinite(stylized).all() and torch.isfinite(originals).all()):
+        raise InputError("frames contain NaN/inf values", fix="check the decoder output")
+
+
+__all__ = ["gram", "StyleLoss", "ContentLoss", "temporal_loss", "warping_error",
+           "reward_from_terms", "RewardModel"]
