@@ -1,0 +1,230 @@
+"""DiffuseST backbone on the tiny offline twin (diffusers-style fast tests)."""
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vstlib.backbone import (BaselineOutput, InjectionAttnProcessor, InjectionState, Stylizer,
+                             ddim_move)
+from vstlib.config import get_config
+from vstlib.utils import InputError, MissingWeightsError
+
+T = 4  # frames per test clip
+
+
+def smooth_images(n, seed, size=64):
+    """Random smooth RGB images in [0,1] (upsampled noise), deterministic."""
+    g = torch.Generator().manual_seed(seed)
+    return F.interpolate(torch.rand(n, 3, 6, 6, generator=g), size=size, mode="bicubic",
+                         align_corners=False).clamp(0, 1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny modules gain nothing from 2 threads, and OpenMP threads stall badly when other
+    # processes share this 2-core machine (40 s instead of 0.4 s for a clip)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return smooth_images(T, 0)
+
+
+@pytest.fixture(scope="module")
+def style():
+    return smooth_images(1, 1)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("vsthome")
+        mp.setenv("VSTLIB_HOME", str(path))
+        mp.setenv("VSTLIB_PROGRESS", "0")
+        yield path
+
+
+@pytest.fixture(scope="module")
+def sty(home):
+    return Stylizer.from_config(get_config("smoke"), device="cpu", cache=False)
+
+
+@pytest.fixture(scope="module")
+def out(sty, frames, style):
+    return sty(frames, style)
+
+
+def test_shapes_and_range(sty, out):
+    assert isinstance(out, BaselineOutput)
+    assert out.images.shape == (T, 3, 64, 64)
+    assert out.xT.shape == out.z0.shape == out.inversion.z.shape == (T, 4, 8, 8)
+    assert 0 <= out.images.min() and out.images.max() <= 1
+    assert sorted(out.inversion.trajectory) == sorted(sty.timesteps) and len(sty.timesteps) == 10
+    assert torch.equal(out.xT, out.inversion.trajectory[max(sty.timesteps)])
+    assert out.style_ctx.cond.shape == out.style_ctx.uncond.shape == (1, 77, 32)
+    assert not torch.allclose(out.style_ctx.cond, out.style_ctx.uncond)   # style queries spliced in
+    assert torch.isfinite(out.images).all()
+
+
+def test_frames_resized_and_bad_input(sty, frames):
+    big = F.interpolate(frames[:1], size=80, mode="bilinear", align_corners=False)
+    assert sty.prepare(big).shape == (1, 3, 64, 64)
+    with pytest.raises(InputError, match="shape"):
+        sty.prepare(torch.rand(2, 4, 64, 64))                               # RGBA
+    with pytest.raises(InputError, match="NaN"):
+        sty.prepare(torch.full((2, 3, 64, 64), float("nan")))
+    with pytest.raises(InputError, match=r"\[0,1\]"):
+        sty.prepare(torch.rand(2, 3, 64, 64) * 255)
+
+
+def test_determinism_under_seed(home, frames, style, out):
+    cfg = get_config("smoke")
+    a = Stylizer.from_config(cfg, device="cpu", cache=False)(frames[:2], style)
+    b = Stylizer.from_config(cfg, device="cpu", cache=False)(frames[:2], style)
+    assert torch.equal(a.images, b.images) and torch.equal(a.z0, b.z0)
+    # same as in the 4-frame batch, up to float reordering (amplified by guidance 7.5 and the decoder)
+    assert torch.allclose(a.z0, out.z0[:2], atol=2e-4) and torch.allclose(a.images, out.images[:2], atol=2e-3)
+    c = Stylizer.from_config(cfg.override(backbone={"seed": 1}), device="cpu", cache=False)(frames[:2], style)
+    assert not torch.allclose(a.images, c.images, atol=1e-3)
+
+
+def test_batched_equals_one_at_a_time(sty, frames, style, out):
+    calls = sty.unet_calls
+    single = [sty(frames[i:i + 1], style) for i in range(T)]
+    assert torch.allclose(torch.cat([o.z0 for o in single]), out.z0, atol=2e-4)
+    assert torch.allclose(torch.cat([o.images for o in single]), out.images, atol=2e-3)
+    # one frame at a time: 10 inversion + 10 style inversion + 10 denoising passes per frame (no cache)
+    assert sty.unet_calls - calls == T * 30
+
+
+def test_disk_and_memory_cache(home, frames, style):
+    cfg = get_config("smoke")
+    a = Stylizer.from_config(cfg, device="cpu")
+    first = a(frames, style)
+    # frames: 10 inversion passes, style image: 10, denoising: 10 (one batch of 4 frames)
+    assert a.unet_calls == 30
+    again = a(frames, style)
+    assert a.unet_calls == 30                                              # memory hit
+    assert torch.equal(again.images, first.images)
+    b = Stylizer.from_config(cfg, device="cpu")                            # fresh process state
+    from_disk = b(frames, style)
+    assert b.unet_calls == 0                                               # disk hit
+    assert torch.equal(from_disk.images, first.images)
+    assert torch.equal(from_disk.inversion.trajectory[1], first.inversion.trajectory[1])
+    assert list((home / ".cache" / "smoke" / "backbone").glob("*.safetensors"))
+    b(frames, smooth_images(1, 7))                                         # new style, same frames
+    assert b.unet_calls == 20                                              # inversion reused
+    # the policy-injection point does not change the baseline: xT and z0 runs share the cache
+    c = Stylizer.from_config(cfg.override(backbone={"injection": "xT"}), device="cpu")
+    c(frames, style)
+    assert c.unet_calls == 0
+
+
+def _count_steps(sty, out):
+    sty.state.fired = {"content": 0, "style": 0}
+    sty.denoise(out.xT[:1], out.inversion.select([0]), out.style_ctx)
+    modes = [m for _, m in sty.step_log]
+    return modes.count("content"), modes.count("style"), dict(sty.state.fired)
+
+
+def test_injection_schedule(sty, out, home):
+    n_attn1 = sum(isinstance(p, InjectionAttnProcessor) for p in sty.unet.attn_processors.values())
+    n_res = len(sty.unet.up_blocks[1].resnets) + len(sty.unet.up_blocks[2].resnets)
+    assert n_attn1 == sum(len(sty.unet.up_blocks[b].attentions) for b in (1, 2, 3)) > 0
+    # default: content on t >= 1000*alpha = 100 (901..101: 9 steps), style on t < 100 (t=1)
+    n_c, n_s, fired = _count_steps(sty, out)
+    assert (n_c, n_s) == (9, 1)
+    assert fired == {"content": 9 * (n_attn1 + n_res), "style": 1 * n_attn1}
+    # the authors' schedule: every step a content step, the style branch never runs
+    orig = Stylizer.from_config(get_config("smoke", backbone={"original_schedule": True}), device="cpu",
+                                cache=False)
+    n_c, n_s, fired = _count_steps(orig, out)
+    assert (n_c, n_s) == (10, 0) and fired["style"] == 0
+    # alpha = 0.5: t in {401,...,1} are style steps
+    half = Stylizer.from_config(get_config("smoke", backbone={"alpha": 0.5}), device="cpu", cache=False)
+    assert _count_steps(half, out)[:2] == (5, 5)
+    # injection changes the result; without it no hook fires
+    sty.state.fired = {"content": 0, "style": 0}
+    plain = sty.denoise(out.xT[:1], out.inversion.select([0]), out.style_ctx, inject=False)
+    assert sty.state.fired == {"content": 0, "style": 0}
+    assert not torch.allclose(plain, out.z0[:1], atol=1e-4)
+
+
+def test_attention_processor_semantics():
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=8, heads=2, dim_head=4)
+    st = InjectionState()
+    attn.set_processor(InjectionAttnProcessor(st))
+    x = torch.randn(3, 5, 8)                                   # [ref, target, target] tokens
+
+    def manual(q_src, k_src, v_src):
+        q, k, v = attn.to_q(q_src), attn.to_k(k_src), attn.to_v(v_src)
+        q, k, v = (t.view(-1, 5, 2, 4).transpose(1, 2) for t in (q, k, v))
+        o = torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1) @ v
+        return attn.to_out[0](o.transpose(1, 2).reshape(-1, 5, 8))
+
+    with torch.no_grad():
+        st.mode, st.n_ref, st.groups = None, 0, 1
+        assert torch.allclose(attn(x), manual(x, x, x), atol=1e-5)
+        st.mode, st.n_ref, st.groups = "content", 1, 2        # targets: ref's q, k; own v
+        y = attn(x)
+        assert torch.allclose(y[1:], manual(x[:1].expand(2, -1, -1), x[:1].expand(2, -1, -1), x[1:]), atol=1e-5)
+        st.mode = "style"                                      # targets: own q; ref's k, v
+        y = attn(x)
+        assert torch.allclose(y[1:], manual(x[1:], x[:1].expand(2, -1, -1), x[:1].expand(2, -1, -1)), atol=1e-5)
+        assert torch.allclose(y[:1], manual(x[:1], x[:1], x[:1]), atol=1e-5)
+
+
+def test_ddim_move_matches_scheduler(sty):
+    x, eps = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    for t in (901, 1):
+        ref = sty.scheduler.step(eps, t, x).prev_sample
+        assert torch.allclose(ddim_move(x, eps, sty._alpha(t), sty._alpha(sty._prev(t))), ref, atol=1e-5)
+
+
+def test_xT_round_trip(home, frames):
+    cfg = get_config("smoke", backbone={"num_inference_steps": 50, "num_inversion_steps": 50})
+    s = Stylizer.from_config(cfg, device="cpu", cache=False)
+    inv = s.invert(frames[:1])
+    z = s.denoise(inv.xT, inv, None, inject=False, guidance_scale=1.0)
+    noise = torch.randn(inv.xT.shape, generator=torch.Generator().manual_seed(0))
+    z_rand = s.denoise(noise, inv, None, inject=False, guidance_scale=1.0)
+    rel = lambda a: ((a - inv.z).norm() / inv.z.norm()).item()  # noqa: E731
+    assert rel(z) < 0.05
+    assert rel(z) < 0.01 * rel(z_rand)
+    assert s.unet_calls == 150
+
+
+def test_render_zero_delta_equals_baseline(sty, out, frames, style):
+    idx = torch.tensor([2, 0])
+    assert torch.equal(sty.policy_latents(out), out.z0)
+    img = sty.render(out.z0[idx], out, idx)
+    assert torch.allclose(img, out.images[idx], atol=1e-5)
+    # same seed -> same weights: the xT variant can render the baseline computed by ``sty``
+    xt = Stylizer.from_config(sty.cfg.override(backbone={"injection": "xT"}), device="cpu", cache=False)
+    assert torch.equal(xt.policy_latents(out), out.xT)
+    calls = xt.unet_calls
+    img = xt.render(out.xT[idx], out, idx)                      # full denoise of those 2 frames
+    assert torch.allclose(img, out.images[idx], atol=1e-4)
+    assert xt.unet_calls - calls == 10
+    moved = xt.render(out.xT[idx] + 0.5, out, idx)
+    assert not torch.allclose(moved, img, atol=1e-3)
+
+
+def test_paper_profile_offline_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("VSTLIB_HOME", str(tmp_path))
+    t0 = time.time()
+    with pytest.raises(MissingWeightsError, match="Salesforce/blipdiffusion") as err:
+        Stylizer.from_config(get_config("paper"), device="cpu")
+    assert "huggingface-cli download" in str(err.value)
+    assert time.time() - t0 < 10
