@@ -1,0 +1,205 @@
+"""REINFORCE training and evaluation on a tiny smoke setup: reproducible, resumable, NaN-safe."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vstlib import paths
+from vstlib.config import get_config
+from vstlib.utils import read_jsonl, seed_everything
+
+# 3 clips of 4 frames at 32 px (2 train, 1 test), 2 DDIM steps: each update is a fraction of a second.
+# accumulation 2 over 3 transitions -> 2 updates per clip, 4 per epoch; checkpoint after every clip.
+TINY = dict(
+    data={"n_clips": 3, "n_frames": 4, "size": 32, "motion_threshold": 0.0, "train_fraction": 0.67},
+    backbone={"resolution": 32, "num_inference_steps": 2, "num_inversion_steps": 2, "batch_size": 4},
+    policy={"hidden": 8, "gate_init": 0.0},   # gate open: visible actions, so training moves the frames
+    train={"epochs": 2, "accumulation": 2, "checkpoint_every": 1, "lr": 1e-3, "device": "cpu"},
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models are overhead-bound: one intra-op thread is as fast, and immune to the
+    OpenMP spin-wait slowdowns (10x+) seen when other processes share the 2 cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("vsthome")
+    mp.setenv("VSTLIB_HOME", str(root))
+    mp.setenv("VSTLIB_PROGRESS", "0")
+    yield root
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def cfg(home):
+    from vstlib.data import prepare
+
+    cfg = get_config("smoke", **TINY)
+    m = prepare(cfg)
+    assert len(m["train"]) == 2 and len(m["test"]) == 1
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def run_a(cfg):
+    from vstlib.train import train
+
+    return train(cfg, run="a")
+
+
+def _weights(run_dir):
+    from vstlib.utils import load_tensors
+
+    return load_tensors(run_dir / "policy.safetensors")
+
+
+def _log(run_dir, drop=("time",)):
+    return [{k: v for k, v in r.items() if k not in drop} for r in read_jsonl(run_dir / "log.jsonl")]
+
+
+def _init_weights(cfg):
+    from vstlib.policy import LatentPolicy
+
+    seed_everything(cfg.train.seed)
+    return LatentPolicy.from_config(cfg.policy).state_dict()
+
+
+def test_training_is_seeded_and_logs_every_update(cfg, run_a):
+    from vstlib.data import load_manifest
+    from vstlib.train import train
+
+    log = _log(run_a)
+    assert [r["step"] for r in log] == list(range(8))                          # 2 epochs x 2 clips x 2 chunks
+    assert [r["epoch"] for r in log] == [0] * 4 + [1] * 4
+    assert {r["clip"] for r in log} == set(load_manifest(cfg.profile)["train"])
+    keys = {"reward", "advantage", "style", "content", "temporal", "base_style", "base_content",
+            "base_temporal", "sigma", "gate", "grad_norm", "skipped"}
+    assert keys <= set(log[0])
+    assert not any(r["skipped"] for r in log)
+    assert all(math.isfinite(r["reward"]) and math.isfinite(r["grad_norm"]) for r in log)
+    # the policy reward differs from the baseline's (actions act), and the weights moved
+    assert any(abs(r["advantage"]) > 0 for r in log)
+    w, w0 = _weights(run_a), _init_weights(cfg)
+    assert set(w) == set(w0)
+    assert any(not torch.equal(w[k], w0[k]) for k in w)
+
+    run_b = train(cfg, run="b")                                                # same seed, fresh run
+    assert _log(run_b) == log
+    wb = _weights(run_b)
+    assert all(torch.equal(wb[k], w[k]) for k in w)
+
+
+def test_resume_after_interruption_continues_the_same_curve(cfg, run_a):
+    from vstlib.train import train
+
+    run_c = train(cfg, run="c", max_updates=3)                                 # "crash" mid-clip
+    assert len(read_jsonl(run_c / "log.jsonl")) == 3
+    assert not (run_c / "policy.safetensors").exists()
+    assert __import__("json").loads((run_c / "checkpoint.json").read_text())["step"] == 2
+    train(cfg, run="c")                                                        # resume: log truncated to 2
+    assert _log(run_c) == _log(run_a)
+    wc, wa = _weights(run_c), _weights(run_a)
+    assert all(torch.equal(wc[k], wa[k]) for k in wa)
+    # resuming a finished run is a no-op
+    train(cfg, run="c")
+    assert len(read_jsonl(run_c / "log.jsonl")) == 8
+
+
+def test_nan_reward_skips_the_update_and_keeps_the_checkpoint_clean(cfg, monkeypatch):
+    import vstlib.train as tr
+    from vstlib.train import load_policy, train
+
+    calls = {"n": 0}
+    real = tr.rollout
+
+    def nan_first_rollout(*a, **k):
+        out = real(*a, **k)
+        calls["n"] += 1
+        if calls["n"] == 1:                                                    # whole first clip: NaN reward
+            out.terms["reward"] = out.terms["reward"] * float("nan")
+            out.advantage = out.advantage * float("nan")
+        return out
+
+    monkeypatch.setattr(tr, "rollout", nan_first_rollout)
+    run = train(cfg, run="nan", max_updates=2)
+    log = read_jsonl(run / "log.jsonl")
+    assert [r["skipped"] for r in log] == [True, True]
+    assert all(r["reason"] == "non-finite reward" and r["reward"] is None for r in log)
+    # no step was taken: the checkpoint after the clip holds the initial weights and no Adam state
+    ck = run / "checkpoint.safetensors"
+    p = load_policy(ck, cfg)
+    w0 = _init_weights(cfg)
+    assert all(torch.equal(p.state_dict()[k], w0[k]) for k in w0)
+    from safetensors.torch import load_file
+
+    assert not any(k.startswith("adam.") for k in load_file(str(ck)))
+    # resuming from it trains normally
+    train(cfg, run="nan")
+    log = read_jsonl(run / "log.jsonl")
+    assert len(log) == 8 and not any(r["skipped"] for r in log[2:])
+    w = _weights(run)
+    assert all(torch.isfinite(v).all() for v in w.values())
+    assert any(not torch.equal(w[k], w0[k]) for k in w0)
+
+
+def test_nan_gradient_is_skipped(cfg, monkeypatch):
+    import vstlib.policy as pol
+    from vstlib.train import train
+
+    orig, calls = pol.log_prob, {"n": 0}
+
+    def inf_on_second_call(dist, action):                                      # call 1: rollout, 2: update 0
+        calls["n"] += 1
+        lp = orig(dist, action)
+        return lp * float("inf") if calls["n"] == 2 else lp
+
+    monkeypatch.setattr(pol, "log_prob", inf_on_second_call)
+    run = train(cfg, run="infgrad", max_updates=2)
+    log = read_jsonl(run / "log.jsonl")
+    assert [r["skipped"] for r in log] == [True, False]
+    assert log[0]["reason"] == "non-finite gradient" and log[0]["grad_norm"] is None
+    assert math.isfinite(log[1]["grad_norm"])
+
+
+def test_evaluate_writes_both_tables(cfg, run_a):
+    from vstlib.evaluate import evaluate
+    from vstlib.policy import LatentPolicy
+
+    # a fresh policy with a closed gate: mean action ~ 0, so the policy scores like the baseline
+    fresh = LatentPolicy.from_config(cfg.override(policy={"gate_init": 5.0}).policy)
+    t = evaluate(cfg, run="main", policy=fresh)
+    res = paths.results_dir(cfg.profile)
+    t1, t2 = pd.read_csv(res / "table1.csv"), pd.read_csv(res / "table2.csv")
+    for df, cols in ((t1, ["content", "style", "temporal", "warp_error"]), (t2, ["content", "style", "temporal"])):
+        assert {"method", "split", *cols, "note"} <= set(df.columns)
+        assert set(zip(df.method, df.split)) == {(m, s) for m in ("baseline", "policy") for s in ("train", "test")}
+        assert np.isfinite(df[cols].to_numpy()).all()
+        assert df.note.str.contains("smoke profile").all()
+        b = df[df.method == "baseline"].set_index("split")[cols]
+        p = df[df.method == "policy"].set_index("split")[cols]
+        np.testing.assert_allclose(p.to_numpy(), b.loc[p.index].to_numpy(), rtol=2e-2, atol=1e-4)
+    # real motion: consecutive stylized frames differ; CLIP cosines are cosines
+    assert (t1.temporal > 0).all()
+    assert ((t2[["content", "style", "temporal"]] <= 1 + 1e-5).all()).all()
+    per = pd.read_csv(res / "table1_per_clip.csv")
+    assert len(per) == 2 * 3 and (res / "table2_per_clip.csv").exists()
+    assert t["table1"].shape[0] == 4
+
+    # the trained run's policy (loaded from policy.safetensors) acts: its frames differ
+    t_a = evaluate(cfg, run="a")
+    assert (paths.run_dir(cfg.profile, "a") / "table1.csv").exists()
+    a1 = t_a["table1"].set_index(["method", "split"])
+    assert not np.allclose(a1.loc["policy"][["content", "style"]].to_numpy(),
+                           a1.loc["baseline"][["content", "style"]].to_numpy(), rtol=1e-6, atol=0)

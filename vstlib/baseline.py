@@ -1,0 +1,62 @@
+"""The per-frame DiffuseST baseline over every prepared clip (what the policy starts from).
+
+    info = run_baseline(get_config("smoke"))   # results/smoke/baseline/<clip>/00000.png, summary.json
+
+Stylizer outputs are cached on disk by the backbone, so training and evaluation reuse them;
+a second call costs no UNet evaluations.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from vstlib import paths
+from vstlib.utils import atomic_path, atomic_write_json, pick_device, progress
+
+
+def save_frames(frames: torch.Tensor, folder) -> list:
+    """Frames (T,3,H,W) in [0,1] -> folder/00000.png, ... (atomic writes)."""
+    import imageio.v3 as iio
+
+    folder = paths.ensure(folder)
+    arr = (frames.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    out = []
+    for t, img in enumerate(arr):                                              # (H,W,3) uint8
+        with atomic_path(folder / f"{t:05d}.png") as tmp:
+            iio.imwrite(tmp, img, extension=".png")
+        out.append(folder / f"{t:05d}.png")
+    return out
+
+
+def run_baseline(cfg) -> dict:
+    """Stylize every clip of the manifest; returns {clip_id: {split, n_frames, seconds, unet_calls}}."""
+    from vstlib.data import load_clip, load_manifest
+    from vstlib.tables import profile_note
+    from vstlib.rollout import make_env
+
+    device = pick_device(cfg.train.device)
+    manifest = load_manifest(cfg.profile)
+    stylizer, _, style = make_env(cfg, device)
+    split_of = {cid: split for split in ("train", "test") for cid in manifest.get(split, [])}
+    out_dir = paths.results_dir(cfg.profile) / "baseline"
+    info = {}
+    for c in progress(manifest["clips"], desc="baseline"):
+        cid = c["id"]
+        frames = load_clip(cfg.profile, cid).to(device)                        # (T,3,H,W)
+        calls0, t0 = stylizer.unet_calls, time.perf_counter()
+        out = stylizer.stylize(frames, style)                                  # images (T,3,H,W)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        save_frames(out.images, out_dir / cid)
+        info[cid] = {"split": split_of.get(cid, c.get("split")), "n_frames": int(frames.shape[0]),
+                     "seconds": round(seconds, 3), "unet_calls": int(stylizer.unet_calls - calls0)}
+    atomic_write_json(out_dir / "summary.json",
+                      {"profile": cfg.profile, "note": profile_note(cfg.profile),
+                       "model_id": cfg.backbone.model_id, "device": str(device), "clips": info})
+    return info
+
+
+__all__ = ["run_baseline", "save_frames"]

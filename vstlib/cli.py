@@ -1,0 +1,330 @@
+"""The ``vst`` command line (also ``python -m vstlib.cli``).
+
+    vst prepare   [--profile smoke|paper] [--set section.field=value ...]
+    vst baseline  [--profile ...]
+    vst train     [--profile ...] [--run main] [--no-resume] [--max-updates N]
+    vst evaluate  [--profile ...] [--run main]
+    vst stylize   --video IN.mp4 --style STYLE.png [--policy policy.safetensors] --out OUT.mp4
+    vst reproduce [--profile ...]          # every notebook, every table and figure
+    vst download-weights --profile paper   # fetch every pretrained weight once, with network
+
+Bad input ends with exit status 2 and one line naming the file and the fix (no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from vstlib.utils import InputError, VstError
+
+
+# --------------------------------------------------------------------------- config from flags
+def parse_set(items: Sequence[str]) -> dict:
+    """``["train.lr=5e-4", "data.n_clips=2"]`` -> ``{"train": {"lr": 5e-4}, "data": {"n_clips": 2}}``.
+
+    Values are read as JSON when they parse (numbers, true/false/null, lists), else as strings.
+    """
+    out: dict = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not section or not name:
+            raise VstError(f"bad --set {item!r}", fix="write --set section.field=value, e.g. --set train.lr=5e-4")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = {"None": None, "True": True, "False": False}.get(raw, raw)
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def make_config(profile: str, sets: Sequence[str] = ()):
+    from vstlib.config import get_config
+
+    changes = parse_set(sets)
+    base = get_config(profile)
+    for section, fields in changes.items():
+        for name, value in fields.items():
+            current = getattr(getattr(base, section, None), name, None)
+            ok = (current is None or value is None or isinstance(value, type(current))
+                  or (isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool))
+                  or (isinstance(current, tuple) and isinstance(value, list)))
+            if not ok:
+                raise VstError(f"bad --set {section}.{name}={value!r}: expected {type(current).__name__} "
+                               f"like the default {current!r}", fix="fix the value's type")
+    try:
+        return get_config(profile, **changes)
+    except KeyError as err:
+        raise VstError(f"bad config override: {err.args[0]}",
+                       fix="see vstlib/config.py for the sections and fields") from None
+    except TypeError as err:
+        raise VstError(f"bad config override: {err}", fix="--set section.field=value") from None
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_prepare(args) -> int:
+    from vstlib.data import prepare
+
+    cfg = make_config(args.profile, args.set)
+    t0 = time.perf_counter()
+    m = prepare(cfg, videos=args.videos)
+    print(f"prepared {len(m['clips'])} clips ({len(m['train'])} train, {len(m['test'])} test, "
+          f"{len(m.get('dropped', []))} dropped) in {time.perf_counter() - t0:.1f} s")
+    from vstlib import paths
+
+    print(f"  {paths.manifest_path(cfg.profile)}")
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from vstlib import paths
+    from vstlib.baseline import run_baseline
+
+    cfg = make_config(args.profile, args.set)
+    t0 = time.perf_counter()
+    info = run_baseline(cfg)
+    calls = sum(v["unet_calls"] for v in info.values())
+    print(f"baseline: {len(info)} clips stylized in {time.perf_counter() - t0:.1f} s "
+          f"({calls} UNet calls; 0 = all cached)")
+    print(f"  {paths.results_dir(cfg.profile) / 'baseline'}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from vstlib.train import read_log, train
+
+    cfg = make_config(args.profile, args.set)
+    t0 = time.perf_counter()
+    out = train(cfg, run=args.run, resume=not args.no_resume, max_updates=args.max_updates)
+    log = read_log(out)
+    msg = f"trained run {args.run!r}: {len(log)} updates in {time.perf_counter() - t0:.1f} s"
+    if len(log):
+        msg += (f"; mean advantage first/last epoch {log[log.epoch == log.epoch.min()].advantage.mean():+.4g}"
+                f" / {log[log.epoch == log.epoch.max()].advantage.mean():+.4g}; "
+                f"{int(log.skipped.sum())} skipped")
+    print(msg)
+    print(f"  {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import pandas as pd
+
+    from vstlib.evaluate import evaluate
+
+    cfg = make_config(args.profile, args.set)
+    t0 = time.perf_counter()
+    tables = evaluate(cfg, run=args.run)
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        for name in ("table1", "table2"):
+            df = tables[name]
+            print(f"{name} ({df['note'].iloc[0] if len(df) else ''}):")
+            print(df.drop(columns=["note", "profile"]).to_string(index=False, float_format="%.5g"))
+    print(f"evaluated in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_stylize(args) -> int:
+    import numpy as np
+    import torch
+
+    from vstlib.data import read_frames
+    from vstlib.rollout import make_stylizer, policy_frames
+    from vstlib.train import load_policy
+    from vstlib.utils import pick_device, require_file
+
+    cfg = make_config(args.profile, args.set)
+    device = pick_device(cfg.train.device)
+    # 1. check every input before any heavy work
+    video = require_file(args.video, "input video", "pass an existing video file with --video")
+    frames = read_frames(video, max_frames=args.max_frames, size=cfg.backbone.resolution)  # (T,H,W,3) uint8
+    if frames.shape[0] < 2:
+        raise InputError(f"video has {frames.shape[0]} frame(s); video style transfer needs 2 or more",
+                         video, "pass a longer clip")
+    style = _load_style_image(args.style, cfg)                                 # (1,3,S,S)
+    policy = load_policy(args.policy, cfg, device) if args.policy else None
+    out_path = Path(args.out)
+    if out_path.suffix.lower() != ".mp4":
+        raise InputError("output must be an .mp4 file", out_path, "pass --out something.mp4")
+    # 2. stylize: DiffuseST per frame, then the policy's mean residual from frame 1 on
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255)
+    x = x.contiguous().to(device)                                              # (T,3,H,W) NCHW, not NHWC strides
+    stylizer = make_stylizer(cfg, device)
+    base = stylizer.stylize(x, style.to(device))                               # images (T,3,H,W)
+    images = policy_frames(policy.to(device), stylizer, base) if policy is not None else base.images
+    # 3. write the mp4 at the input's frame rate
+    fps = _video_fps(video)
+    write_video(out_path, images, fps)
+    print(f"wrote {out_path} ({images.shape[0]} frames, {images.shape[-1]}x{images.shape[-2]}, {fps:g} fps"
+          f"{', policy ' + str(args.policy) if args.policy else ', baseline only'})")
+    return 0
+
+
+def _load_style_image(path, cfg):
+    from vstlib.data import load_image
+    from vstlib.utils import require_file
+
+    p = require_file(path, "style image", "pass an existing image with --style")
+    try:
+        img = load_image(p, size=cfg.backbone.resolution)
+    except VstError:
+        raise
+    except Exception as err:  # noqa: BLE001 - PIL/imageio raise many kinds; the user needs one line
+        raise InputError(f"unreadable style image ({type(err).__name__})", p,
+                         "pass a PNG or JPEG image") from None
+    return img
+
+
+def _video_fps(path: Path, default: float = 10.0) -> float:
+    try:
+        import imageio.v3 as iio
+
+        fps = float(iio.immeta(path, plugin="pyav").get("fps") or 0)
+    except Exception:  # noqa: BLE001 - image folders, GIFs... fall back
+        return default
+    return fps if 0 < fps < 1000 else default
+
+
+def write_video(path: Path, frames, fps: float) -> Path:
+    """Frames (T,3,H,W) in [0,1] -> H.264 mp4 (yuv420p: plays everywhere), written atomically."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    from vstlib.utils import atomic_path
+
+    arr = (frames.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    h, w = arr.shape[1] // 2 * 2, arr.shape[2] // 2 * 2                        # yuv420p needs even sides
+    arr = np.ascontiguousarray(arr[:, :h, :w])
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, arr, plugin="pyav", extension=".mp4", codec="libx264", fps=fps,
+                    out_pixel_format="yuv420p")
+    return Path(path)
+
+
+def cmd_reproduce(args) -> int:
+    from vstlib import reproduce
+
+    return int(reproduce.main(args.profile, args.only) or 0)
+
+
+def cmd_download_weights(args) -> int:
+    """Fetch every pretrained weight the profile uses; say where each one is cached.
+
+    Every item is tried (one failure does not hide the others); any failure exits 2.
+    """
+    import torchvision
+
+    from vstlib.config import TINY
+    from vstlib.utils import load_torchvision_weights, torch_hub_checkpoint, weights_guard
+
+    cfg = make_config(args.profile, args.set)
+    jobs = []                                                                  # (what, fetch -> path)
+
+    def tv(enum, what):
+        jobs.append((what, lambda: (load_torchvision_weights(enum, what),
+                                    torch_hub_checkpoint(Path(enum.url).name))[1]))
+
+    if cfg.backbone.model_id != TINY:
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        from vstlib.backbone import QFORMER_TOKENIZER, _hf_cache_dir
+
+        def hub(repo, files=None):
+            with weights_guard(repo, model_ids=[repo]):
+                if files is None:
+                    return Path(snapshot_download(repo, cache_dir=_hf_cache_dir()))
+                return Path([hf_hub_download(repo, f, cache_dir=_hf_cache_dir()) for f in files][0]).parent
+        jobs.append((cfg.backbone.model_id, lambda: hub(cfg.backbone.model_id)))
+        jobs.append((f"{QFORMER_TOKENIZER} (Q-Former tokenizer)",
+                     lambda: hub(QFORMER_TOKENIZER, ["vocab.txt", "tokenizer_config.json", "config.json"])))
+    if cfg.reward.vgg_weights:
+        tv(getattr(torchvision.models.VGG19_Weights, cfg.reward.vgg_weights), "VGG19 (style loss)")
+    if cfg.reward.lpips_pretrained:
+        tv(torchvision.models.AlexNet_Weights.IMAGENET1K_V1, "AlexNet (LPIPS trunk)")
+    if cfg.flow.source == "raft" and cfg.flow.raft_weights:
+        enum = {"raft_large": torchvision.models.optical_flow.Raft_Large_Weights,
+                "raft_small": torchvision.models.optical_flow.Raft_Small_Weights}[cfg.flow.raft]
+        tv(getattr(enum, cfg.flow.raft_weights), f"RAFT ({cfg.flow.raft})")
+    if cfg.eval.clip_model != TINY and cfg.eval.clip_pretrained:
+        import open_clip
+
+        def clip():
+            pcfg = open_clip.get_pretrained_cfg(cfg.eval.clip_model, cfg.eval.clip_pretrained)
+            ids = [x for x in [(pcfg or {}).get("hf_hub", "").strip("/")] if x]
+            with weights_guard(f"CLIP {cfg.eval.clip_model} ({cfg.eval.clip_pretrained})", model_ids=ids):
+                return Path(open_clip.download_pretrained(pcfg))
+        jobs.append((f"CLIP {cfg.eval.clip_model}/{cfg.eval.clip_pretrained}", clip))
+    if not jobs:
+        print(f"profile {cfg.profile!r} uses only tiny random models: nothing to download")
+        return 0
+    failed = []
+    for what, fetch in jobs:
+        try:
+            print(f"{what}: {fetch()}", flush=True)
+        except VstError as err:
+            failed.append(what)
+            print(f"{what}: FAILED: {' '.join(str(err).split())}", file=sys.stderr)
+    if failed:
+        raise VstError(f"{len(failed)} of {len(jobs)} downloads failed ({', '.join(failed)})",
+                       fix="check the network connection and rerun `vst download-weights`")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vst", description="Video style transfer with reinforcement learning.")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, func, help):
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--profile", default="smoke", choices=["smoke", "paper"],
+                       help="smoke: CPU, offline, tiny models (default); paper: GPU, real weights")
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                       help="override one config field (repeatable), e.g. --set train.lr=5e-4")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("prepare", cmd_prepare, "prepare clips, flows and the style image")
+    p.add_argument("--videos", default=None, help="folder of videos (default: the profile's source)")
+    add("baseline", cmd_baseline, "stylize every clip with DiffuseST (per-frame baseline)")
+    p = add("train", cmd_train, "train the latent policy with REINFORCE")
+    p.add_argument("--run", default="main", help="run name (folder under results/<profile>/runs/)")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
+    p.add_argument("--max-updates", type=int, default=None, help="stop after N updates in total")
+    p = add("evaluate", cmd_evaluate, "Table 1 (losses) and Table 2 (CLIP similarities)")
+    p.add_argument("--run", default="main")
+    p = add("stylize", cmd_stylize, "stylize your own video")
+    p.add_argument("--video", required=True, help="input video (mp4, gif, ...)")
+    p.add_argument("--style", required=True, help="style image")
+    p.add_argument("--policy", default=None, help="trained policy.safetensors (default: baseline only)")
+    p.add_argument("--out", required=True, help="output .mp4")
+    p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
+    p = add("reproduce", cmd_reproduce, "run every notebook: all tables and figures")
+    p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 03")
+    add("download-weights", cmd_download_weights, "download every pretrained weight of the profile")
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except VstError as err:
+        print(f"vst {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vst {args.command}: interrupted (a later run resumes from the last checkpoint)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Evaluation: Table 1 (losses) and Table 2 (CLIP similarities), baseline vs. policy.
+
+    tables = evaluate(get_config("smoke"))   # results/smoke/table1.csv, table2.csv (+ *_per_clip.csv)
+
+The policy is judged by its MEAN action (no sampling). Every clip is scored with the flows of
+its ORIGINAL consecutive frames; frame 0 is DiffuseST's frame for both methods (the policy
+acts from frame 1 on), so style/content average over all T frames and temporal terms over the
+T-1 consecutive pairs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vstlib import paths
+from vstlib.rollout import build_episode, make_env, policy_frames
+from vstlib.utils import InputError, atomic_path, pick_device, progress
+
+METHODS = ("baseline", "policy")
+SPLITS = ("train", "test")
+COLUMNS1 = ["method", "split", "content", "style", "temporal", "warp_error"]
+COLUMNS2 = ["method", "split", "content", "style", "temporal"]
+
+
+@torch.no_grad()
+def clip_losses(S: torch.Tensor, frames: torch.Tensor, flows: dict, reward_model) -> dict:
+    """Table 1 metrics of stylized frames S (T,3,H,W) against originals (T,3,H,W): floats."""
+    from vstlib.rewards import temporal_loss, warping_error
+
+    f = {k: flows[k].to(S) for k in ("fw", "bw", "mask_fw", "mask_bw")}        # (T-1,...) each
+    prev, cur = S[:-1], S[1:]                                                  # (T-1,3,H,W) pairs
+    return {
+        "content": reward_model.content(S, frames.to(S)).mean().item(),        # LPIPS, over T frames
+        "style": reward_model.style(S).mean().item(),                           # Gram, over T frames
+        "temporal": temporal_loss(prev, cur, f["fw"], f["bw"], f["mask_fw"], f["mask_bw"]).mean().item(),
+        "warp_error": warping_error(prev, cur, f["fw"], f["mask_fw"]).mean().item(),
+    }
+
+
+@torch.no_grad()
+def clip_similarities(S: torch.Tensor, frames: torch.Tensor, style_feat: torch.Tensor, clip) -> dict:
+    """Table 2 metrics: mean CLIP cosine similarities (features are L2-normalised)."""
+    from vstlib.models import clip_image_features
+
+    model, preprocess = clip
+    fs = clip_image_features(model, preprocess, S)                             # (T,D)
+    fo = clip_image_features(model, preprocess, frames)                        # (T,D)
+    return {
+        "content": (fs * fo).sum(-1).mean().item(),                            # S_t vs I_t
+        "style": (fs @ style_feat.T).mean().item(),                            # S_t vs the style image
+        "temporal": (fs[:-1] * fs[1:]).sum(-1).mean().item(),                  # S_t vs S_{t+1}
+    }
+
+
+def evaluate(cfg, run: str = "main", policy=None) -> dict:
+    """Score the baseline and the trained policy of ``run`` on the train and test clips.
+
+    Returns {"table1", "table2", "table1_per_clip", "table2_per_clip"} as pandas DataFrames,
+    also written as CSV to ``results/<profile>/`` (run "main") or the run's folder (others).
+    ``policy`` overrides the run's ``policy.safetensors`` (e.g. a fresh policy in tests).
+    """
+    import pandas as pd
+
+    from vstlib.data import load_manifest
+    from vstlib.models import clip_image_features, clip_model
+    from vstlib.tables import profile_note
+    from vstlib.train import POLICY, load_policy
+
+    device = pick_device(cfg.train.device)
+    manifest = load_manifest(cfg.profile)                                      # prepared data first
+    if policy is None:
+        ckpt = paths.run_dir(cfg.profile, run) / POLICY
+        if not ckpt.exists():
+            raise InputError("no trained policy", ckpt,
+                             f"train it first: `vst train --profile {cfg.profile} --run {run}`")
+        policy = load_policy(ckpt, cfg, device)
+    policy = policy.to(device).eval()
+
+    stylizer, reward_model, style = make_env(cfg, device)
+    clip = clip_model(cfg.eval.clip_model, cfg.eval.clip_pretrained, device)
+    style_feat = clip_image_features(*clip, style)                             # (1,D)
+
+    rows1, rows2 = [], []
+    clips = [(split, cid) for split in SPLITS for cid in manifest.get(split, [])]
+    for split, cid in progress(clips, desc="evaluate"):
+        ep = build_episode(cfg, cid, stylizer, reward_model, device)
+        frames = ep.frames                                                     # (T,3,H,W)
+        with torch.no_grad():
+            stylized = {"baseline": ep.base.images.float(),                    # (T,3,H,W)
+                        "policy": policy_frames(policy, stylizer, ep.base).float()}
+        for method in METHODS:
+            S = stylized[method].clamp(0, 1)
+            key = {"method": method, "split": split, "clip": cid, "n_frames": S.shape[0]}
+            rows1.append({**key, **clip_losses(S, frames, ep.flows, reward_model)})
+            rows2.append({**key, **clip_similarities(S, frames, style_feat, clip)})
+
+    note = profile_note(cfg.profile)
+    per1, per2 = pd.DataFrame(rows1), pd.DataFrame(rows2)
+    out = {"table1": _summarise(per1, COLUMNS1), "table2": _summarise(per2, COLUMNS2),
+           "table1_per_clip": per1, "table2_per_clip": per2}
+    dest = paths.results_dir(cfg.profile) if run == "main" else paths.run_dir(cfg.profile, run)
+    for name, df in out.items():
+        df["profile"] = cfg.profile
+        df["note"] = note
+        _write_csv(df, paths.ensure(dest) / f"{name}.csv")
+    return out
+
+
+def _summarise(per_clip, columns: list):
+    """Mean over the clips of each (method, split), in the order train/test x baseline/policy."""
+    import pandas as pd
+
+    if per_clip.empty:
+        return pd.DataFrame(columns=columns + ["n_clips"])
+    metrics = columns[2:]
+    g = per_clip.groupby(["split", "method"], sort=False)
+    df = g[metrics].mean().join(g.size().rename("n_clips")).reset_index()
+    order = {s: i for i, s in enumerate(SPLITS)}
+    df = df.sort_values(["split", "method"], key=lambda c: c.map(order) if c.name == "split" else c)
+    return df[columns + ["n_clips"]].reset_index(drop=True)
+
+
+def _write_csv(df, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return path
+
+
+__all__ = ["evaluate", "clip_losses", "clip_similarities", "METHODS", "SPLITS"]
