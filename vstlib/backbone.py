@@ -296,7 +296,7 @@ def query_embeddings(qformer, pixels: torch.Tensor, text: list[str]) -> torch.Te
     queries = qformer.query_tokens                                    # (1,Q,D)
     nq = queries.shape[1]
     h = qformer.embeddings(input_ids=ids, query_embeds=queries)      # (B,Q+L,D): queries then text
-    img = qformer.visual_encoder(pixels).last_hidden_state            # (B,P+1,Dv)
+    img = qformer.visual_encoder(pixels, return_dict=True).last_hidden_state           # (B,P+1,Dv)
     keep = torch.cat([torch.ones(ids.shape[0], nq, dtype=mask.dtype, device=mask.device), mask], 1)
     add_mask = (1.0 - keep[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min  # (B,1,1,Q+L)
     for layer in qformer.encoder.layer:
@@ -549,7 +549,9 @@ class Stylizer:
         """(T,4,h,w) -> (T,3,H,W) in [0,1]."""
         z0 = z0.to(self.device)
         out = [self.vae.decode((z0[s] / self.scale).to(self.dtype)).sample for s in self._chunks(len(z0))]
-        return ((torch.cat(out).float() + 1) / 2).clamp(0, 1)
+        # contiguous: the VAE returns channels_last tensors, the disk cache standard ones; the same
+        # layout everywhere keeps downstream convs bit-identical (seeded runs reproduce exactly)
+        return ((torch.cat(out).float() + 1) / 2).clamp(0, 1).contiguous()
 
     # ------------------------------------------------------------------ embeddings
     def _embed_empty(self) -> torch.Tensor:

@@ -129,10 +129,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_stylize(args) -> int:
-    import numpy as np
-    import torch
-
-    from vstlib.data import read_frames
+    from vstlib.data import read_frames, to_tensor
     from vstlib.rollout import make_stylizer, policy_frames
     from vstlib.train import load_policy
     from vstlib.utils import pick_device, require_file
@@ -151,8 +148,7 @@ def cmd_stylize(args) -> int:
     if out_path.suffix.lower() != ".mp4":
         raise InputError("output must be an .mp4 file", out_path, "pass --out something.mp4")
     # 2. stylize: DiffuseST per frame, then the policy's mean residual from frame 1 on
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255)
-    x = x.contiguous().to(device)                                              # (T,3,H,W) NCHW, not NHWC strides
+    x = to_tensor(frames).contiguous().to(device)                              # (T,3,H,W) NCHW, not NHWC strides
     stylizer = make_stylizer(cfg, device)
     base = stylizer.stylize(x, style.to(device))                               # images (T,3,H,W)
     images = policy_frames(policy.to(device), stylizer, base) if policy is not None else base.images

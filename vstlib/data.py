@@ -80,7 +80,8 @@ def resize(frame: np.ndarray, size: Size) -> np.ndarray:
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 (T,H,W,3) or (H,W,3) -> float (T,3,H,W) / (3,H,W) in [0,1]."""
-    t = torch.from_numpy(np.ascontiguousarray(frames)).float() / 255.0
+    # np.array copies read-only arrays (imageio's), which torch.from_numpy warns about
+    t = torch.from_numpy(np.array(frames, dtype=np.uint8, copy=True)).float() / 255.0
     return t.movedim(-1, -3)
 
 

@@ -17,10 +17,7 @@ SMOOTH = 5  # moving-average window of the training curves (updates)
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # headless: matplotlib falls back to Agg by itself
 
     return plt
 
@@ -67,9 +64,7 @@ def image_grid(rows: Mapping[str, Sequence], col_labels: Sequence[str] | None = 
             ax = axes[r][c]
             ax.set_xticks([]), ax.set_yticks([])
             if c < len(images):
-                ax.imshow(images[c] if isinstance(images[c], np.ndarray) and images[c].ndim == 3
-                          and images[c].shape[-1] == 3 else to_numpy_image(images[c]),
-                          cmap=None, vmin=0, vmax=1)
+                ax.imshow(to_numpy_image(images[c]))
             else:
                 ax.axis("off")
             if c == 0:

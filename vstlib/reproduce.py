@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import paths
-from .utils import VstError, progress_enabled
+from .utils import VstError, atomic_path, progress_enabled
 
 
 def notebooks() -> list[Path]:
@@ -24,8 +24,38 @@ def notebooks() -> list[Path]:
     return found
 
 
-def run(profile: str = "smoke", only: list[str] | None = None, parameters: dict | None = None) -> dict:
-    """Execute every notebook (or those whose name starts with one of ``only``); return timings."""
+def store_outputs_in_source(executed: Path, source: Path) -> None:
+    """Copy the outputs of an executed copy back into the committed notebook.
+
+    The committed notebooks carry the outputs of a smoke run: JupyterLab opens them with
+    results, and ``pytest --nbval`` compares a fresh run against them. Cells are matched by id
+    (papermill keeps ids and adds its injected-parameters cell, which is skipped); timing
+    metadata is dropped so a re-run with equal results leaves a clean ``git diff``.
+    """
+    import nbformat
+
+    done = {c.get("id"): c for c in nbformat.read(executed, as_version=4).cells}
+    nb = nbformat.read(source, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code" or cell.get("id") not in done:
+            continue
+        cell.outputs = done[cell["id"]].get("outputs", [])
+        cell.execution_count = done[cell["id"]].get("execution_count")
+        for key in ("execution", "papermill"):
+            cell.metadata.pop(key, None)
+    nb.metadata.pop("papermill", None)
+    with atomic_path(source) as tmp:
+        nbformat.write(nb, str(tmp))
+
+
+def run(profile: str = "smoke", only: list[str] | None = None, parameters: dict | None = None,
+        store_outputs: bool | None = None) -> dict:
+    """Execute every notebook (or those whose name starts with one of ``only``); return timings.
+
+    ``store_outputs`` (default: on for the smoke profile) refreshes the outputs stored in
+    ``notebooks/*.ipynb``, which nbval compares against.
+    """
+    store_outputs = (profile == "smoke" and not parameters) if store_outputs is None else store_outputs
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -46,6 +76,8 @@ def run(profile: str = "smoke", only: list[str] | None = None, parameters: dict 
                            out_dir / nb.name,
                            f"open the executed copy in JupyterLab to see the cell; rerun with "
                            f"`vst reproduce --profile {profile} --only {nb.name[:2]}`") from None
+        if store_outputs:
+            store_outputs_in_source(out_dir / nb.name, nb)
         timings[nb.name] = time.perf_counter() - t0
         print(f"[reproduce:{profile}] {nb.name} done in {timings[nb.name]:.1f} s", flush=True)
     total = sum(timings.values())

@@ -177,7 +177,7 @@ def progress_enabled() -> bool:
 
 
 def progress(iterable: Iterable, desc: str = "", total: Optional[int] = None, **kw):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: its notebook flavour warns without ipywidgets
 
     return tqdm(iterable, desc=desc, total=total, disable=not progress_enabled(), leave=False,
                 dynamic_ncols=True, **kw)
