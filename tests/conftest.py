@@ -38,3 +38,15 @@ def smooth_frames():
     g = 127.5 + 100 * np.cos((y - t) / 5.0)
     b = 127.5 + 80 * np.sin((x + y) / 11.0)
     return np.stack([r, g, b], -1).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models are overhead-bound: one intra-op thread is as fast, and immune to the
+    OpenMP spin-wait slowdowns (10x+) seen when other processes share the 2 cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
