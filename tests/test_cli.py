@@ -158,3 +158,24 @@ def test_pipeline_commands_end_to_end(home, capsys):
     assert (res / "table1.csv").exists() and (res / "table2.csv").exists()
     assert main(["download-weights"]) == 0
     assert "nothing to download" in capsys.readouterr().out
+
+
+def test_prepare_takes_a_style_image(home, capsys):
+    from PIL import Image
+
+    from vstlib.data import load_style
+
+    small = ["--set", "data.n_frames=2", "--set", "data.size=32", "--set", 'data.synthetic_images=["coffee"]',
+             "--set", "data.motion_threshold=0"]
+    img = np.zeros((30, 50, 3), np.uint8)
+    img[:, :25] = (255, 0, 0)                                                 # left half red, right black
+    Image.fromarray(img).save(home / "mine.png")
+    assert main(["prepare", "--style", str(home / "mine.png"), *small]) == 0
+    style = load_style("smoke")                                               # (1,3,32,32), centre crop
+    assert style.shape == (1, 3, 32, 32)
+    assert style[0, 0, :, :12].min() > 0.9 and style[0, 0, :, 20:].max() < 0.1
+    capsys.readouterr()
+    assert main(["prepare", "--style", str(home / "missing.jpg"), *small]) == 2
+    line = _err_line(capsys)
+    assert str(home / "missing.jpg") in line and "--style" in line
+

@@ -230,8 +230,10 @@ def test_clip_flows_raft_cached(vst_home, monkeypatch):
     again = flow.clip_flows(cfg, "clipA")  # no frames needed: read from cache
     for k in out:
         assert torch.equal(out[k], again[k])
-    # another occlusion setting is another cache entry
+    # another occlusion setting or frame size is another cache entry; another style image is not
     assert flow.flow_cache_path(cfg.override(flow={"occlusion": "simple"}), "clipA") != cache
+    assert flow.flow_cache_path(cfg.override(data={"size": 48}), "clipA") != cache
+    assert flow.flow_cache_path(cfg.override(data={"style": "other.png"}), "clipA") == cache
 
 
 def test_clip_flows_exact_reads_prepared(vst_home):

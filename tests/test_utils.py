@@ -37,7 +37,7 @@ def test_require_file_names_the_file(tmp_path):
 
 
 def test_weights_guard_turns_offline_failures_into_one_error():
-    with pytest.raises(MissingWeightsError, match="huggingface-cli download org/model") as err:
+    with pytest.raises(MissingWeightsError, match="hf download org/model") as err:
         with weights_guard("the backbone", ["org/model"]):
             raise OSError("We couldn't connect to 'https://huggingface.co' to load this file")
     assert err.value.__cause__ is None and err.value.__suppress_context__

@@ -249,8 +249,8 @@ def blipdiffusion_components(model_id: str = PAPER_MODEL, dtype=torch.float16) -
     from huggingface_hub import snapshot_download, try_to_load_from_cache
 
     cache = _hf_cache_dir()
-    fix = (f"with network, pre-download once: `HF_HOME={os.path.dirname(cache)} huggingface-cli download "
-           f"{model_id}` and `huggingface-cli download {QFORMER_TOKENIZER} vocab.txt tokenizer_config.json` "
+    fix = (f"with network, pre-download once: `hf download {model_id} --cache-dir {cache}` and "
+           f"`hf download {QFORMER_TOKENIZER} vocab.txt tokenizer_config.json config.json --cache-dir {cache}` "
            f"(or run `vst download-weights`); or use the smoke profile")
     try:  # local cache first: no network, no retries
         local = snapshot_download(model_id, cache_dir=cache, local_files_only=True)

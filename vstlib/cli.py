@@ -1,6 +1,6 @@
 """The ``vst`` command line (also ``python -m vstlib.cli``).
 
-    vst prepare   [--profile smoke|paper] [--set section.field=value ...]
+    vst prepare   [--profile smoke|paper] [--videos DIR] [--style IMG] [--set section.field=value ...]
     vst baseline  [--profile ...]
     vst train     [--profile ...] [--run main] [--no-resume] [--max-updates N]
     vst evaluate  [--profile ...] [--run main]
@@ -69,7 +69,8 @@ def make_config(profile: str, sets: Sequence[str] = ()):
 def cmd_prepare(args) -> int:
     from vstlib.data import prepare
 
-    cfg = make_config(args.profile, args.set)
+    sets = list(args.set) + ([f"data.style={args.style}"] if args.style else [])
+    cfg = make_config(args.profile, sets)
     t0 = time.perf_counter()
     m = prepare(cfg, videos=args.videos)
     print(f"prepared {len(m['clips'])} clips ({len(m['train'])} train, {len(m['test'])} test, "
@@ -286,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("prepare", cmd_prepare, "prepare clips, flows and the style image")
     p.add_argument("--videos", default=None, help="folder of videos (default: the profile's source)")
+    p.add_argument("--style", default=None, help="style image (default: the profile's data.style)")
     add("baseline", cmd_baseline, "stylize every clip with DiffuseST (per-frame baseline)")
     p = add("train", cmd_train, "train the latent policy with REINFORCE")
     p.add_argument("--run", default="main", help="run name (folder under results/<profile>/runs/)")

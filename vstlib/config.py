@@ -111,10 +111,18 @@ class Config:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def digest(self, *sections: str) -> str:
-        """Short stable hash of some sections (cache keys: same inputs -> same key)."""
+    def digest(self, *sections: str, ignore: tuple = ()) -> str:
+        """Short stable hash of some sections (cache keys: same inputs -> same key).
+
+        ``ignore``: ``"section.field"`` names that do not change what is cached.
+        """
         d = self.to_dict()
-        part = {s: d[s] for s in sections} if sections else d
+        part = {s: dict(d[s]) for s in sections} if sections else {k: (dict(v) if isinstance(v, dict) else v)
+                                                                     for k, v in d.items()}
+        for name in ignore:
+            sec, _, fld = name.partition(".")
+            if isinstance(part.get(sec), dict):
+                part[sec].pop(fld, None)
         return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def override(self, **sections: Any) -> "Config":

@@ -34,7 +34,8 @@ from .utils import InputError, atomic_path, atomic_save_npz, atomic_write_json, 
 VIDEO_EXTS = {".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v", ".gif", ".mpg", ".mpeg", ".wmv", ".flv"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")  # skimage.data photos (shipped in the package)
-STARRY_FIX = "download The Starry Night (e.g. from Wikimedia Commons) to {path} or pass --style"
+STARRY_FIX = ("download The Starry Night (e.g. from Wikimedia Commons) to {path}, or use another image: "
+              "`vst prepare --style IMAGE`")
 
 PathLike = Union[str, os.PathLike]
 Size = Union[int, tuple, None]

@@ -182,7 +182,9 @@ def estimate_flow(frames_a: torch.Tensor, frames_b: torch.Tensor, model: str = "
 
 # --------------------------------------------------------------------------- clip flows
 def flow_cache_path(cfg, clip_id: str) -> Path:
-    return paths.cache_dir(cfg.profile) / "flows" / f"{clip_id}-{cfg.digest('data', 'flow')}.npz"
+    # the style image does not move the original frames: changing it keeps the flows
+    key = cfg.digest("data", "flow", ignore=("data.style",))
+    return paths.cache_dir(cfg.profile) / "flows" / f"{clip_id}-{key}.npz"
 
 
 def _load_npz_flows(path: Path, what: str, fix: str) -> dict:

@@ -186,7 +186,7 @@ def progress(iterable: Iterable, desc: str = "", total: Optional[int] = None, **
 # --------------------------------------------------------------------------- weights
 def hf_offline_hint(model_ids: Iterable[str]) -> str:
     ids = " ".join(model_ids)
-    return (f"download once with network: `huggingface-cli download {ids}` (cached under "
+    return (f"download once with network: `hf download {ids}` (cached under "
             f"$HF_HOME, default ~/.cache/huggingface), or run `vst download-weights`; "
             f"or use the smoke profile")
 
