@@ -178,4 +178,3 @@ def test_prepare_takes_a_style_image(home, capsys):
     assert main(["prepare", "--style", str(home / "missing.jpg"), *small]) == 2
     line = _err_line(capsys)
     assert str(home / "missing.jpg") in line and "--style" in line
-

@@ -116,13 +116,11 @@ class Config:
 
         ``ignore``: ``"section.field"`` names that do not change what is cached.
         """
-        d = self.to_dict()
-        part = {s: dict(d[s]) for s in sections} if sections else {k: (dict(v) if isinstance(v, dict) else v)
-                                                                     for k, v in d.items()}
+        d = self.to_dict()                       # a fresh deep copy: safe to prune
         for name in ignore:
             sec, _, fld = name.partition(".")
-            if isinstance(part.get(sec), dict):
-                part[sec].pop(fld, None)
+            d[sec].pop(fld, None)
+        part = {s: d[s] for s in sections} if sections else d
         return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def override(self, **sections: Any) -> "Config":

@@ -185,8 +185,9 @@ def progress(iterable: Iterable, desc: str = "", total: Optional[int] = None, **
 
 # --------------------------------------------------------------------------- weights
 def hf_offline_hint(model_ids: Iterable[str]) -> str:
-    ids = " ".join(model_ids)
-    return (f"download once with network: `hf download {ids}` (cached under "
+    # one command per repository: `hf download A B` would read B as a file of A
+    cmds = " and ".join(f"`hf download {i}`" for i in model_ids) or "the weights"
+    return (f"download once with network: {cmds} (cached under "
             f"$HF_HOME, default ~/.cache/huggingface), or run `vst download-weights`; "
             f"or use the smoke profile")
 
