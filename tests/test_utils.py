@@ -5,7 +5,7 @@ import os
 import pytest
 
 from vstlib.utils import (InputError, MissingWeightsError, append_jsonl, atomic_path, atomic_write_json,
-                          read_jsonl, require_file, weights_guard)
+                          atomic_write_text, read_jsonl, require_file, weights_guard)
 
 
 def test_atomic_write_keeps_old_file_on_crash(tmp_path):
@@ -44,3 +44,17 @@ def test_weights_guard_turns_offline_failures_into_one_error():
     with pytest.raises(ZeroDivisionError):  # real bugs are not disguised as missing weights
         with weights_guard("x"):
             1 / 0
+
+
+def test_atomic_write_gives_ordinary_file_modes(tmp_path):
+    old = os.umask(0o022)
+    try:
+        fresh = atomic_write_text(tmp_path / "new.txt", "x")
+        assert fresh.stat().st_mode & 0o777 == 0o644           # like open(..., "w"), not mkstemp's 0600
+        kept = tmp_path / "kept.txt"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        atomic_write_text(kept, "new")
+        assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_text() == "new"
+    finally:
+        os.umask(old)
