@@ -228,13 +228,13 @@ def cmd_download_weights(args) -> int:
     if cfg.backbone.model_id != TINY:
         from huggingface_hub import hf_hub_download, snapshot_download
 
-        from vstlib.backbone import QFORMER_TOKENIZER, _hf_cache_dir
+        from vstlib.backbones.diffusest.hub import QFORMER_TOKENIZER, hf_cache_dir
 
         def hub(repo, files=None):
             with weights_guard(repo, model_ids=[repo]):
                 if files is None:
-                    return Path(snapshot_download(repo, cache_dir=_hf_cache_dir()))
-                return Path([hf_hub_download(repo, f, cache_dir=_hf_cache_dir()) for f in files][0]).parent
+                    return Path(snapshot_download(repo, cache_dir=hf_cache_dir()))
+                return Path([hf_hub_download(repo, f, cache_dir=hf_cache_dir()) for f in files][0]).parent
         jobs.append((cfg.backbone.model_id, lambda: hub(cfg.backbone.model_id)))
         jobs.append((f"{QFORMER_TOKENIZER} (Q-Former tokenizer)",
                      lambda: hub(QFORMER_TOKENIZER, ["vocab.txt", "tokenizer_config.json", "config.json"])))

@@ -43,6 +43,7 @@ class FlowConfig:
 
 @dataclass(frozen=True)
 class BackboneConfig:
+    name: str = "diffusest"            # implementation (vstlib.backbones.BACKBONES)
     model_id: str = TINY               # "Salesforce/blipdiffusion" in the paper profile
     resolution: int = 64               # frames are stylized at this size (latent = size / 8)
     num_inference_steps: int = 10      # DDIM sampling steps

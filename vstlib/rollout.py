@@ -30,7 +30,7 @@ class Episode:
     clip_id: str
     frames: torch.Tensor          # (T,3,H,W) original frames I_t in [0,1]
     flows: dict                   # fw, bw (T-1,2,H,W); mask_fw, mask_bw (T-1,1,H,W) of the ORIGINAL frames
-    base: object                  # backbone.BaselineOutput: images (T,3,H,W), xT, z0, inversion, style_ctx
+    base: object                  # backbones.BaselineOutput: images (T,3,H,W) (+ the backbone's own fields)
     obs: torch.Tensor             # (T,4,h,w) baseline latents L_t at the injection point
     base_terms: dict = field(default_factory=dict)  # "style","content","temporal","reward": (T-1,) each
 
@@ -91,14 +91,18 @@ def build_episode(cfg, clip_id: str, stylizer, reward_model, device=None) -> Epi
 
 
 def make_stylizer(cfg, device=None):
-    """DiffuseST (``backbone.Stylizer``); the tiny smoke backbone is seeded by ``backbone.seed``."""
-    from vstlib.backbone import Stylizer
+    """The backbone ``cfg.backbone.name`` names (vstlib.backbones), built under ``backbone.seed``.
+
+    Its disk cache lives in ``.cache/<profile>/backbone``.
+    """
+    from vstlib import paths
+    from vstlib.backbones import make_backbone
     from vstlib.utils import pick_device
 
     device = torch.device(device) if device is not None else pick_device(cfg.train.device)
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(cfg.backbone.seed)
-        return Stylizer.from_config(cfg, device=device)
+        return make_backbone(cfg.backbone, device, paths.cache_dir(cfg.profile) / "backbone")
 
 
 def make_reward_model(cfg, style: torch.Tensor, device=None):
