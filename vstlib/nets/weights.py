@@ -53,7 +53,6 @@ def load_weights(path: os.PathLike, what: str,
         if got != need:
             bad = sorted(set(got) ^ set(need)) or sorted(k for k in need if got[k] != need[k])
             raise InputError(f"{what} weights do not match the architecture (e.g. {bad[:3]})", path, FIX)
-    out = {k: v.float() for k, v in tensors.items()}
-    if not all(torch.isfinite(v).all() for v in out.values()):
+    if not torch.isfinite(torch.cat([v.flatten().float() for v in tensors.values()])).all():  # one op
         raise InputError(f"{what} weights contain NaN/inf", path, FIX)
-    return out
+    return {k: v.float() for k, v in tensors.items()}
