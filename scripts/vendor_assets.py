@@ -186,7 +186,7 @@ def vendor_clips(src: Path, out: Path) -> list:
         p = out / "clips" / f"{Path(name).stem}.mp4"
         fps = source_fps(p_src)
         write_mp4(p, frames, fps)
-        rows.append((p, source, licence, f"first {len(frames)} frames, {SIZE}x{SIZE} centre crop, {float(fps):g} fps"))
+        rows.append((p, source, licence, f"first {len(frames)} frames, {SIZE}x{SIZE} centre crop, {float(fps):g} fps, H.264 yuv444p CRF {CRF}"))
     return rows
 
 
