@@ -12,7 +12,7 @@ from skimage import data as skdata
 from vstlib import models
 from vstlib.config import get_config
 from vstlib.paths import SINTEL
-from vstlib.rewards import (ContentLoss, RewardModel, StyleLoss, gram, reward_from_terms,
+from vstlib.rewards import (ContentLoss, RewardModel, StyleLoss, gram, weighted_reward,
                             temporal_loss, warping_error)
 from vstlib.utils import InputError
 
@@ -206,7 +206,7 @@ def test_reward_model_terms(style_img):
     frames, f = translated_clip(T=4, size=32, d=(3, 0))
     stylized = (0.15 + 0.7 * frames.flip(1)).clamp(0, 1)          # channel swap: a crude "style"
     torch.manual_seed(0)
-    rm = RewardModel.from_config(CFG, style_img, "cpu")
+    rm = RewardModel.from_config(CFG.reward, style_img, "cpu")
     terms = rm.terms(stylized, frames, f)
     assert set(terms) == {"style", "content", "temporal", "reward"}
     for k, v in terms.items():
@@ -217,7 +217,7 @@ def test_reward_model_terms(style_img):
     expected = -(r.w_style * terms["style"] + r.w_content * terms["content"]
                  + r.w_temp * terms["temporal"])
     assert torch.allclose(terms["reward"], expected)
-    assert torch.allclose(reward_from_terms(terms, r), expected)
+    assert torch.allclose(weighted_reward(terms, r), expected)
     # terms of frame t use frame t (and t-1 for temporal)
     assert torch.allclose(terms["style"], rm.style(stylized[1:]))
     assert torch.allclose(terms["content"], rm.content(stylized[1:], frames[1:]))

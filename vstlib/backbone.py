@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from . import paths
 from .config import TINY, Config
 from .utils import (InputError, MissingWeightsError, atomic_save_tensors, atomic_write_text,
-                    load_tensors, pick_device, progress, torch_dtype, weights_guard)
+                    load_tensors, progress, resolve_device, torch_dtype, weights_guard)
 
 # --------------------------------------------------------------------------- SD1.5 configs
 # Written out so that the tiny twin and the FLOP benchmark need no download.
@@ -460,7 +460,7 @@ class Stylizer:
 
     @classmethod
     def from_config(cls, cfg: Config, device=None, cache: bool = True) -> "Stylizer":
-        device = pick_device(cfg.train.device) if device is None else torch.device(device)
+        device = resolve_device(cfg.train.device if device is None else device)
         if cfg.backbone.model_id == TINY:
             comps = tiny_components(cfg.backbone.seed, paths.cache_dir(cfg.profile) / "backbone" / "tokenizers")
         else:

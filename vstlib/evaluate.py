@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 
 from vstlib import paths
+from vstlib.checkpoint import POLICY, load_policy
+from vstlib.clips import load_manifest
 from vstlib.rollout import build_episode, make_env, policy_frames
-from vstlib.utils import InputError, atomic_path, pick_device, progress
+from vstlib.utils import InputError, atomic_path, progress, resolve_device
 
 METHODS = ("baseline", "policy")
 SPLITS = ("train", "test")
@@ -62,19 +64,17 @@ def evaluate(cfg, run: str = "main", policy=None) -> dict:
     """
     import pandas as pd
 
-    from vstlib.data import load_manifest
     from vstlib.models import clip_image_features, clip_model
     from vstlib.tables import profile_note
-    from vstlib.train import POLICY, load_policy
 
-    device = pick_device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
     manifest = load_manifest(cfg.profile)                                      # prepared data first
     if policy is None:
         ckpt = paths.run_dir(cfg.profile, run) / POLICY
         if not ckpt.exists():
             raise InputError("no trained policy", ckpt,
                              f"train it first: `vst train --profile {cfg.profile} --run {run}`")
-        policy = load_policy(ckpt, cfg, device)
+        policy = load_policy(ckpt, cfg.policy, device)
     policy = policy.to(device).eval()
 
     stylizer, reward_model, style = make_env(cfg, device)
