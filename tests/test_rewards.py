@@ -284,3 +284,39 @@ def test_paper_weights_offline_raise_one_clear_error(tmp_path):
     assert "ViT-B-32" in clip and "timm/vit_base_patch32_clip_224.openai" in clip
     assert "HF_HOME" in clip
     assert all(float(ln.split()[1]) < 30 for ln in lines)          # no long retries
+
+
+# --------------------------------------------------------------------------- registry
+def test_weighted_reward_by_name_hand_computed():
+    from vstlib.rewards import weight
+
+    r = CFG.reward                                                # 10 / 1 / 10
+    terms = {"style": torch.tensor([1.0, 0.5]), "content": torch.tensor([2.0, 0.0]),
+             "temporal": torch.tensor([0.25, 1.0])}
+    assert torch.equal(weighted_reward(terms, r), torch.tensor([-(10 + 2 + 2.5), -(5 + 0 + 10)]))
+    assert weight(r, "temporal") == 10.0                          # w_temp, the paper's name
+    # a weights mapping overrides w_<name> and weighs new terms; terms pick and order the sum
+    r2 = CFG.override(reward={"terms": ["content", "toy"], "weights": {"content": 3.0, "toy": -2.0}}).reward
+    assert weighted_reward({"content": 1.0, "toy": 4.0, "style": 99.0}, r2) == -(3.0 - 8.0)
+    with pytest.raises(ValueError, match="reward.weights.nope"):
+        weighted_reward({"nope": 1.0}, CFG.override(reward={"terms": ["nope"]}).reward)
+
+
+def test_reward_terms_and_networks_are_picked_by_name(style_img, monkeypatch):
+    from vstlib import rewards
+
+    class Ones(torch.nn.Module):
+        def score(self, cur, prev, originals, flows):
+            return torch.ones(cur.shape[0])
+
+    monkeypatch.setitem(rewards.REWARDS, "ones", lambda cfg_reward, style, device: Ones())
+    frames, f = translated_clip(T=3, size=32, d=(1, 0))
+    cfg_r = CFG.override(reward={"terms": ["ones", "temporal"], "weights": {"ones": 0.5}}).reward
+    rm = RewardModel(cfg_r, style_img)
+    t = rm.terms(frames, frames, f)
+    assert set(t) == {"ones", "temporal", "reward"}
+    assert torch.allclose(t["reward"], -(0.5 + 10.0 * t["temporal"]))
+    with pytest.raises(ValueError, match="unknown reward term 'nope'"):
+        RewardModel(CFG.override(reward={"terms": ["nope"]}).reward, style_img)
+    with pytest.raises(ValueError, match="unknown style network 'darknet'"):
+        StyleLoss(CFG.override(reward={"style_net": "darknet"}).reward, style_img)

@@ -23,12 +23,11 @@ from vstlib.utils import InputError, VstError
 
 # --------------------------------------------------------------------------- config from flags
 def make_config(profile: str, sets: Sequence[str] = ()):
-    """The profile with ``--set`` overrides (``config.load``), device resolved ONCE, here."""
+    """The profile with ``--set`` overrides and the device resolved (``config.load``): once, here."""
     from vstlib.config import load
-    from vstlib.utils import resolve_device
 
     try:
-        cfg = load(profile, sets)
+        return load(profile, sets)
     except ValueError as err:
         raise VstError(f"bad --set: {err}", fix="write --set section.field=value, e.g. --set train.lr=5e-4") from None
     except KeyError as err:
@@ -36,7 +35,6 @@ def make_config(profile: str, sets: Sequence[str] = ()):
                        fix="see vstlib/config.py for the sections and fields") from None
     except TypeError as err:
         raise VstError(f"bad --set {err}", fix="fix the value's type") from None
-    return cfg.override(train={"device": str(resolve_device(cfg.train.device))})
 
 
 # --------------------------------------------------------------------------- commands

@@ -98,6 +98,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
+    embedder: str = "clip"             # models.EMBEDDERS: the Table 2 image embedder
     clip_model: str = TINY             # open_clip architecture; "ViT-B-32" in the paper profile
     clip_pretrained: Optional[str] = None  # "openai" in the paper profile
 
@@ -227,12 +228,17 @@ def parse_overrides(sets: Sequence[str]) -> dict:
 
 
 def load(profile: str = "smoke", sets: Sequence[str] = (), **overrides: Any) -> Config:
-    """The entry points' one call: a preset, ``--set`` dotlist overrides, then keyword sections."""
+    """The entry points' one call (cli, notebooks): a preset, ``--set`` dotlist overrides, keyword
+    sections, and ``train.device`` resolved ONCE ("auto" -> "cuda" or "cpu")."""
+    from vstlib.utils import resolve_device
+
     cfg = get_config(profile)
     changes = parse_overrides(sets)
     if changes:
         cfg = cfg.override(**changes)
-    return cfg.override(**overrides) if overrides else cfg
+    if overrides:
+        cfg = cfg.override(**overrides)
+    return cfg.override(train={"device": str(resolve_device(cfg.train.device))})
 
 
 __all__ = ["Config", "DataConfig", "FlowConfig", "BackboneConfig", "PolicyConfig", "RewardConfig",

@@ -117,6 +117,16 @@ CONTENT_NETS: dict[str, Callable] = {
 }
 
 
+# cfg.eval.embedder -> fn(cfg_eval, device) -> embed(images (N,3,H,W) in [0,1]) -> (N,D) unit
+# vectors, for Table 2
+def clip_embedder(cfg_eval, device: Device = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    model, preprocess = clip_model(cfg_eval.clip_model, cfg_eval.clip_pretrained, device)
+    return lambda images: clip_image_features(model, preprocess, images)
+
+
+EMBEDDERS: dict[str, Callable] = {"clip": clip_embedder}
+
+
 def pick(registry: dict, name: str, what: str) -> Callable:
     if name not in registry:
         raise ValueError(f"unknown {what} {name!r}; registered: {sorted(registry)}")
@@ -193,5 +203,5 @@ def clip_image_features(model: nn.Module, preprocess: Callable, images: torch.Te
     return torch.cat(out)
 
 
-__all__ = ["STYLE_NETS", "CONTENT_NETS", "pick", "IMAGENET_MEAN", "IMAGENET_STD", "VGG19_LAYERS", "vgg19_layer_indices",
+__all__ = ["STYLE_NETS", "CONTENT_NETS", "EMBEDDERS", "pick", "IMAGENET_MEAN", "IMAGENET_STD", "VGG19_LAYERS", "vgg19_layer_indices",
            "vgg19_features", "lpips_alex", "TINY_CLIP", "clip_model", "clip_image_features"]
