@@ -12,8 +12,8 @@ log pi is recomputed per chunk under the current weights (a graph kept across an
 would hold stale, in-place-modified parameters). A NaN/Inf reward or gradient skips the update.
 
 Checkpoints (``vstlib.checkpoint``: safetensors + JSON, no pickle) hold the policy, Adam's
-state, the counters and the RNG state; they are written at clip boundaries (the actions of a clip are sampled once
-for all its chunks) as soon as ``checkpoint_every`` updates have passed. ``train(resume=True)``
+state, the counters and the RNG state; they are written at clip boundaries (the actions of a
+clip are sampled once for all its chunks) as soon as ``checkpoint_every`` updates have passed. ``train(resume=True)``
 continues the same curve: an interrupted run and an uninterrupted one log the same lines and
 end with the same weights.
 """
