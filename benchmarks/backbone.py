@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vstlib.backbones.diffusest import DiffuseST
 from vstlib.backbones.diffusest.tiny import SD15_UNET, SD15_VAE, tiny_components
 from vstlib.config import get_config
-from vstlib.utils import pick_device
+from vstlib.utils import resolve_device
 
 
 def synthetic(n: int, size: int, seed: int) -> torch.Tensor:
@@ -94,7 +94,7 @@ def main(argv=None) -> None:
     if args.arch == "tiny":
         cfg = get_config(args.profile)
         # no cache_dir: measure the work itself
-        sty = DiffuseST.from_config(cfg.backbone, device=pick_device(cfg.train.device))
+        sty = DiffuseST.from_config(cfg.backbone, device=resolve_device(cfg.train.device))
         bench_stylizer(sty, args.frames, f"{args.profile}/{cfg.backbone.model_id}")
         return
 
