@@ -19,7 +19,7 @@ install: $(STAMP)
 
 ## the main job: regenerate every table and figure (PROFILE=smoke|paper)
 reproduce: $(STAMP)
-	$(PY) -m vstlib.cli reproduce --profile $(PROFILE)
+	$(PY) -m vstlib.cli reproduce --profile $(PROFILE) $(foreach s,$(SET),--set $(s))
 
 ## unit tests + strict notebook regression tests (nbval), one pytest run
 test: $(STAMP)

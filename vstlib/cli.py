@@ -5,7 +5,7 @@
     vst train     [--profile ...] [--run main] [--no-resume] [--max-updates N]
     vst evaluate  [--profile ...] [--run main]
     vst stylize   --video IN.mp4 --style STYLE.png [--policy policy.safetensors] --out OUT.mp4
-    vst reproduce [--profile ...]          # every notebook, every table and figure
+    vst reproduce [--profile ...] [--videos DIR] [--style IMG] [--set ...]   # every notebook
     vst download-weights --profile paper   # fetch every pretrained weight once, with network
 
 Bad input ends with exit status 2 and one line naming the file and the fix (no traceback).
@@ -174,10 +174,27 @@ def write_video(path: Path, frames, fps: float) -> Path:
     return Path(path)
 
 
+def reproduce_overrides(args) -> list[str]:
+    """``--set`` plus ``--videos``/``--style`` as the overrides every notebook gets.
+
+    ``--videos DIR`` is ``data.source=DIR`` and ``--style IMG`` is ``data.style=IMG`` (absolute
+    paths: the notebooks run in notebooks/). Checked here, before any notebook starts.
+    """
+    from vstlib.utils import require_file
+
+    sets = list(args.set)
+    if args.videos:
+        sets.append(f"data.source={require_file(args.videos, 'video folder', 'pass an existing folder with --videos').resolve()}")
+    if args.style:
+        sets.append(f"data.style={require_file(args.style, 'style image', 'pass an existing image with --style').resolve()}")
+    make_config(args.profile, sets)                                            # bad --set: one line, now
+    return sets
+
+
 def cmd_reproduce(args) -> int:
     from vstlib import reproduce
 
-    return int(reproduce.main(args.profile, args.only) or 0)
+    return int(reproduce.main(args.profile, args.only, reproduce_overrides(args)) or 0)
 
 
 def cmd_download_weights(args) -> int:
@@ -275,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     p = add("reproduce", cmd_reproduce, "run every notebook: all tables and figures")
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 03")
+    p.add_argument("--videos", default=None, help="folder of videos for notebook 01 (= --set data.source=DIR)")
+    p.add_argument("--style", default=None, help="style image (= --set data.style=IMAGE)")
     add("download-weights", cmd_download_weights, "download every pretrained weight of the profile")
     return ap
 

@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from . import paths
-from .tables import profile_note
+from .tables import marked
 
 SMOOTH = 5  # moving-average window of the training curves (updates)
 
@@ -44,8 +44,9 @@ def flow_to_rgb(flow) -> np.ndarray:
 def save(fig, name: str, profile: str) -> list[Path]:
     """Save ``fig`` as figures/<name>.png and .pdf (reproducible bytes), with the profile banner."""
     plt = _plt()
-    if profile == "smoke":
-        fig.text(0.5, 0.995, profile_note(profile), ha="center", va="top", fontsize=7, color="crimson")
+    note = marked(profile)                                # smoke, or a reduced run (overrides)
+    if note:
+        fig.text(0.5, 0.995, note, ha="center", va="top", fontsize=7, color="crimson")
     out = paths.ensure(paths.FIGURES)
     files = [out / f"{name}.png", out / f"{name}.pdf"]
     fig.savefig(files[0], dpi=110, bbox_inches="tight", metadata={"Software": None})

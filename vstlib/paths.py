@@ -52,6 +52,11 @@ def results_dir(profile: str) -> Path:
     return home() / "results" / profile
 
 
+def run_config_path(profile: str) -> Path:
+    """The resolved config and the overrides of the last reproduction (``report.start``)."""
+    return results_dir(profile) / "run_config.json"
+
+
 def run_dir(profile: str, run: str = "main") -> Path:
     """One training run (the main run, or one ablation cell)."""
     return results_dir(profile) / "runs" / run

@@ -1,7 +1,12 @@
 """One command for the whole paper: run the numbered notebooks in order with papermill.
 
     vst reproduce --profile smoke      # or: make reproduce [PROFILE=paper]
+    vst reproduce --profile paper --set backbone.num_inference_steps=5 --set train.epochs=1
+    make reproduce PROFILE=paper SET="backbone.num_inference_steps=5 train.epochs=1"
 
+Every notebook gets two papermill parameters: ``profile`` and ``overrides`` (a list of
+``section.field=value`` strings); its first cell resolves the config from them once
+(``report.start``), which records them in ``results/<profile>/run_config.json``.
 Executed copies go to ``results/<profile>/notebooks/``; the notebooks write ``figures/`` and
 ``paper/tables/`` themselves (through ``vstlib.paths``). A failure names the notebook and the cell.
 """
@@ -11,6 +16,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 from . import paths
 from .utils import VstError, atomic_path, progress_enabled
@@ -29,8 +35,10 @@ def store_outputs_in_source(executed: Path, source: Path) -> None:
 
     The committed notebooks carry the outputs of a smoke run: JupyterLab opens them with
     results, and ``pytest --nbval`` compares a fresh run against them. Cells are matched by id
-    (papermill keeps ids and adds its injected-parameters cell, which is skipped); timing
-    metadata is dropped so a re-run with equal results leaves a clean ``git diff``.
+    (papermill keeps ids and adds its injected-parameters cell, which is skipped). What varies
+    between equal runs is dropped, so a re-run with equal results leaves a clean ``git diff``:
+    timing metadata (cell and notebook), and where the kernel happened to split a stream
+    (consecutive stdout/stderr chunks are merged).
     """
     import nbformat
 
@@ -39,13 +47,27 @@ def store_outputs_in_source(executed: Path, source: Path) -> None:
     for cell in nb.cells:
         if cell.cell_type != "code" or cell.get("id") not in done:
             continue
-        cell.outputs = done[cell["id"]].get("outputs", [])
+        cell.outputs = merge_streams(done[cell["id"]].get("outputs", []))
         cell.execution_count = done[cell["id"]].get("execution_count")
         for key in ("execution", "papermill"):
             cell.metadata.pop(key, None)
     nb.metadata.pop("papermill", None)
     with atomic_path(source) as tmp:
         nbformat.write(nb, str(tmp))
+
+
+def merge_streams(outputs: list) -> list:
+    """Consecutive stream outputs of the same name as one: the kernel flushes stdout in
+    timing-dependent chunks, which would otherwise change the stored notebook run to run."""
+    merged = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if (out.get("output_type") == "stream" and prev is not None
+                and prev.get("output_type") == "stream" and prev.get("name") == out.get("name")):
+            prev["text"] = "".join(prev["text"]) + "".join(out["text"])
+        else:
+            merged.append(out)
+    return merged
 
 
 def _kernel_config() -> dict:
@@ -65,19 +87,25 @@ def _kernel_config() -> dict:
     return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
 
 
-def run(profile: str = "smoke", only: list[str] | None = None, parameters: dict | None = None,
+def parameters(profile: str = "smoke", overrides: Sequence[str] = ()) -> dict:
+    """The papermill parameters every notebook receives (its parameters cell names both)."""
+    return {"profile": profile, "overrides": list(overrides)}
+
+
+def run(profile: str = "smoke", only: list[str] | None = None, overrides: Sequence[str] = (),
         store_outputs: bool | None = None) -> dict:
     """Execute every notebook (or those whose name starts with one of ``only``); return timings.
 
-    ``store_outputs`` (default: on for the smoke profile) refreshes the outputs stored in
+    ``overrides``: ``section.field=value`` strings passed to every notebook. ``store_outputs``
+    (default: on for the smoke profile without overrides) refreshes the outputs stored in
     ``notebooks/*.ipynb``, which nbval compares against.
     """
-    store_outputs = (profile == "smoke" and not parameters) if store_outputs is None else store_outputs
+    store_outputs = (profile == "smoke" and not overrides) if store_outputs is None else store_outputs
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     out_dir = paths.ensure(paths.results_dir(profile) / "notebooks")
-    params = {"profile": profile, **(parameters or {})}
+    params = parameters(profile, overrides)
     config = _kernel_config()
     timings = {}
     for nb in notebooks():
@@ -90,10 +118,7 @@ def run(profile: str = "smoke", only: list[str] | None = None, parameters: dict 
                                 cwd=str(paths.NOTEBOOKS), progress_bar=progress_enabled(),
                                 log_output=False, report_mode=False, **config)
         except PapermillExecutionError as err:
-            raise VstError(f"cell {err.exec_count} failed with {err.ename}: {err.evalue}",
-                           out_dir / nb.name,
-                           f"open the executed copy in JupyterLab to see the cell; rerun with "
-                           f"`vst reproduce --profile {profile} --only {nb.name[:2]}`") from None
+            raise _cell_error(err, out_dir / nb.name, profile) from None
         if store_outputs:
             store_outputs_in_source(out_dir / nb.name, nb)
         timings[nb.name] = time.perf_counter() - t0
@@ -105,8 +130,19 @@ def run(profile: str = "smoke", only: list[str] | None = None, parameters: dict 
     return timings
 
 
-def main(profile: str = "smoke", only: list[str] | None = None) -> int:
-    run(profile, only)
+def _cell_error(err, executed: Path, profile: str) -> VstError:
+    """One line: the notebook and cell, the error, and ONE fix (the error's own when it has one:
+    a missing style image says where to put it; otherwise how to inspect and rerun the cell)."""
+    evalue = " ".join(str(err.evalue).split())
+    msg = f"cell {err.exec_count} failed with {err.ename}: {evalue}"
+    if "Fix: " in evalue:                                    # a VstError from the library: its fix stands
+        return VstError(msg, executed)
+    return VstError(msg, executed, f"open the executed copy in JupyterLab to see the cell; rerun with "
+                                   f"`vst reproduce --profile {profile} --only {executed.name[:2]}`")
+
+
+def main(profile: str = "smoke", only: list[str] | None = None, overrides: Sequence[str] = ()) -> int:
+    run(profile, only, overrides)
     return 0
 
 
@@ -114,9 +150,10 @@ if __name__ == "__main__":  # python -m vstlib.reproduce --profile smoke
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--set", action="append", default=[])
     a = ap.parse_args()
     try:
-        sys.exit(main(a.profile, a.only))
+        sys.exit(main(a.profile, a.only, a.set))
     except VstError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,112 @@
+"""Notebook-facing summaries: the banner, the ablation table, the numbers the paper quotes.
+
+Notebooks stay thin: their first code cell is ``cfg = report.start(profile, overrides)`` and
+every number or table they show comes from a function here (or in tables/figures), so a
+notebook never rebuilds library logic by hand.
+
+A run with overrides (``vst reproduce --set train.epochs=1``) is recorded in
+``results/<profile>/run_config.json``; banners, figure banners and table captions then say
+"reduced run", so a quick check is never mistaken for the full profile.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from . import paths, tables
+from .utils import atomic_write_json
+
+ABLATION_COLUMNS = ["grid", "setting", "reward", "content", "style", "temporal", "d_temporal"]
+
+
+def banner(cfg, overrides: Sequence[str] = ()) -> str:
+    """What every notebook prints first: the profile, and what its numbers are (not) worth."""
+    lines = [f"profile: {cfg.profile}"]
+    note = tables.run_note(cfg.profile, overrides)
+    if note != tables.profile_note(cfg.profile) or cfg.profile == "smoke":
+        lines.append(note)
+    return "\n".join(lines)
+
+
+def record_run(cfg, overrides: Sequence[str] = ()) -> None:
+    """Write ``results/<profile>/run_config.json``: the overrides and the config they gave."""
+    atomic_write_json(paths.run_config_path(cfg.profile),
+                      {"profile": cfg.profile, "overrides": list(overrides), "config": cfg.to_dict()})
+
+
+def start(profile: str, overrides: Sequence[str] = ()):
+    """A notebook's first cell: resolve the config ONCE (profile + ``overrides``, device),
+    record the run, print the banner; returns the config."""
+    from .config import load
+
+    overrides = list(overrides or [])
+    cfg = load(profile, overrides)
+    record_run(cfg, overrides)
+    print(banner(cfg, overrides))
+    return cfg
+
+
+# --------------------------------------------------------------------------- notebook 04
+def ablation_table(cfg):
+    """Train and evaluate every cell of ``config.ablations(cfg)``; one row per cell (test clips,
+    policy with the mean action). Every cell is scored with ``cfg.reward``'s weights, so cells
+    trained with other weights still compare; the main run's cell reuses run "main"."""
+    import pandas as pd
+
+    from .config import ablations
+    from .evaluate import evaluate
+    from .rewards import weighted_reward
+    from .train import train
+
+    rows = []
+    for grid, runs in ablations(cfg).items():
+        for setting, c in runs.items():
+            run = "main" if c == cfg else f"ablations/{grid}/{setting}"
+            train(c, run=run)
+            t1 = evaluate(c, run=run)["table1"].set_index(["method", "split"])
+            pol, base = t1.loc[("policy", "test")], t1.loc[("baseline", "test")]
+            rows.append({"grid": grid, "setting": setting, "lr": c.train.lr, "epochs": c.train.epochs,
+                         "reward": float(weighted_reward(pol, cfg.reward)), "content": pol["content"],
+                         "style": pol["style"], "temporal": pol["temporal"],
+                         "d_temporal": pol["temporal"] - base["temporal"]})
+    return pd.DataFrame(rows)
+
+
+def write_ablation_table(abl, cfg):
+    """``paper/tables/ablations.tex`` from :func:`ablation_table`'s frame."""
+    from .rewards import weight
+
+    w = "/".join(f"{weight(cfg.reward, t):g}" for t in cfg.reward.terms)
+    text = tables.latex_table(
+        abl.to_dict("records"), ABLATION_COLUMNS,
+        f"Ablations, test clips, policy (mean action); reward with the main run's weights {w} "
+        f"({'/'.join(cfg.reward.terms)}). $\\Delta$temporal is relative to the per-frame baseline.",
+        "tab:ablations", cfg.profile,
+        headers=["Grid", "Setting", "Reward", "Content", "Style", "Temporal", "$\\Delta$Temporal"])
+    return tables.write_table("ablations", text)
+
+
+# --------------------------------------------------------------------------- notebook 05
+def paper_numbers(cfg, table1, manifest: dict) -> dict:
+    """The numbers the paper's text quotes (``\\vst<key>`` macros): settings and headline results.
+
+    ``table1``: evaluate()'s "table1" frame; ``manifest``: the prepared clips (clips.load_manifest).
+    """
+    t1 = table1.set_index(["method", "split"])
+    return {
+        "ws": cfg.reward.w_style, "wc": cfg.reward.w_content, "wt": cfg.reward.w_temp,
+        "accum": cfg.train.accumulation, "lr": f"{cfg.train.lr:g}", "epochs": cfg.train.epochs,
+        "clips": len(manifest["clips"]), "frames": cfg.data.n_frames, "size": cfg.data.size,
+        "ntrain": len(manifest["train"]), "ntest": len(manifest["test"]),
+        "tempbase": float(t1.loc[("baseline", "test"), "temporal"]),
+        "temppolicy": float(t1.loc[("policy", "test"), "temporal"]),
+    }
+
+
+def write_paper_outputs(cfg, table1, manifest: dict) -> list:
+    """Tables 1 and 2 and ``numbers.tex`` for the paper; returns the written paths."""
+    return tables.write_paper_tables(cfg.profile) + [
+        tables.write_numbers(paper_numbers(cfg, table1, manifest), cfg.profile)]
+
+
+__all__ = ["banner", "record_run", "start", "ablation_table", "write_ablation_table", "paper_numbers",
+           "write_paper_outputs", "ABLATION_COLUMNS"]
