@@ -41,3 +41,33 @@ def test_saved_smoke_figure_has_banner_and_is_closed(tmp_path, monkeypatch):
     assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
     assert texts and "smoke profile" in texts[0]
     assert not plt.get_fignums()
+
+
+def test_saved_figures_are_byte_identical_run_to_run(tmp_path, monkeypatch):
+    """No timestamps or tool versions in PNG/PDF metadata: equal figures -> equal bytes (clean git diff)."""
+    import time
+
+    def draw(folder):
+        monkeypatch.setattr(paths, "FIGURES", folder)
+        fig = figures.image_grid({"a": [np.random.default_rng(0).random((8, 8, 3))] * 2}, col_labels=["t=0", "t=1"])
+        fig.axes[0].plot([0, 3], [0, 5])
+        return figures.save(fig, "same", "smoke")
+
+    first = draw(tmp_path / "a")
+    time.sleep(1.1)                                                   # PDF dates have 1 s resolution
+    second = draw(tmp_path / "b")
+    for p, q in zip(first, second):
+        assert p.read_bytes() == q.read_bytes(), p.name
+    pdf = first[1].read_bytes()
+    assert b"/CreationDate" not in pdf and b"/Producer" not in pdf and b"/Creator" not in pdf
+    assert b"Software" not in first[0].read_bytes()                   # PNG tEXt chunk
+
+
+def test_figure_banner_marks_reduced_runs(tmp_path, monkeypatch):
+    from vstlib.utils import atomic_write_json
+
+    monkeypatch.setenv("VSTLIB_HOME", str(tmp_path))
+    assert tables.marked("paper") is None                             # a full paper run: no banner
+    atomic_write_json(paths.run_config_path("paper"), {"overrides": ["train.epochs=1"]})
+    assert tables.marked("paper") == "paper profile; reduced run: train.epochs=1"
+    assert tables.marked("smoke") == tables.SMOKE_NOTE
