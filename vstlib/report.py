@@ -38,7 +38,7 @@ def start(profile: str, overrides: Sequence[str] = ()):
     record the run, print the banner; returns the config."""
     from .config import load
 
-    overrides = list(overrides or [])
+    overrides = overrides.split() if isinstance(overrides, str) else list(overrides or [])
     cfg = load(profile, overrides)
     record_run(cfg, overrides)
     print(banner(cfg, overrides))
