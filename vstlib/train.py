@@ -72,13 +72,12 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
 
-    # 2. the fixed parts of the environment: clips, DiffuseST, the reward (never trained)
+    # 2. the clips (the fixed environment, DiffuseST and the reward, is built in 4.)
     manifest = load_manifest(cfg.profile)
     train_ids = list(manifest["train"])
     if not train_ids:
         raise InputError("the manifest has no train clips", paths.manifest_path(cfg.profile),
                          "re-run `vst prepare` with more clips (data.n_clips) or data.train_fraction")
-    stylizer, reward_model, _ = make_env(cfg, device)
 
     # 3. the agent
     policy = policy_lib.LatentPolicy.from_config(cfg.policy).to(device)
@@ -96,7 +95,8 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
         repair_policy(out, cfg)                                                # killed before the policy write
         return out
 
-    # 4. the loop
+    # 4. the loop (the environment is built under fork_rng: building it after the resume moves no RNG)
+    stylizer, reward_model, _ = make_env(cfg, device)
     acc = cfg.train.accumulation
     episodes: dict = {}                                                         # clip id -> Episode
     step, since_ckpt = state["step"], 0
