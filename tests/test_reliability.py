@@ -440,3 +440,18 @@ def test_damaged_vendored_weight_is_one_line(tmp_path):
     with pytest.raises(InputError) as e:
         load_weights(bad, "TAEF2 decoder")
     assert str(bad) in str(e.value) and "\n" not in str(e.value) and "vendor" in str(e.value)
+
+
+def test_2_damaged_style_image_is_rewritten(cfg, capsys):
+    from vstlib.clips import load_style
+    from vstlib.data import prepare
+    from vstlib.utils import InputError
+
+    good = load_style(cfg.profile).clone()                                  # (1,3,32,32)
+    p = paths.style_path(cfg.profile)
+    _truncate(p, 0.3)
+    with pytest.raises(InputError, match="vst prepare") as e:
+        load_style(cfg.profile)
+    assert str(p) in str(e.value)
+    prepare(cfg)
+    assert torch.equal(load_style(cfg.profile), good)

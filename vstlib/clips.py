@@ -109,8 +109,13 @@ def load_clip(profile: str, clip_id: str) -> torch.Tensor:
 
 def load_style(profile: str) -> torch.Tensor:
     """The profile's style image: float (1,3,S,S) in [0,1]."""
-    p = require_file(paths.style_path(profile), "style image", f"run `vst prepare --profile {profile}`")
-    return to_tensor(_read_rgb(p))[None]
+    fix = f"run `vst prepare --profile {profile}` (it rewrites it)"
+    p = require_file(paths.style_path(profile), "style image", fix)
+    try:
+        img = _read_rgb(p)
+    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError...
+        raise InputError(f"prepared style image does not decode ({type(err).__name__})", p, fix) from None
+    return to_tensor(img)[None]
 
 
 def read_exact_flows(path: Path, what: str = "exact flow file", fix: str = "",

@@ -449,9 +449,10 @@ def _prepare_style(cfg, out: Path) -> None:
         img = to_uint8(load_image(src, size)[0])
     if out.exists():
         try:
-            if np.array_equal(np.asarray(Image.open(out).convert("RGB")), img):
-                return
-        except OSError:
+            with Image.open(out) as im:
+                if np.array_equal(np.asarray(im.convert("RGB")), img):
+                    return
+        except Exception:  # noqa: BLE001 - a damaged style.png is simply rewritten
             pass
     save_png(out, img)
 
