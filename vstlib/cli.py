@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vstlib.utils import InputError, VstError
+from vstlib.utils import InputError, VstError, check_output_path, os_error_line
 
 
 # --------------------------------------------------------------------------- config from flags
@@ -41,16 +41,23 @@ def make_config(profile: str, sets: Sequence[str] = ()):
 def cmd_prepare(args) -> int:
     from vstlib.data import prepare
 
-    sets = list(args.set) + ([f"data.style={args.style}"] if args.style else [])
+    # the user's paths are read from the current folder (config defaults from VSTLIB_HOME)
+    style = _from_cwd(args.style) if args.style else None
+    sets = list(args.set) + ([f"data.style={style}"] if style else [])
     cfg = make_config(args.profile, sets)
     t0 = time.perf_counter()
-    m = prepare(cfg, videos=args.videos, device=cfg.train.device)
+    m = prepare(cfg, videos=_from_cwd(args.videos) if args.videos else None, device=cfg.train.device,
+                strict=args.strict)
     print(f"prepared {len(m['clips'])} clips ({len(m['train'])} train, {len(m['test'])} test, "
           f"{len(m.get('dropped', []))} dropped) in {time.perf_counter() - t0:.1f} s")
     from vstlib import paths
 
     print(f"  {paths.manifest_path(cfg.profile)}")
     return 0
+
+
+def _from_cwd(p: str) -> str:
+    return str(Path(p).expanduser().absolute())
 
 
 def cmd_baseline(args) -> int:
@@ -109,7 +116,8 @@ def cmd_stylize(args) -> int:
 
     cfg = make_config(args.profile, args.set)
     device = cfg.train.device                                                  # resolved in make_config
-    # 1. check every input before any heavy work
+    # 1. check every input and the output before any heavy work
+    out_path = check_output_path(args.out, (".mp4",), "--out")
     video = require_file(args.video, "input video", "pass an existing video file with --video")
     frames = read_frames(video, max_frames=args.max_frames, size=cfg.backbone.resolution)  # (T,H,W,3) uint8
     if frames.shape[0] < 2:
@@ -117,9 +125,6 @@ def cmd_stylize(args) -> int:
                          video, "pass a longer clip")
     style = _load_style_image(args.style, cfg)                                 # (1,3,S,S)
     policy = load_policy(args.policy, cfg.policy, device) if args.policy else None
-    out_path = Path(args.out)
-    if out_path.suffix.lower() != ".mp4":
-        raise InputError("output must be an .mp4 file", out_path, "pass --out something.mp4")
     # 2. stylize: DiffuseST per frame, then the policy's mean residual from frame 1 on
     x = to_tensor(frames).contiguous().to(device)                              # (T,3,H,W) NCHW, not NHWC strides
     stylizer = make_stylizer(cfg, device)
@@ -277,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("prepare", cmd_prepare, "prepare clips, flows and the style image")
     p.add_argument("--videos", default=None, help="folder of videos (default: the profile's source)")
     p.add_argument("--style", default=None, help="style image (default: the profile's data.style)")
+    # skipping is the default: one bad download should not discard hours of preparation; the
+    # manifest records what was dropped and why. --strict (CI, reproduce) stops instead.
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable video instead of skipping it")
     add("baseline", cmd_baseline, "stylize every clip with DiffuseST (per-frame baseline)")
     p = add("train", cmd_train, "train the latent policy with REINFORCE")
     p.add_argument("--run", default="main", help="run name (folder under results/<profile>/runs/)")
@@ -313,6 +321,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"vst {args.command}: interrupted (a later run resumes from the last checkpoint)",
               file=sys.stderr)
         return 130
+    except OSError as err:                                   # full disk, permissions, a vanished file
+        print(f"vst {args.command}: error: {os_error_line(err)}. Fix: free space or fix permissions there, "
+              f"then rerun (finished steps are kept)", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - a bug: one line here, the traceback in a log file
+        log = _write_crash_log(args)
+        print(f"vst {args.command}: internal error ({type(err).__name__}: {' '.join(str(err).split())[:200]}); "
+              f"traceback in {log}. Please report it with that file", file=sys.stderr)
+        return 1
+
+
+def _write_crash_log(args) -> Path:
+    """The current exception's traceback -> a log file under .cache/logs (or the temp folder)."""
+    import os
+    import tempfile
+    import traceback
+
+    from vstlib import paths
+
+    text = f"vst {' '.join(sys.argv[1:]) or args.command}\n{traceback.format_exc()}"
+    name = f"vst-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (paths.home() / ".cache" / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return folder / name
+        except OSError:
+            continue
+    return Path("(unwritable)")
 
 
 if __name__ == "__main__":

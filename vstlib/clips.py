@@ -28,14 +28,24 @@ EXACT_FLOW = "flow_exact.npz"
 FLOW_KEYS = ("fw", "bw", "mask_fw", "mask_bw")
 
 
+MANIFEST_KEYS = ("clips", "train", "test")
+
+
 def load_manifest(profile: str) -> dict:
     p = paths.manifest_path(profile)
+    fix = f"run `vst prepare --profile {profile}` (it rewrites the manifest)"
     if not p.exists():
         raise InputError("manifest not found (data not prepared)", p, f"run `vst prepare --profile {profile}`")
     try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"corrupt manifest ({err})", p, f"run `vst prepare --profile {profile}`") from None
+        m = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"corrupt manifest ({err})", p, fix) from None
+    missing = [k for k in MANIFEST_KEYS if not isinstance(m, dict) or k not in m]
+    if missing:
+        raise InputError(f"manifest lacks {', '.join(missing)}", p, fix)
+    if not all(isinstance(c, dict) and "id" in c for c in m["clips"]):
+        raise InputError("manifest has clip entries without an 'id'", p, fix)
+    return m
 
 
 def _read_rgb(p: Path) -> np.ndarray:
@@ -45,29 +55,85 @@ def _read_rgb(p: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))                                  # (H,W,3) uint8
 
 
-def load_clip(profile: str, clip_id: str) -> torch.Tensor:
-    """Frames of a prepared clip: float (T,3,H,W) in [0,1]."""
-    d = paths.clip_dir(profile, clip_id) / "frames"
-    files = sorted(d.glob("*.png")) if d.is_dir() else []
+def read_clip_frames(cdir: Path, n_frames: Optional[int] = None, size: Optional[int] = None) -> np.ndarray:
+    """uint8 (T,H,W,3) frames of a prepared clip folder; ``ValueError`` saying what is wrong
+    (a frame that does not decode, a wrong count or size)."""
+    files = sorted((Path(cdir) / "frames").glob("*.png"))
     if not files:
+        raise ValueError("has no frames")
+    if n_frames is not None and len(files) != n_frames:
+        raise ValueError(f"has {len(files)} frames, clip.json says {n_frames}")
+    out = []
+    for f in files:
+        try:
+            a = _read_rgb(f)
+        except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError...
+            raise ValueError(f"frame {f.name} does not decode ({type(err).__name__})") from None
+        if size is not None and a.shape[:2] != (size, size):
+            raise ValueError(f"frame {f.name} is {a.shape[1]}x{a.shape[0]}, expected {size}x{size}")
+        if out and a.shape != out[0].shape:
+            raise ValueError(f"frame {f.name} is {a.shape[1]}x{a.shape[0]}, frame 0 {out[0].shape[1]}x{out[0].shape[0]}")
+        out.append(a)
+    return np.stack(out)
+
+
+def check_clip(cdir: Path, info: dict) -> None:
+    """A finished clip folder is whole: frames decode with the count/size in clip.json and exact
+    flows (when it has them) are finite with the right shapes. ``ValueError`` says what is not."""
+    n, size = info.get("n_frames"), info.get("size")
+    read_clip_frames(cdir, n, size)
+    if str(info.get("source", "")).startswith("synthetic:"):
+        try:
+            read_exact_flows(Path(cdir) / EXACT_FLOW, n_frames=n, size=size)
+        except InputError as err:
+            raise ValueError(f"{EXACT_FLOW}: {err.args[0].split(': ', 1)[-1]}") from None
+
+
+def load_clip(profile: str, clip_id: str) -> torch.Tensor:
+    """Frames of a prepared clip: float (T,3,H,W) in [0,1] (validated: count, size, decodes)."""
+    cdir = paths.clip_dir(profile, clip_id)
+    d = cdir / "frames"
+    fix = f"run `vst prepare --profile {profile}` (it rebuilds damaged clips)"
+    if not d.is_dir() or not any(d.glob("*.png")):
         raise InputError(f"clip {clip_id!r} not prepared", d, f"run `vst prepare --profile {profile}`")
-    return to_tensor(np.stack([_read_rgb(f) for f in files]))
+    try:
+        info = json.loads((cdir / "clip.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        info = {}
+    try:
+        frames = read_clip_frames(cdir, info.get("n_frames"), info.get("size"))
+    except ValueError as err:
+        raise InputError(f"prepared clip {clip_id!r} is damaged: {err}", cdir, fix) from None
+    return to_tensor(frames)
 
 
 def load_style(profile: str) -> torch.Tensor:
     """The profile's style image: float (1,3,S,S) in [0,1]."""
-    p = require_file(paths.style_path(profile), "style image", f"run `vst prepare --profile {profile}`")
-    return to_tensor(_read_rgb(p))[None]
+    fix = f"run `vst prepare --profile {profile}` (it rewrites it)"
+    p = require_file(paths.style_path(profile), "style image", fix)
+    try:
+        img = _read_rgb(p)
+    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError...
+        raise InputError(f"prepared style image does not decode ({type(err).__name__})", p, fix) from None
+    return to_tensor(img)[None]
 
 
-def read_exact_flows(path: Path, what: str = "exact flow file", fix: str = "") -> dict:
-    """A clip's flow_exact.npz -> dict of float32 CPU tensors; one InputError if unreadable."""
+def read_exact_flows(path: Path, what: str = "exact flow file", fix: str = "",
+                     n_frames: Optional[int] = None, size: Optional[int] = None) -> dict:
+    """A clip's flow_exact.npz -> dict of float32 CPU tensors; one InputError if unreadable,
+    non-finite, or (given ``n_frames``/``size``) of the wrong shape."""
     p = require_file(path, what, fix)
     try:
         with np.load(p) as z:
             out = {k: torch.from_numpy(np.asarray(z[k], dtype=np.float32)) for k in FLOW_KEYS}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise InputError(f"unreadable {what} ({type(err).__name__}: {err})", p, fix) from None
+    for k, v in out.items():
+        c = 2 if k in ("fw", "bw") else 1
+        t = v.shape[0] if n_frames is None else n_frames - 1
+        h, w = (v.shape[-2:] if size is None else (size, size)) if v.ndim == 4 else (-1, -1)
+        if v.ndim != 4 or tuple(v.shape) != (t, c, h, w) or v.shape[0] != out["fw"].shape[0]:
+            raise InputError(f"{what} has {k} of shape {tuple(v.shape)}, expected ({t},{c},H,W)", p, fix)
     if not all(torch.isfinite(v).all() for v in out.values()):
         raise InputError(f"{what} contains NaN/inf", p, fix)
     return out
@@ -90,9 +156,10 @@ def clip_flows(cfg, clip_id: str, frames: Optional[torch.Tensor] = None, device=
     fc = cfg.flow
     estimator = get_estimator(fc.source)
     if fc.source == "exact":
-        fix = (f"run `vst prepare --profile {cfg.profile}`; exact flows exist only for synthetic clips "
-               f"(use flow.source='raft' for real videos)")
-        exact = read_exact_flows(paths.clip_dir(cfg.profile, clip_id) / EXACT_FLOW, fix=fix)
+        fix = (f"run `vst prepare --profile {cfg.profile}` (it rebuilds damaged clips); exact flows exist only "
+               f"for synthetic clips (use flow.source='raft' for real videos)")
+        n = frames.shape[0] if frames is not None else None
+        exact = read_exact_flows(paths.clip_dir(cfg.profile, clip_id) / EXACT_FLOW, fix=fix, n_frames=n)
         return estimator(frames, fc, exact)
 
     def build() -> dict:
@@ -112,5 +179,5 @@ def clip_flows(cfg, clip_id: str, frames: Optional[torch.Tensor] = None, device=
     return {k: out[k].float().cpu() for k in FLOW_KEYS}
 
 
-__all__ = ["load_manifest", "load_clip", "load_style", "read_exact_flows", "flow_cache_path",
+__all__ = ["load_manifest", "load_clip", "read_clip_frames", "check_clip", "MANIFEST_KEYS", "load_style", "read_exact_flows", "flow_cache_path",
            "clip_flows", "EXACT_FLOW", "FLOW_KEYS"]

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -31,7 +32,7 @@ from PIL import Image, ImageOps
 
 from . import cache, clips, paths
 from .flow import mean_motion
-from .utils import (InputError, atomic_save_npz, atomic_write_json, progress, require_file, save_frames,
+from .utils import (InputError, _umask, atomic_save_npz, atomic_write_json, progress, require_file, save_frames,
                     save_png, to_tensor, to_uint8)
 
 VIDEO_EXTS = {".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v", ".gif", ".mpg", ".mpeg", ".wmv", ".flv"}
@@ -39,6 +40,7 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")  # skimage.data photos (shipped in the package)
 STARRY_FIX = ("download The Starry Night (e.g. from Wikimedia Commons) to {path}, or use another image: "
               "`vst prepare --style IMAGE`")
+STYLE_FIX = "check the path (a relative --style is read from the current folder), or pass another image with --style"
 
 PathLike = Union[str, os.PathLike]
 Size = Union[int, tuple, None]
@@ -136,6 +138,9 @@ def iter_frames(path: PathLike) -> Iterator[np.ndarray]:
 
 def read_frames(path: PathLike, max_frames: Optional[int] = None, size: Size = None) -> np.ndarray:
     """First ``max_frames`` consecutive frames as uint8 (T,H,W,3), each resized as it streams."""
+    if max_frames is not None and max_frames < 2:
+        raise InputError(f"max_frames={max_frames}; video style transfer needs at least 2 frames", path,
+                         "pass --max-frames 2 or more (or leave it out for the whole video)")
     out = []
     for frame in iter_frames(path):
         frame = resize(frame, size)
@@ -378,21 +383,34 @@ def _clip_key(cfg, source: str) -> str:
 
 
 def _finished(cdir: Path, key: str) -> Optional[dict]:
+    """clip.json of a finished clip made with ``key`` whose frames and flows are whole, else None
+    (a damaged one is rebuilt, with a one-line notice)."""
     meta = cdir / "clip.json"
     if not meta.exists():
         return None
     try:
         info = json.loads(meta.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        info = None
+    if not isinstance(info, dict):
+        print(f"prepare: {meta} is damaged; rebuilding the clip", file=sys.stderr, flush=True)
         return None
-    n_png = len(list((cdir / "frames").glob("*.png")))
-    return info if info.get("key") == key and n_png == info.get("n_frames") else None
+    if info.get("key") != key:
+        return None
+    try:
+        clips.check_clip(cdir, info)
+    except ValueError as err:
+        print(f"prepare: clip {cdir.name!r} at {cdir} is damaged ({err}); rebuilding it",
+              file=sys.stderr, flush=True)
+        return None
+    return info
 
 
 def _build_clip(cfg, cid: str, source: str, path: Optional[Path], key: str, clips_root: Path,
                 device=None) -> dict:
     """Make one clip in a temp dir (frames, exact flows, clip.json), then rename it into place."""
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{cid}-", dir=clips_root))
+    os.chmod(tmp, 0o777 & ~_umask())   # mkdtemp makes 0700: give the clip folder a plain mkdir's mode
     try:
         if path is None:
             clip = make_synthetic_clip(source.split(":", 1)[1], cfg.data.n_frames, cfg.data.size)
@@ -426,24 +444,29 @@ def _prepare_style(cfg, out: Path) -> None:
     else:
         src = _resolve(cfg.data.style)
         if not src.exists():
-            raise InputError("style image not found", src, STARRY_FIX.format(path=src))
+            fix = STARRY_FIX.format(path=src) if "starry_night" in src.name else STYLE_FIX
+            raise InputError("style image not found", src, fix)
         img = to_uint8(load_image(src, size)[0])
     if out.exists():
         try:
-            if np.array_equal(np.asarray(Image.open(out).convert("RGB")), img):
-                return
-        except OSError:
+            with Image.open(out) as im:
+                if np.array_equal(np.asarray(im.convert("RGB")), img):
+                    return
+        except Exception:  # noqa: BLE001 - a damaged style.png is simply rewritten
             pass
     save_png(out, img)
 
 
-def prepare(cfg, videos: Optional[PathLike] = None, device=None) -> dict:
+def prepare(cfg, videos: Optional[PathLike] = None, device=None, strict: bool = False) -> dict:
     """Prepare the clips and style image of ``cfg.profile``; returns (and writes) the manifest.
 
     Clips are made one at a time into a temp dir and renamed into place (an interruption never
     leaves a half clip); finished clips with the same inputs are reused. Clips whose mean flow
     magnitude is under ``cfg.data.motion_threshold`` are dropped; at most ``cfg.data.n_clips``
     are kept (0 = all), in sorted source order. ``device``: where RAFT runs (real videos).
+    A video that cannot be read is skipped with a one-line notice and recorded as dropped
+    (``strict=True``: stop with its error instead). Finished clips are validated and rebuilt
+    when damaged.
     """
     dc = cfg.data
     root = paths.ensure(paths.data_dir(cfg.profile))
@@ -452,22 +475,38 @@ def prepare(cfg, videos: Optional[PathLike] = None, device=None) -> dict:
         shutil.rmtree(stale, ignore_errors=True)
     _prepare_style(cfg, paths.style_path(cfg.profile))
 
+    sources = _sources(cfg, videos)
+    if cfg.flow.source == "exact" and any(path is not None for _, _, path in sources):  # a config fault, not a video's
+        raise InputError("flow.source='exact' has no flows for real videos", sources[0][2].parent,
+                         "set flow.source='raft' (exact flows exist only for synthetic clips)")
     kept, dropped = [], []
-    for cid, source, path in progress(_sources(cfg, videos), desc="prepare clips"):
+    for cid, source, path in progress(sources, desc="prepare clips"):
         if dc.n_clips and len(kept) >= dc.n_clips:
             break
         key = _clip_key(cfg, source)
-        info = _finished(clips_root / cid, key) or _build_clip(cfg, cid, source, path, key, clips_root, device)
+        try:
+            info = _finished(clips_root / cid, key) or _build_clip(cfg, cid, source, path, key, clips_root, device)
+        except InputError as err:
+            own = path is not None and err.path is not None and (err.path == path or path in err.path.parents)
+            if strict or not own:
+                raise                                              # --strict, or not this video's own fault
+            print(f"prepare: skipped a video (--strict stops instead): {' '.join(str(err).split())}",
+                  file=sys.stderr, flush=True)
+            dropped.append({"id": cid, "source": source, "reason": " ".join(str(err).split())[:300]})
+            continue
         entry = {"id": cid, "n_frames": info["n_frames"], "size": info["size"], "motion": info["motion"],
                  "source": source}
         if info["motion"] < dc.motion_threshold:
             dropped.append({"id": cid, "motion": info["motion"], "source": source})
         else:
             kept.append(entry)
-    if dropped:
-        print(f"dropped {len(dropped)} clip(s) with mean motion < {dc.motion_threshold} px: "
-              + ", ".join(f"{d['id']} ({d['motion']:.2f} px)" for d in dropped))
+    still = [d for d in dropped if "motion" in d]
+    if still:
+        print(f"dropped {len(still)} clip(s) with mean motion < {dc.motion_threshold} px: "
+              + ", ".join(f"{d['id']} ({d['motion']:.2f} px)" for d in still))
     if not kept:
+        if dropped and not still:
+            raise InputError("no video could be read", root, "check the videos listed above (re-encode or replace them)")
         raise InputError(f"no clip has mean motion >= {dc.motion_threshold} px", root,
                          "add videos with more motion or lower data.motion_threshold")
     train, test = split_clips([c["id"] for c in kept], dc.train_fraction, dc.split_seed)

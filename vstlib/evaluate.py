@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from vstlib import paths
-from vstlib.checkpoint import POLICY, load_policy
+from vstlib.checkpoint import CKPT, POLICY, load_policy
 from vstlib.clips import load_manifest
 from vstlib.rollout import build_episode, make_env, policy_frames
 from vstlib.utils import InputError, atomic_path, progress, resolve_device
@@ -69,6 +69,10 @@ def evaluate(cfg, run: str = "main", policy=None) -> dict:
     if policy is None:
         ckpt = paths.run_dir(cfg.profile, run) / POLICY
         if not ckpt.exists():
+            if (ckpt.parent / CKPT).exists():                                  # killed before the policy write
+                raise InputError("the run's policy file is missing", ckpt,
+                                 f"run `vst train --profile {cfg.profile} --run {run}`: it rewrites it from "
+                                 f"the final checkpoint (or resumes an unfinished run)")
             raise InputError("no trained policy", ckpt,
                              f"train it first: `vst train --profile {cfg.profile} --run {run}`")
         policy = load_policy(ckpt, cfg.policy, device)

@@ -159,7 +159,14 @@ def rollout(policy, ep: Episode, stylizer, reward_model, deterministic: bool = F
     # (with a reparametrised sample, a - mu = sigma * eps would cancel mu's gradient).
     a = a.detach()
     stylized = render_actions(stylizer, ep.base, L, a)                         # (T,3,H,W)
-    terms = {k: v.detach() for k, v in reward_model.terms(stylized, ep.frames, ep.flows).items()}
+    # a NaN/inf rendered frame (a diverging decoder) must not abort training: score the baseline
+    # frame in its place, then mark every transition touching it NaN so the update is skipped
+    bad = ~torch.isfinite(stylized).flatten(1).all(1)                          # (T,)
+    scored = torch.where(bad[:, None, None, None], ep.base.images.to(stylized), stylized)
+    terms = {k: v.detach() for k, v in reward_model.terms(scored, ep.frames, ep.flows).items()}
+    if bad.any():
+        hit = bad[1:] | bad[:-1]                                               # (T-1,) transitions t-1 -> t
+        terms = {k: v.masked_fill(hit, float("nan")) for k, v in terms.items()}
     return Transitions(a, stylized, terms, ep.base_terms)
 
 

@@ -30,7 +30,8 @@ import torch
 
 from vstlib import paths
 from vstlib import policy as policy_lib
-from vstlib.checkpoint import CKPT, CKPT_JSON, POLICY, load_checkpoint, save_checkpoint, save_policy
+from vstlib.checkpoint import (CKPT, CKPT_JSON, POLICY, load_checkpoint, repair_policy, run_lock, save_checkpoint,
+                               save_policy)
 from vstlib.clips import load_manifest
 from vstlib.rollout import build_episode, make_env, rollout
 from vstlib.utils import (InputError, append_jsonl, atomic_write_json, atomic_write_text, progress,
@@ -60,19 +61,23 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
     ``max_updates`` stops after that many updates in total (counting resumed ones), without a
     final checkpoint: it simulates an interruption (tests) or bounds a budget.
     """
-    # 1. run folder, seeding, device
+    # 1. run folder (locked while we write to it), seeding, device
     out = paths.ensure(paths.run_dir(cfg.profile, run))
+    with run_lock(out):
+        return _train(cfg, out, run, resume, max_updates)
+
+
+def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -> Path:
     log_path, ckpt_path = out / LOG, out / CKPT
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
 
-    # 2. the fixed parts of the environment: clips, DiffuseST, the reward (never trained)
+    # 2. the clips (the fixed environment, DiffuseST and the reward, is built in 4.)
     manifest = load_manifest(cfg.profile)
     train_ids = list(manifest["train"])
     if not train_ids:
         raise InputError("the manifest has no train clips", paths.manifest_path(cfg.profile),
                          "re-run `vst prepare` with more clips (data.n_clips) or data.train_fraction")
-    stylizer, reward_model, _ = make_env(cfg, device)
 
     # 3. the agent
     policy = policy_lib.LatentPolicy.from_config(cfg.policy).to(device)
@@ -87,9 +92,11 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
     _truncate_log(log_path, state["step"])
     atomic_write_json(out / "config.json", cfg.to_dict())
     if state["done"] and state["epoch"] >= cfg.train.epochs:                  # finished (more epochs: go on)
+        repair_policy(out, cfg)                                                # killed before the policy write
         return out
 
-    # 4. the loop
+    # 4. the loop (the environment is built under fork_rng: building it after the resume moves no RNG)
+    stylizer, reward_model, _ = make_env(cfg, device)
     acc = cfg.train.accumulation
     episodes: dict = {}                                                         # clip id -> Episode
     step, since_ckpt = state["step"], 0
@@ -116,7 +123,10 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
 
                 optimizer.zero_grad(set_to_none=True)
                 reason = None
-                if not torch.isfinite(adv).all():
+                if not torch.isfinite(tr.stylized[chunk + 1]).all():
+                    reason = "non-finite rendered frames"
+                    grad_norm = float("nan")
+                elif not torch.isfinite(adv).all():
                     reason = "non-finite reward"
                     grad_norm = float("nan")
                 else:

@@ -51,6 +51,35 @@ def require_file(path: os.PathLike, what: str = "file", fix: Optional[str] = Non
     return p
 
 
+def check_output_path(path: os.PathLike, exts: Iterable[str] = (".mp4",), what: str = "output") -> Path:
+    """Refuse an output path before any work: a known extension, not a folder, a writable parent.
+
+    Returns the absolute path (relative paths are read from the current folder).
+    """
+    p = Path(path).expanduser().absolute()
+    exts = tuple(e.lower() for e in exts)
+    if p.is_dir():
+        raise InputError(f"{what} is an existing folder", p, f"pass a file name, e.g. {p / ('out' + exts[0])}")
+    if p.suffix.lower() not in exts:
+        raise InputError(f"{what} must end in {' or '.join(exts)}", p, f"pass a file name ending in {exts[0]}")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:                   # atomic_path creates the rest
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{what} folder {parent} is a file", p, "pick another output folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise InputError(f"{what} is not writable (no permission on {parent if not p.exists() else p})", p,
+                         "pick a folder you can write to, or fix its permissions")
+    return p
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for an OSError (full disk, permission, ...): what failed, on which file."""
+    name = err.filename if err.filename is not None else None
+    what = err.strerror or type(err).__name__
+    return f"{name}: {what}" if name else what
+
+
 # --------------------------------------------------------------------------- atomic IO
 @contextmanager
 def atomic_path(path: os.PathLike) -> Iterator[Path]:

@@ -36,7 +36,8 @@ from typing import Callable, Optional
 import torch
 
 from vstlib.config import TINY
-from vstlib.utils import atomic_save_tensors, load_tensors, torch_dtype
+from vstlib import cache
+from vstlib.utils import torch_dtype
 
 from ..base import BaselineOutput, check_images, register
 from .blip import empty_prompt_embedding, style_prompt_embedding
@@ -81,7 +82,8 @@ def _hash_tensor(x: torch.Tensor) -> str:
 
 
 class _StageCache:
-    """memory -> disk -> build, for the pipeline's stages (inversion, style context, output).
+    """memory -> disk (``vstlib.cache``: content-hashed, validated, rebuilt if damaged) -> build,
+    for the pipeline's stages (inversion, style context, output).
 
     Keys: stage kind, model id, a digest of the backbone config and hashes of the input tensors.
     ``folder=None`` caches nothing (benchmarks, tests that count UNet calls).
@@ -100,12 +102,12 @@ class _StageCache:
             return build()
         if key in self._memo:
             return self._memo[key]
-        path = self.folder / f"{key}.safetensors"
-        if path.exists():
-            obj = from_tensors({k: v.to(self.device) for k, v in load_tensors(path).items()})
-        else:
-            obj = build()
-            atomic_save_tensors(path, to_tensors(obj), metadata={"model_id": self.model_id})
+        # fresh results come back through the same contiguous CPU tensors a cache hit reads, so a
+        # run resumed from partial caches is bit-identical to a fresh one (layouts change conv bits)
+        tensors = cache.cached_tensors(self.folder / f"{key}.safetensors",
+                                       lambda: {k: v.detach().cpu().contiguous() for k, v in to_tensors(build()).items()},
+                                       f"DiffuseST {key.split('-')[0]} cache", metadata={"model_id": self.model_id})
+        obj = from_tensors({k: v.to(self.device) for k, v in tensors.items()})
         self._memo[key] = obj
         return obj
 
