@@ -62,6 +62,7 @@ class BackboneConfig:
     dtype: str = "float32"             # "float16" / "bfloat16" on a GPU
     batch_size: int = 8                # frames per UNet batch (chunked to fit memory)
     seed: int = 0
+    style_net: str = "wave"            # faststyle only: which fast style network (wave, udnie, scream, wreck)
 
 
 @dataclass(frozen=True)
