@@ -220,6 +220,17 @@ def raft_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> 
     return with_masks(fw, bw, cfg_flow.occlusion)
 
 
+@register_flow("dis")
+def dis_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
+    """OpenCV DIS fw on (frames[:-1], frames[1:]) and bw on (frames[1:], frames[:-1]) on the CPU,
+    preset ``cfg_flow.dis_preset``; masks as for RAFT. No weights: usable on any profile."""
+    from .flow_dis import dis_flow
+
+    fw = dis_flow(frames[:-1], frames[1:], cfg_flow.dis_preset).to(frames.device)   # (T-1,2,H,W)
+    bw = dis_flow(frames[1:], frames[:-1], cfg_flow.dis_preset).to(frames.device)
+    return with_masks(fw, bw, cfg_flow.occlusion)
+
+
 __all__ = ["warp", "inside_mask", "occlusion_mask", "mean_motion", "read_flo", "get_raft", "estimate_flow",
            "pixel_grid", "RAFT_MIN_SIZE", "FLOW_ESTIMATORS", "register_flow", "get_estimator",
-           "with_masks", "exact_flows", "raft_flows"]
+           "with_masks", "exact_flows", "raft_flows", "dis_flows"]

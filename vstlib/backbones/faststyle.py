@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import cache
-from ..nets.faststyle import STYLES, load_faststyle
+from ..nets.faststyle import PAINTINGS, STYLES, load_faststyle, painting_path
 from ..nets.taef2 import LATENT_CHANNELS, load_taef2
 from ..utils import InputError
 from .base import BaselineOutput, register
@@ -56,6 +56,25 @@ class FastStyle:
     @classmethod
     def from_config(cls, cfg_backbone, device=None, cache_dir: Optional[Path] = None) -> "FastStyle":
         return cls(cfg_backbone.style_net, cfg_backbone.batch_size, device, cache_dir, cfg_backbone.resolution)
+
+    @classmethod
+    def select_style(cls, cfg_backbone, style: Optional[str]):
+        """``--style`` (None, a network name or its painting's file) -> (backbone config, painting path).
+
+        Each network was trained on one painting: any other image has no network (one clear line)."""
+        import dataclasses
+
+        if style is None:
+            return cfg_backbone, Path(painting_path(cfg_backbone.style_net))
+        name = str(style)
+        if name not in STYLES:
+            by_file = {p: n for n, p in PAINTINGS.items()}
+            name = by_file.get(Path(name).name)
+        if name is None:
+            files = ", ".join(f"{n}={p}" for n, p in PAINTINGS.items())
+            raise InputError(f"no fast style network for style {str(style)!r}",
+                             fix=f"use --style {'|'.join(STYLES)} or their painting files ({files})")
+        return dataclasses.replace(cfg_backbone, style_net=name), Path(painting_path(name))
 
     def _check(self, frames: torch.Tensor) -> torch.Tensor:
         if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[1] != 3 or len(frames) == 0:
