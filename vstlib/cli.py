@@ -213,7 +213,7 @@ def cmd_download_weights(args) -> int:
                 return Path(open_clip.download_pretrained(pcfg))
         jobs.append((f"CLIP {cfg.eval.clip_model}/{cfg.eval.clip_pretrained}", clip))
     if not jobs:
-        print(f"profile {cfg.profile!r} uses only tiny random models: nothing to download")
+        print(f"profile {cfg.profile!r} uses only tiny random or vendored models (vstlib/assets): nothing to download")
         return 0
     failed = []
     for what, fetch in jobs:

@@ -167,7 +167,7 @@ CPU = Config(
     data=DataConfig(source="assets:clips", n_frames=20, size=256, n_clips=0, train_fraction=0.7,
                     split_seed=0, motion_threshold=0.3, style="assets:styles/wave.jpg"),
     flow=FlowConfig(source="dis", dis_preset="medium"),
-    backbone=BackboneConfig(name="faststyle", model_id="", style_net="wave", resolution=256, batch_size=4),
+    backbone=BackboneConfig(name="faststyle", model_id=TINY, style_net="wave", resolution=256, batch_size=4),  # model_id unused
     policy=PolicyConfig(latent_channels=32, hidden=32),
     reward=RewardConfig(style_net="darknet", content_net="darknet",
                         style_layers=("leaky_re_lu_1", "leaky_re_lu_2", "leaky_re_lu_6", "leaky_re_lu_10",
