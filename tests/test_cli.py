@@ -168,7 +168,7 @@ def test_prepare_takes_a_style_image(home, capsys):
 
     from vstlib.clips import load_style
 
-    small = ["--set", "data.n_frames=2", "--set", "data.size=32", "--set", 'data.synthetic_images=["coffee"]',
+    small = ["--profile", "smoke", "--set", "data.n_frames=2", "--set", "data.size=32", "--set", 'data.synthetic_images=["coffee"]',
              "--set", "data.motion_threshold=0"]
     img = np.zeros((30, 50, 3), np.uint8)
     img[:, :25] = (255, 0, 0)                                                 # left half red, right black
