@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from . import paths
+from .config import DEFAULT_PROFILE
 from .utils import VstError, atomic_path, progress_enabled
 
 
@@ -65,14 +66,14 @@ def _kernel_config() -> dict:
     return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
 
 
-def run(profile: str = "smoke", only: list[str] | None = None, parameters: dict | None = None,
+def run(profile: str = DEFAULT_PROFILE, only: list[str] | None = None, parameters: dict | None = None,
         store_outputs: bool | None = None) -> dict:
     """Execute every notebook (or those whose name starts with one of ``only``); return timings.
 
-    ``store_outputs`` (default: on for the smoke profile) refreshes the outputs stored in
+    ``store_outputs`` (default: on for the default profile, config.DEFAULT_PROFILE) refreshes the outputs stored in
     ``notebooks/*.ipynb``, which nbval compares against.
     """
-    store_outputs = (profile == "smoke" and not parameters) if store_outputs is None else store_outputs
+    store_outputs = (profile == DEFAULT_PROFILE and not parameters) if store_outputs is None else store_outputs
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -105,14 +106,14 @@ def run(profile: str = "smoke", only: list[str] | None = None, parameters: dict 
     return timings
 
 
-def main(profile: str = "smoke", only: list[str] | None = None) -> int:
+def main(profile: str = DEFAULT_PROFILE, only: list[str] | None = None) -> int:
     run(profile, only)
     return 0
 
 
 if __name__ == "__main__":  # python -m vstlib.reproduce --profile smoke
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="smoke")
+    ap.add_argument("--profile", default=DEFAULT_PROFILE)
     ap.add_argument("--only", nargs="*")
     a = ap.parse_args()
     try:
