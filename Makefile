@@ -1,6 +1,6 @@
 # Two entry points (README): `make reproduce` and `make test`.
 # Both create or reuse .venv and install the package with its extras from pyproject.toml.
-PROFILE ?= smoke
+PROFILE ?= cpu
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## the main job: regenerate every table and figure (PROFILE=smoke|paper)
+## the main job: regenerate every table and figure (PROFILE=cpu|smoke|paper)
 reproduce: $(STAMP)
 	$(PY) -m vstlib.cli reproduce --profile $(PROFILE) $(foreach s,$(SET),--set $(s))
 

@@ -13,6 +13,9 @@ from vstlib.utils import InputError
 # reason it cannot. A new backbone must add itself here (test_every_backbone_is_listed).
 OFFLINE = {
     "diffusest": replace(get_config("smoke").backbone, name="diffusest", injection="z0"),
+    # the real vendored networks (no random twin needed): short side 48 -> 32
+    "faststyle": replace(get_config("smoke").backbone, name="faststyle", style_net="wave", resolution=32,
+                         batch_size=2),
 }
 T = 3
 

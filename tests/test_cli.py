@@ -10,7 +10,8 @@ import pytest
 from vstlib.cli import main
 from vstlib.config import parse_overrides
 
-SETS = ["--set", "backbone.resolution=32", "--set", "backbone.num_inference_steps=2",
+# the DiffuseST code path on tiny random modules (the default profile is cpu)
+SETS = ["--profile", "smoke", "--set", "backbone.resolution=32", "--set", "backbone.num_inference_steps=2",
         "--set", "backbone.num_inversion_steps=2", "--set", "train.device=cpu"]
 
 
@@ -133,7 +134,7 @@ def test_bad_inputs_exit_2_with_one_line_naming_the_file(clip, home, capsys):
 
 def test_subprocess_error_has_no_traceback(home):
     env = {**os.environ, "VSTLIB_HOME": str(home / "home")}
-    r = subprocess.run([sys.executable, "-m", "vstlib.cli", "stylize", "--video", str(home / "missing.mp4"),
+    r = subprocess.run([sys.executable, "-m", "vstlib.cli", "stylize", "--profile", "smoke", "--video", str(home / "missing.mp4"),
                         "--style", str(home / "missing.png"), "--out", str(home / "o.mp4")],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2
@@ -167,7 +168,7 @@ def test_prepare_takes_a_style_image(home, capsys):
 
     from vstlib.clips import load_style
 
-    small = ["--set", "data.n_frames=2", "--set", "data.size=32", "--set", 'data.synthetic_images=["coffee"]',
+    small = ["--profile", "smoke", "--set", "data.n_frames=2", "--set", "data.size=32", "--set", 'data.synthetic_images=["coffee"]',
              "--set", "data.motion_threshold=0"]
     img = np.zeros((30, 50, 3), np.uint8)
     img[:, :25] = (255, 0, 0)                                                 # left half red, right black

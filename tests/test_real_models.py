@@ -267,3 +267,71 @@ def test_faststyle_backbone_latents_and_differentiable_render():
     assert delta.grad is not None and delta.grad.abs().sum() > 0
     with pytest.raises(InputError, match="wave\\|udnie\\|scream\\|wreck"):
         FastStyle("starry")
+
+
+# --------------------------------------------------------------------------- cpu profile wiring
+def test_dis_is_a_registered_flow_estimator():
+    """cfg.flow.source="dis" on a texture translated by (+3, +1) px: fw ~ (3, 1), bw ~ (-3, -1)."""
+    from vstlib.config import get_config
+    from vstlib.flow import FLOW_ESTIMATORS, get_estimator
+
+    assert "dis" in FLOW_ESTIMATORS
+    g = torch.Generator().manual_seed(0)
+    big = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 12, generator=g), size=(96, 96), mode="bicubic",
+                                          align_corners=False).clamp(0, 1)
+    frames = torch.cat([big[..., 10:74, 10:74], big[..., 9:73, 7:71]])           # content moves right 3, down 1
+    out = get_estimator("dis")(frames, get_config("cpu").flow)
+    assert set(out) == {"fw", "bw", "mask_fw", "mask_bw"} and out["fw"].shape == (1, 2, 64, 64)
+    inner = (slice(None), slice(None), slice(12, 52), slice(12, 52))
+    assert torch.allclose(out["fw"][inner].median(-1).values.median(-1).values, torch.tensor([[3.0, 1.0]]), atol=0.3)
+    assert torch.allclose(out["bw"][inner].median(-1).values.median(-1).values, torch.tensor([[-3.0, -1.0]]), atol=0.3)
+    assert out["mask_fw"][inner].mean() > 0.9
+
+
+def test_darknet_feature_networks():
+    """Registered by name for rewards and Table 2; the perceptual distance is 0 on identical images,
+    grows with distortion, and the Sequential used for Gram losses matches the network's features."""
+    from vstlib.models import (CONTENT_NETS, EMBEDDERS, IMAGENET_MEAN, IMAGENET_STD, STYLE_NETS,
+                               DarknetPerceptual, darknet_sequential)
+    from vstlib.nets.darknet import load_darknet
+
+    assert {"darknet"} <= set(STYLE_NETS) & set(CONTENT_NETS) & set(EMBEDDERS)
+    import skimage.data
+
+    x = torch.from_numpy(skimage.data.chelsea()[:128, :160].copy()).permute(2, 0, 1)[None].float() / 255
+    seq, names = darknet_sequential()
+    h = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    want = load_darknet().features(x, ("leaky_re_lu_6",))["leaky_re_lu_6"]
+    got = seq[:names["leaky_re_lu_6"] + 1](h)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-3)
+    d = DarknetPerceptual()
+    ref = 2 * x - 1
+    near = (ref + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    far = (ref + 0.4 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    assert d(ref, ref).abs().max() < 1e-6
+    assert 0 < d(near, ref).item() < d(far, ref).item() <= 4
+    e = EMBEDDERS["darknet"](None, "cpu")(torch.cat([x, x.flip(-1)]))            # (2,128) unit vectors
+    assert e.shape == (2, 128) and torch.allclose(e.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert (e[0] @ e[1]) > 0.9                                                     # a mirrored cat is still a cat
+
+
+def test_presets_policy_channels_follow_the_backbone():
+    """Every preset's policy.latent_channels equals its backbone's latent (faststyle: TAEF2's 32)."""
+    from vstlib.backbones import BACKBONES
+    from vstlib.config import PRESETS
+
+    for name, cfg in PRESETS.items():
+        channels = getattr(BACKBONES[cfg.backbone.name], "latent_channels", 4)   # DiffuseST: the SD VAE's 4
+        assert cfg.policy.latent_channels == channels, name
+    assert PRESETS["cpu"].policy.latent_channels == 32
+
+
+def test_cpu_preset_names_vendored_inputs():
+    from vstlib.config import get_config
+    from vstlib.data import _resolve, _sources
+    from vstlib.nets.faststyle import painting_path
+
+    cfg = get_config("cpu")
+    assert _resolve(cfg.data.style) == painting_path(cfg.backbone.style_net)     # R = the network's painting
+    ids = [cid for cid, _, _ in _sources(cfg, None)]
+    assert len(ids) == 7 and "sintel-market-demo" in ids

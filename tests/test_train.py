@@ -173,6 +173,11 @@ def test_evaluate_writes_both_tables(cfg, run_a):
     t = evaluate(cfg, run="main", policy=fresh)
     res = paths.results_dir(cfg.profile)
     t1, t2 = pd.read_csv(res / "table1.csv"), pd.read_csv(res / "table2.csv")
+    # table 1 also has the unstylized clip's row (DiffuseST has no per-frame row: per_frame is None)
+    assert set(t1.method) == {"input", "baseline", "policy"}
+    assert (t1[t1.method == "input"].content.abs() < 1e-6).all()              # LPIPS(I, I) = 0
+    t1 = t1[t1.method != "input"]
+    assert set(t2.embedder) == {"CLIP"}
     for df, cols in ((t1, ["content", "style", "temporal", "warp_error"]), (t2, ["content", "style", "temporal"])):
         assert {"method", "split", *cols, "note"} <= set(df.columns)
         assert set(zip(df.method, df.split)) == {(m, s) for m in ("baseline", "policy") for s in ("train", "test")}
@@ -185,8 +190,8 @@ def test_evaluate_writes_both_tables(cfg, run_a):
     assert (t1.temporal > 0).all()
     assert ((t2[["content", "style", "temporal"]] <= 1 + 1e-5).all()).all()
     per = pd.read_csv(res / "table1_per_clip.csv")
-    assert len(per) == 2 * 3 and (res / "table2_per_clip.csv").exists()
-    assert t["table1"].shape[0] == 4
+    assert len(per) == 3 * 3 and (res / "table2_per_clip.csv").exists()
+    assert t["table1"].shape[0] == 6
 
     # the trained run's policy (loaded from policy.safetensors) acts: its frames differ
     t_a = evaluate(cfg, run="a")

@@ -30,14 +30,14 @@ def run_baseline(cfg) -> dict:
     for c in progress(manifest["clips"], desc="baseline"):
         cid = c["id"]
         frames = load_clip(cfg.profile, cid).to(device)                        # (T,3,H,W)
-        calls0, t0 = stylizer.unet_calls, time.perf_counter()
+        calls0, t0 = getattr(stylizer, "unet_calls", 0), time.perf_counter()
         out = stylizer.stylize(frames, style)                                  # images (T,3,H,W)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         save_frames(out.images, out_dir / cid)
         info[cid] = {"split": split_of.get(cid, c.get("split")), "n_frames": int(frames.shape[0]),
-                     "seconds": round(seconds, 3), "unet_calls": int(stylizer.unet_calls - calls0)}
+                     "seconds": round(seconds, 3), "unet_calls": int(getattr(stylizer, "unet_calls", 0) - calls0)}
     atomic_write_json(out_dir / "summary.json",
                       {"profile": cfg.profile, "note": profile_note(cfg.profile),
                        "model_id": cfg.backbone.model_id, "device": str(device), "clips": info})

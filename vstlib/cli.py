@@ -1,10 +1,10 @@
 """The ``vst`` command line (also ``python -m vstlib.cli``).
 
-    vst prepare   [--profile smoke|paper] [--videos DIR] [--style IMG] [--set section.field=value ...]
+    vst prepare   [--profile cpu|smoke|paper] [--videos DIR] [--style IMG] [--set section.field=value ...]
     vst baseline  [--profile ...]
     vst train     [--profile ...] [--run main] [--no-resume] [--max-updates N]
     vst evaluate  [--profile ...] [--run main]
-    vst stylize   --video IN.mp4 --style STYLE.png [--policy policy.safetensors] --out OUT.mp4
+    vst stylize   --video IN.mp4 --out OUT.mp4 [--style STYLE] [--policy policy.safetensors] [--size N]
     vst reproduce [--profile ...] [--videos DIR] [--style IMG] [--set ...]   # every notebook
     vst download-weights --profile paper   # fetch every pretrained weight once, with network
 
@@ -67,7 +67,7 @@ def cmd_baseline(args) -> int:
     cfg = make_config(args.profile, args.set)
     t0 = time.perf_counter()
     info = run_baseline(cfg)
-    calls = sum(v["unet_calls"] for v in info.values())
+    calls = sum(v.get("unet_calls", 0) for v in info.values())
     print(f"baseline: {len(info)} clips stylized in {time.perf_counter() - t0:.1f} s "
           f"({calls} UNet calls; 0 = all cached)")
     print(f"  {paths.results_dir(cfg.profile) / 'baseline'}")
@@ -110,30 +110,19 @@ def cmd_evaluate(args) -> int:
 
 def cmd_stylize(args) -> int:
     from vstlib.checkpoint import load_policy
-    from vstlib.data import read_frames
-    from vstlib.rollout import make_stylizer, policy_frames
-    from vstlib.utils import require_file, to_tensor
+    from vstlib.stylize import stylize_video
+    from vstlib.utils import require_file
 
     cfg = make_config(args.profile, args.set)
     device = cfg.train.device                                                  # resolved in make_config
     # 1. check every input and the output before any heavy work
     out_path = check_output_path(args.out, (".mp4",), "--out")
+    # then stream: read, resize, stylize, write per chunk
     video = require_file(args.video, "input video", "pass an existing video file with --video")
-    frames = read_frames(video, max_frames=args.max_frames, size=cfg.backbone.resolution)  # (T,H,W,3) uint8
-    if frames.shape[0] < 2:
-        raise InputError(f"video has {frames.shape[0]} frame(s); video style transfer needs 2 or more",
-                         video, "pass a longer clip")
-    style = _load_style_image(args.style, cfg)                                 # (1,3,S,S)
     policy = load_policy(args.policy, cfg.policy, device) if args.policy else None
-    # 2. stylize: DiffuseST per frame, then the policy's mean residual from frame 1 on
-    x = to_tensor(frames).contiguous().to(device)                              # (T,3,H,W) NCHW, not NHWC strides
-    stylizer = make_stylizer(cfg, device)
-    base = stylizer.stylize(x, style.to(device))                               # images (T,3,H,W)
-    images = policy_frames(policy.to(device), stylizer, base) if policy is not None else base.images
-    # 3. write the mp4 at the input's frame rate
-    fps = _video_fps(video)
-    write_video(out_path, images, fps)
-    print(f"wrote {out_path} ({images.shape[0]} frames, {images.shape[-1]}x{images.shape[-2]}, {fps:g} fps"
+    info = stylize_video(cfg, video, out_path, style=args.style, policy=policy, size=args.size,
+                         chunk=args.chunk, max_frames=args.max_frames, device=device)
+    print(f"wrote {info['path']} ({info['frames']} frames, {info['width']}x{info['height']}, {info['fps']:g} fps"
           f"{', policy ' + str(args.policy) if args.policy else ', baseline only'})")
     return 0
 
@@ -250,7 +239,7 @@ def cmd_download_weights(args) -> int:
                 return Path(open_clip.download_pretrained(pcfg))
         jobs.append((f"CLIP {cfg.eval.clip_model}/{cfg.eval.clip_pretrained}", clip))
     if not jobs:
-        print(f"profile {cfg.profile!r} uses only tiny random models: nothing to download")
+        print(f"profile {cfg.profile!r} uses only tiny random or vendored models (vstlib/assets): nothing to download")
         return 0
     failed = []
     for what, fetch in jobs:
@@ -272,8 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name, func, help):
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--profile", default="smoke", choices=["smoke", "paper"],
-                       help="smoke: CPU, offline, tiny models (default); paper: GPU, real weights")
+        from vstlib.config import DEFAULT_PROFILE, PRESETS
+
+        p.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PRESETS),
+                       help="cpu: real small vendored models on real clips (default); smoke: tiny random "
+                            "models for unit tests; paper: GPU, DiffuseST weights")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="override one config field (repeatable), e.g. --set train.lr=5e-4")
         p.set_defaults(func=func)
@@ -294,10 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default="main")
     p = add("stylize", cmd_stylize, "stylize your own video")
     p.add_argument("--video", required=True, help="input video (mp4, gif, ...)")
-    p.add_argument("--style", required=True, help="style image")
+    p.add_argument("--style", default=None,
+                   help="style (default: the profile's painting); faststyle: wave|udnie|scream|wreck or their paintings")
     p.add_argument("--policy", default=None, help="trained policy.safetensors (default: baseline only)")
     p.add_argument("--out", required=True, help="output .mp4")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
+    p.add_argument("--size", type=int, default=None, help="short side in pixels (default: the profile's data.size)")
+    p.add_argument("--chunk", type=int, default=16, help="frames per chunk (memory bound; same output)")
     p = add("reproduce", cmd_reproduce, "run every notebook: all tables and figures")
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 03")
     p.add_argument("--videos", default=None, help="folder of videos for notebook 01 (= --set data.source=DIR)")

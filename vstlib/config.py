@@ -38,12 +38,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class FlowConfig:
-    source: str = "exact"              # "exact" (synthetic clips' known flow) or "raft"
+    source: str = "exact"              # "exact" (synthetic clips' known flow), "raft" or "dis" (OpenCV, CPU)
     raft: str = "raft_small"           # torchvision model: "raft_small" or "raft_large"
     raft_weights: Optional[str] = None  # None = random weights (tests only); "DEFAULT" = pretrained
     raft_iters: int = 12
     occlusion: str = "sundaram"        # "sundaram" (Sundaram/Ruder) or "simple" (|F_fw + F_bw| < 1 px)
     batch_size: int = 8
+    dis_preset: str = "medium"         # OpenCV DIS preset: "ultrafast", "fast" or "medium"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class BackboneConfig:
     dtype: str = "float32"             # "float16" / "bfloat16" on a GPU
     batch_size: int = 8                # frames per UNet batch (chunked to fit memory)
     seed: int = 0
+    style_net: str = "wave"            # faststyle only: which fast style network (wave, udnie, scream, wreck)
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,24 @@ PAPER = Config(
     eval=EvalConfig(clip_model="ViT-B-32", clip_pretrained="openai"),
 )
 
-PRESETS: dict[str, Config] = {"smoke": SMOKE, "paper": PAPER}
+# CPU, offline, REAL small models vendored in vstlib/assets: 7 real clips, a fast style network N
+# (Hokusai's wave) with the TAEF2 latent (32 ch at 1/8), DIS flow, Darknet-tiny rewards and Table 2.
+CPU = Config(
+    profile="cpu",
+    data=DataConfig(source="assets:clips", n_frames=20, size=256, n_clips=0, train_fraction=0.7,
+                    split_seed=0, motion_threshold=0.3, style="assets:styles/wave.jpg"),
+    flow=FlowConfig(source="dis", dis_preset="medium"),
+    backbone=BackboneConfig(name="faststyle", model_id=TINY, style_net="wave", resolution=256, batch_size=4),  # model_id unused
+    policy=PolicyConfig(latent_channels=32, hidden=32),
+    reward=RewardConfig(style_net="darknet", content_net="darknet",
+                        style_layers=("leaky_re_lu_1", "leaky_re_lu_2", "leaky_re_lu_6", "leaky_re_lu_10",
+                                      "leaky_re_lu_14")),
+    train=TrainConfig(epochs=2, checkpoint_every=10),
+    eval=EvalConfig(embedder="darknet"),
+)
+
+PRESETS: dict[str, Config] = {"smoke": SMOKE, "paper": PAPER, "cpu": CPU}
+DEFAULT_PROFILE = "cpu"  # `make reproduce`, every `vst` step and the notebooks' parameters cells
 
 
 def get_config(name: str = "smoke", **overrides: Any) -> Config:
@@ -245,5 +264,5 @@ def load(profile: str = "smoke", sets: Sequence[str] = (), **overrides: Any) -> 
 
 
 __all__ = ["Config", "DataConfig", "FlowConfig", "BackboneConfig", "PolicyConfig", "RewardConfig",
-           "TrainConfig", "EvalConfig", "PRESETS", "SMOKE", "PAPER", "TINY", "get_config",
+           "TrainConfig", "EvalConfig", "PRESETS", "SMOKE", "PAPER", "CPU", "DEFAULT_PROFILE", "TINY", "get_config",
            "ablations", "from_dict", "section_from_dict", "parse_overrides", "load"]

@@ -343,7 +343,12 @@ def split_clips(ids, train_fraction: float, seed: int) -> tuple[list, list]:
 
 
 # --------------------------------------------------------------------------- prepare
+ASSET_PREFIX = "assets:"  # config paths inside the package's vendored assets (vstlib/assets/...)
+
+
 def _resolve(p: PathLike) -> Path:
+    if isinstance(p, str) and p.startswith(ASSET_PREFIX):
+        return paths.ASSETS / p[len(ASSET_PREFIX):]
     p = Path(p).expanduser()
     return p if p.is_absolute() else paths.home() / p
 
@@ -378,7 +383,7 @@ def _clip_key(cfg, source: str) -> str:
     """What a finished clip depends on: re-runs with the same key reuse it."""
     part = {"source": source, "n_frames": cfg.data.n_frames, "size": cfg.data.size, "version": 1}
     if not source.startswith("synthetic:"):
-        part["flow"] = cfg.digest("flow")  # motion of real clips comes from RAFT
+        part["flow"] = cfg.digest("flow")  # motion of real clips comes from estimated flow
     return cache.json_digest(part)
 
 
@@ -419,9 +424,9 @@ def _build_clip(cfg, cid: str, source: str, path: Optional[Path], key: str, clip
             motion = mean_motion(clip["fw"])
         else:
             frames = read_frames(path, cfg.data.n_frames, cfg.data.size)
-            if cfg.flow.source != "raft":
+            if cfg.flow.source == "exact":
                 raise InputError(f"flow.source={cfg.flow.source!r} has no flows for real videos", path,
-                                 "set flow.source='raft' (exact flows exist only for synthetic clips)")
+                                 "set flow.source='dis' or 'raft' (exact flows exist only for synthetic clips)")
             motion = mean_motion(clips.clip_flows(cfg, cid, to_tensor(frames), device)["fw"])
         save_frames(frames, tmp / "frames")                                    # (T,H,W,3) uint8
         info = {"id": cid, "source": source, "n_frames": int(len(frames)), "size": int(cfg.data.size),

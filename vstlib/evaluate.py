@@ -1,4 +1,9 @@
-"""Evaluation: Table 1 (losses) and Table 2 (CLIP similarities), baseline vs. policy.
+"""Evaluation: Table 1 (losses) and Table 2 (embedder similarities), baseline vs. policy.
+
+Table 1 also holds the reference rows ``input`` (the unstylized clip: the flicker floor of the
+warping error) and ``per-frame`` (the stylizer's own frames before the latent round trip, e.g.
+N(I_t) on faststyle; absent where the backbone has none). Table 2 names its embedder in an
+``embedder`` column (``models.EMBEDDER_NAMES``): CLIP, or Darknet-tiny on the cpu profile.
 
     tables = evaluate(get_config("smoke"))   # results/smoke/table1.csv, table2.csv (+ *_per_clip.csv)
 
@@ -20,6 +25,8 @@ from vstlib.rollout import build_episode, make_env, policy_frames
 from vstlib.utils import InputError, atomic_path, progress, resolve_device
 
 METHODS = ("baseline", "policy")
+REFERENCES = ("input", "per-frame")            # Table 1 only: the clip itself, the stylizer's own frames
+ORDER = REFERENCES + METHODS
 SPLITS = ("train", "test")
 COLUMNS1 = ["method", "split", "content", "style", "temporal", "warp_error"]
 COLUMNS2 = ["method", "split", "content", "style", "temporal"]
@@ -61,7 +68,7 @@ def evaluate(cfg, run: str = "main", policy=None) -> dict:
     """
     import pandas as pd
 
-    from vstlib.models import EMBEDDERS, pick
+    from vstlib.models import EMBEDDER_NAMES, EMBEDDERS, pick
     from vstlib.tables import profile_note
 
     device = resolve_device(cfg.train.device)
@@ -90,15 +97,20 @@ def evaluate(cfg, run: str = "main", policy=None) -> dict:
         with torch.no_grad():
             stylized = {"baseline": ep.base.images.float(),                    # (T,3,H,W)
                         "policy": policy_frames(policy, stylizer, ep.base).float()}
-        for method in METHODS:
-            S = stylized[method].clamp(0, 1)
+        reference = {"input": frames.float()}
+        if getattr(ep.base, "per_frame", None) is not None:
+            reference["per-frame"] = ep.base.per_frame.float()                 # (T,3,H,W) N(I_t)
+        for method, S in {**reference, **stylized}.items():
+            S = S.clamp(0, 1)
             key = {"method": method, "split": split, "clip": cid, "n_frames": S.shape[0]}
             rows1.append({**key, **clip_losses(S, frames, ep.flows, reward_model)})
-            rows2.append({**key, **clip_similarities(S, frames, style_feat, embed)})
+            if method in METHODS:
+                rows2.append({**key, **clip_similarities(S, frames, style_feat, embed)})
 
     note = profile_note(cfg.profile)
     per1, per2 = pd.DataFrame(rows1), pd.DataFrame(rows2)
-    out = {"table1": _summarise(per1, COLUMNS1), "table2": _summarise(per2, COLUMNS2),
+    per2["embedder"] = EMBEDDER_NAMES.get(cfg.eval.embedder, cfg.eval.embedder)
+    out = {"table1": _summarise(per1, COLUMNS1), "table2": _summarise(per2, COLUMNS2, extra=["embedder"]),
            "table1_per_clip": per1, "table2_per_clip": per2}
     dest = paths.results_dir(cfg.profile) if run == "main" else paths.run_dir(cfg.profile, run)
     for name, df in out.items():
@@ -108,18 +120,40 @@ def evaluate(cfg, run: str = "main", policy=None) -> dict:
     return out
 
 
-def _summarise(per_clip, columns: list):
-    """Mean over the clips of each (method, split), in the order train/test x baseline/policy."""
+@torch.no_grad()
+def flicker_curves(cfg, clip_id: str, policy=None) -> dict:
+    """{method: per-pair warping error (T-1,) numpy} of one clip for input, per-frame (if the
+    backbone has it), baseline and (with ``policy``, mean action) policy: the flicker figure's data."""
+    from vstlib.rewards import warping_error
+
+    device = resolve_device(cfg.train.device)
+    stylizer, reward_model, _ = make_env(cfg, device)
+    ep = build_episode(cfg, clip_id, stylizer, reward_model, device)
+    runs = {"input": ep.frames.float()}
+    if getattr(ep.base, "per_frame", None) is not None:
+        runs["per-frame"] = ep.base.per_frame.float()
+    runs["baseline"] = ep.base.images.float()
+    if policy is not None:
+        runs["policy"] = policy_frames(policy.to(device).eval(), stylizer, ep.base).float()
+    fw, mask = ep.flows["fw"].to(device), ep.flows["mask_fw"].to(device)
+    return {k: warping_error(S[:-1].clamp(0, 1), S[1:].clamp(0, 1), fw, mask).flatten().cpu().numpy()
+            for k, S in runs.items()}
+
+
+def _summarise(per_clip, columns: list, extra: tuple = ()):
+    """Mean over the clips of each (method, split), in the order train/test x input/per-frame/baseline/policy."""
     import pandas as pd
 
     if per_clip.empty:
-        return pd.DataFrame(columns=columns + ["n_clips"])
+        return pd.DataFrame(columns=columns + ["n_clips", *extra])
     metrics = columns[2:]
     g = per_clip.groupby(["split", "method"], sort=False)
     df = g[metrics].mean().join(g.size().rename("n_clips")).reset_index()
-    order = {s: i for i, s in enumerate(SPLITS)}
-    df = df.sort_values(["split", "method"], key=lambda c: c.map(order) if c.name == "split" else c)
-    return df[columns + ["n_clips"]].reset_index(drop=True)
+    order = {"split": {s: i for i, s in enumerate(SPLITS)}, "method": {m: i for i, m in enumerate(ORDER)}}
+    df = df.sort_values(["split", "method"], key=lambda c: c.map(order[c.name]))
+    for name in extra:                                      # constant per table (e.g. the embedder)
+        df[name] = per_clip[name].iloc[0]
+    return df[columns + ["n_clips", *extra]].reset_index(drop=True)
 
 
 def _write_csv(df, path: Path) -> Path:
@@ -128,4 +162,4 @@ def _write_csv(df, path: Path) -> Path:
     return path
 
 
-__all__ = ["evaluate", "clip_losses", "clip_similarities", "METHODS", "SPLITS"]
+__all__ = ["evaluate", "flicker_curves", "clip_losses", "clip_similarities", "METHODS", "REFERENCES", "SPLITS"]

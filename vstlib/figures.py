@@ -116,6 +116,22 @@ def zoom_crops(rows: Mapping[str, Sequence], box: tuple[int, int, int, int], cel
     return image_grid(cropped, col_labels=[f"t={t}" for t in range(max(map(len, rows.values())))], cell=cell)
 
 
+def flicker(curves: Mapping[str, Sequence[float]], clip_id: str, title: str = ""):
+    """Per-frame warping error over time (one line per method: input, per-frame, baseline, policy)
+    on one clip: the input is the flicker floor; curves from ``evaluate.flicker_curves``."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 2.8))
+    styles = {"input": dict(color="0.4", ls=":"), "per-frame": dict(ls="--")}
+    for method, values in curves.items():
+        v = np.asarray(values, dtype=float)                                  # (T-1,) pairs t-1 -> t
+        ax.plot(np.arange(1, len(v) + 1), v, marker="o", ms=3, label=method, **styles.get(method, {}))
+    ax.set_xlabel("frame t (pair t-1, t)"), ax.set_ylabel("warping error")
+    ax.set_title(title or f"flicker on {clip_id}", fontsize=9)
+    ax.legend(fontsize=7, ncol=len(curves))
+    fig.tight_layout()
+    return fig
+
+
 def ablation_bars(df, x: str, metrics: Sequence[str] = ("reward", "content", "style", "temporal"),
                   hue: str | None = None, title: str = ""):
     """One panel per metric, one bar per ablation setting (notebook 04)."""

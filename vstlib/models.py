@@ -105,15 +105,90 @@ def lpips_alex(pretrained_trunk: bool, device: Device = "cpu") -> nn.Module:
     return _freeze(model, device)
 
 
+# --------------------------------------------------------------------------- Darknet-tiny
+# One layer per scale (the activations just before each 2x2 pool, then the deepest block)
+DARKNET_STYLE_LAYERS = ("leaky_re_lu_1", "leaky_re_lu_2", "leaky_re_lu_6", "leaky_re_lu_10", "leaky_re_lu_14")
+DARKNET_CONTENT_LAYERS = DARKNET_STYLE_LAYERS
+
+
+class _FromImagenet(nn.Module):
+    """Undo ImageNet normalisation: StyleLoss normalises for VGG, Darknet-tiny wants [0,1] pixels."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
+
+
+def darknet_sequential(device: Device = "cpu") -> tuple[nn.Sequential, dict[str, int]]:
+    """The vendored Darknet-tiny as an ``nn.Sequential`` (what StyleLoss slices) and the index of
+    each ``leaky_re_lu_<k>`` activation in it; its input is ImageNet-normalised (StyleLoss's)."""
+    from vstlib.nets.darknet import FEATURES, LAYERS, LEAK, load_darknet
+
+    net = load_darknet()
+    mods: list[nn.Module] = [_FromImagenet()]
+    names: dict[str, int] = {}
+    for name, conv, (_, _, pool) in zip(FEATURES, net.convs, LAYERS):
+        mods += [conv, nn.LeakyReLU(LEAK)]
+        names[name] = len(mods) - 1
+        if pool:  # SAME pooling: a ragged last row/column is pooled on its own
+            mods.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+    return _freeze(nn.Sequential(*mods), device), names
+
+
+class DarknetPerceptual(nn.Module):
+    """A perceptual distance on Darknet-tiny features: LPIPS without its learned heads.
+
+    Per layer: unit-normalise each pixel's feature vector over channels, squared difference summed
+    over channels, averaged over pixels; then averaged over layers. Inputs in [-1,1] (LPIPS's
+    convention, as ContentLoss feeds it) -> (N,1,1,1), 0 for identical images, at most 4.
+    """
+
+    def __init__(self, device: Device = "cpu", layers: tuple = DARKNET_CONTENT_LAYERS):
+        super().__init__()
+        from vstlib.nets.darknet import load_darknet
+
+        self.net = _freeze(load_darknet(), device)
+        self.layers = tuple(layers)
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        fx = self.net.features((x + 1) / 2, self.layers)                 # {layer: (N,C,h,w)}
+        fr = self.net.features((ref + 1) / 2, self.layers)
+        d = x.new_zeros(x.shape[0])
+        for name in self.layers:
+            a, b = F.normalize(fx[name], dim=1, eps=1e-10), F.normalize(fr[name], dim=1, eps=1e-10)
+            d = d + (a - b).pow(2).sum(1).mean((-2, -1))                  # (N,)
+        return (d / len(self.layers)).view(-1, 1, 1, 1)
+
+
+def darknet_embedder(cfg_eval, device: Device = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    """Table 2 on the cpu profile: unit-normalised pooled Darknet-tiny features (128-d) at 224x224."""
+    from vstlib.nets.darknet import load_darknet, resize_input
+
+    net = _freeze(load_darknet(), device)
+
+    @torch.no_grad()
+    def embed(images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        out = [F.normalize(net.embed(resize_input(images[i:i + batch_size].to(device).float())), dim=-1)
+               for i in range(0, images.shape[0], batch_size)]
+        return torch.cat(out)                                            # (N,128)
+    return embed
+
+
 # --------------------------------------------------------------------------- by name
 # cfg.reward.style_net -> fn(cfg_reward, device) -> (features nn.Sequential, {layer name: index});
 # cfg.reward.content_net -> fn(cfg_reward, device) -> module(x, ref in [-1,1]) -> (N,1,1,1).
 # Another network (e.g. "darknet") is one function registered here.
 STYLE_NETS: dict[str, Callable] = {
     "vgg19": lambda cfg_reward, device: (vgg19_features(cfg_reward.vgg_weights, device), VGG19_LAYERS),
+    "darknet": lambda cfg_reward, device: darknet_sequential(device),
 }
 CONTENT_NETS: dict[str, Callable] = {
     "lpips_alex": lambda cfg_reward, device: lpips_alex(cfg_reward.lpips_pretrained, device),
+    "darknet": lambda cfg_reward, device: DarknetPerceptual(device),
 }
 
 
@@ -124,7 +199,9 @@ def clip_embedder(cfg_eval, device: Device = "cpu") -> Callable[[torch.Tensor], 
     return lambda images: clip_image_features(model, preprocess, images)
 
 
-EMBEDDERS: dict[str, Callable] = {"clip": clip_embedder}
+EMBEDDERS: dict[str, Callable] = {"clip": clip_embedder, "darknet": darknet_embedder}
+# what tables and captions call each embedder (Table 2's caption reads it from the CSV)
+EMBEDDER_NAMES: dict[str, str] = {"clip": "CLIP", "darknet": "Darknet-tiny (pooled features; not CLIP)"}
 
 
 def pick(registry: dict, name: str, what: str) -> Callable:
@@ -203,5 +280,6 @@ def clip_image_features(model: nn.Module, preprocess: Callable, images: torch.Te
     return torch.cat(out)
 
 
-__all__ = ["STYLE_NETS", "CONTENT_NETS", "EMBEDDERS", "pick", "IMAGENET_MEAN", "IMAGENET_STD", "VGG19_LAYERS", "vgg19_layer_indices",
+__all__ = ["STYLE_NETS", "CONTENT_NETS", "EMBEDDERS", "EMBEDDER_NAMES", "pick", "DarknetPerceptual",
+           "darknet_sequential", "darknet_embedder", "DARKNET_STYLE_LAYERS", "DARKNET_CONTENT_LAYERS", "IMAGENET_MEAN", "IMAGENET_STD", "VGG19_LAYERS", "vgg19_layer_indices",
            "vgg19_features", "lpips_alex", "TINY_CLIP", "clip_model", "clip_image_features"]

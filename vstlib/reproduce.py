@@ -1,6 +1,6 @@
 """One command for the whole paper: run the numbered notebooks in order with papermill.
 
-    vst reproduce --profile smoke      # or: make reproduce [PROFILE=paper]
+    vst reproduce --profile cpu        # or: make reproduce [PROFILE=smoke|paper]
     vst reproduce --profile paper --set backbone.num_inference_steps=5 --set train.epochs=1
     make reproduce PROFILE=paper SET="backbone.num_inference_steps=5 train.epochs=1"
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import paths
+from .config import DEFAULT_PROFILE
 from .utils import VstError, atomic_path, progress_enabled
 
 
@@ -87,20 +88,20 @@ def _kernel_config() -> dict:
     return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
 
 
-def parameters(profile: str = "smoke", overrides: Sequence[str] = ()) -> dict:
+def parameters(profile: str = DEFAULT_PROFILE, overrides: Sequence[str] = ()) -> dict:
     """The papermill parameters every notebook receives (its parameters cell names both)."""
     return {"profile": profile, "overrides": list(overrides)}
 
 
-def run(profile: str = "smoke", only: list[str] | None = None, overrides: Sequence[str] = (),
+def run(profile: str = DEFAULT_PROFILE, only: list[str] | None = None, overrides: Sequence[str] = (),
         store_outputs: bool | None = None) -> dict:
     """Execute every notebook (or those whose name starts with one of ``only``); return timings.
 
     ``overrides``: ``section.field=value`` strings passed to every notebook. ``store_outputs``
-    (default: on for the smoke profile without overrides) refreshes the outputs stored in
+    (default: on for the default profile, config.DEFAULT_PROFILE, without overrides) refreshes the outputs stored in
     ``notebooks/*.ipynb``, which nbval compares against.
     """
-    store_outputs = (profile == "smoke" and not overrides) if store_outputs is None else store_outputs
+    store_outputs = (profile == DEFAULT_PROFILE and not overrides) if store_outputs is None else store_outputs
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -141,14 +142,14 @@ def _cell_error(err, executed: Path, profile: str) -> VstError:
                                    f"`vst reproduce --profile {profile} --only {executed.name[:2]}`")
 
 
-def main(profile: str = "smoke", only: list[str] | None = None, overrides: Sequence[str] = ()) -> int:
+def main(profile: str = DEFAULT_PROFILE, only: list[str] | None = None, overrides: Sequence[str] = ()) -> int:
     run(profile, only, overrides)
     return 0
 
 
-if __name__ == "__main__":  # python -m vstlib.reproduce --profile smoke
+if __name__ == "__main__":  # python -m vstlib.reproduce --profile cpu
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="smoke")
+    ap.add_argument("--profile", default=DEFAULT_PROFILE)
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--set", action="append", default=[])
     a = ap.parse_args()

@@ -99,9 +99,10 @@ def write_paper_tables(profile: str) -> list[Path]:
         "our policy (mean action).", "tab:losses", profile,
         headers=["Method", "Split", "Content", "Style", "Temporal"] + (["Warp err."] if len(cols1) > 5 else []),
         best={c: "min" for c in cols1[2:]}))]
+    embedder = t2[0].get("embedder", "CLIP") if t2 else "CLIP"          # from the CSV, never the profile
     out.append(write_table("table2", latex_table(
         t2, ["method", "split", "content", "style", "temporal"],
-        "CLIP cosine similarities (higher is better): stylized vs. original frame (content), vs. the "
+        f"{embedder} cosine similarities (higher is better): stylized vs. original frame (content), vs. the "
         "style image (style) and between consecutive stylized frames (temporal).", "tab:clip", profile,
         headers=["Method", "Split", "Content", "Style", "Temporal"],
         best={c: "max" for c in ("content", "style", "temporal")})))

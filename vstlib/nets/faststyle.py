@@ -33,6 +33,9 @@ from .. import paths
 from .weights import load_weights
 
 STYLES = ("wave", "udnie", "scream", "wreck")
+# the painting each network was trained on (vendored under assets/styles/)
+PAINTINGS = {"wave": "wave.jpg", "udnie": "udnie.jpg", "scream": "the_scream.jpg",
+             "wreck": "the_shipwreck_of_the_minotaur.jpg"}
 IN_SCALE = 255.0   # pixels in [0,1] -> the network's [0,255]
 EPS = 1e-3
 
@@ -40,6 +43,10 @@ EPS = 1e-3
 LAYERS = ([("conv", 3, 32, 9, 1, True), ("conv", 32, 64, 3, 2, True), ("conv", 64, 128, 3, 2, True)]
           + [("conv", 128, 128, 3, 1, r) for _ in range(5) for r in (True, False)]
           + [("convT", 128, 64, 3, 2, True), ("convT", 64, 32, 3, 2, True), ("conv", 32, 3, 9, 1, False)])
+
+
+def painting_path(style: str) -> os.PathLike:
+    return paths.ASSETS / "styles" / PAINTINGS[style]
 
 
 def weight_path(style: str) -> os.PathLike:

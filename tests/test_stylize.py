@@ -1,0 +1,87 @@
+"""`vst stylize` on the cpu profile: any aspect ratio, streamed in chunks, real vendored networks."""
+import numpy as np
+import pytest
+import torch
+
+from vstlib.backbones import make_backbone
+from vstlib.cli import main
+from vstlib.config import get_config
+from vstlib.data import read_frames
+from vstlib.policy import LatentPolicy
+from vstlib.stylize import aspect_size, frame_chunks, stylized_chunks
+from vstlib.utils import InputError
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSTLIB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VSTLIB_PROGRESS", "0")
+    return tmp_path
+
+
+@pytest.fixture
+def wide_clip(home, write_video):
+    """A 5-frame 40x72 (non-square) mp4: a smooth pattern sliding right by 2 px per frame."""
+    g = np.random.default_rng(0)
+    base = torch.nn.functional.interpolate(torch.from_numpy(g.random((1, 3, 5, 12))).float(), size=(40, 96),
+                                           mode="bicubic", align_corners=False).clamp(0, 1)[0]
+    frames = np.stack([(base[:, :, 2 * t:2 * t + 72].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+                       for t in range(5)])                                       # (5,40,72,3)
+    return write_video(home / "wide.mp4", frames)
+
+
+def test_aspect_size_keeps_ratio_multiples_of_8():
+    assert aspect_size(40, 72, 40) == (40, 72)
+    assert aspect_size(2160, 3840, 256) == (256, 456)                          # 4K 16:9: 455.1 -> 456
+    assert aspect_size(1920, 1080, 256) == (456, 256)                          # portrait
+    assert aspect_size(100, 100, 30) == (32, 32)
+
+
+def test_stylize_cli_non_square_mp4(wide_clip, home, capsys):
+    out = home / "out.mp4"
+    assert main(["stylize", "--profile", "cpu", "--video", str(wide_clip), "--out", str(out),
+                 "--size", "40", "--chunk", "2", "--set", "train.device=cpu"]) == 0
+    frames = read_frames(out)                                                   # the project's reader
+    assert frames.shape == (5, 40, 72, 3)                                       # aspect kept, no crop
+    assert frames.std() > 10                                                    # real stylized pixels
+    assert "5 frames, 72x40" in capsys.readouterr().out
+
+
+def test_unknown_style_lists_networks(wide_clip, home, capsys):
+    assert main(["stylize", "--profile", "cpu", "--video", str(wide_clip), "--out", str(home / "o.mp4"),
+                 "--style", str(home / "my_photo.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "wave|udnie|scream|wreck" in err[0] and "my_photo.png" in err[0]
+    assert not (home / "o.mp4").exists()
+
+
+def test_chunking_does_not_change_frames(wide_clip):
+    """Chunks of 2 frames give the frames of one 5-frame chunk, with the policy carrying L_{t-1}."""
+    cfg = get_config("cpu")
+    bb = make_backbone(cfg.backbone.__class__(**{**cfg.backbone.__dict__, "resolution": 40}), "cpu", None)
+    torch.manual_seed(0)
+    policy = LatentPolicy(latent_channels=bb.latent_channels, hidden=8, gate_init=-3.0).eval()
+    style = torch.zeros(1, 3, 8, 8)
+    runs = {}
+    for chunk in (5, 2):
+        runs[chunk] = torch.cat(list(stylized_chunks(bb, frame_chunks(wide_clip, 40, chunk), style, policy)))
+    base = torch.cat(list(stylized_chunks(bb, frame_chunks(wide_clip, 40, 2), style, None)))
+    assert runs[5].shape == (5, 3, 40, 72)
+    assert torch.allclose(runs[2], runs[5], atol=1e-5)
+    assert torch.equal(runs[5][0], base[0])                                    # frame 0: the baseline
+    assert (runs[5][1:] - base[1:]).abs().mean() > 1e-3                       # the policy acts from frame 1
+
+
+def test_select_style_by_name_and_painting():
+    from vstlib.backbones.faststyle import FastStyle
+
+    cfg = get_config("cpu").backbone
+    c, p = FastStyle.select_style(cfg, "scream")
+    assert c.style_net == "scream" and p.name == "the_scream.jpg" and p.is_file()
+    c, p = FastStyle.select_style(cfg, "/anywhere/udnie.jpg")
+    assert c.style_net == "udnie"
+    assert FastStyle.select_style(cfg, None)[0].style_net == "wave"
+    with pytest.raises(InputError, match="no fast style network"):
+        FastStyle.select_style(cfg, "starry_night.jpg")

@@ -1,0 +1,204 @@
+"""``vst stylize``: any video, any length, any aspect ratio, streamed in chunks of frames.
+
+    info = stylize_video(cfg, "in.mp4", "out.mp4", style=None, policy=None, size=None, chunk=16)
+
+Memory stays bounded by one chunk (a 4K or 5-minute clip is read, resized, stylized and
+written chunk by chunk). Frames keep the input's aspect ratio: short side = ``size`` (default
+``cfg.data.size``), both sides rounded to multiples of 8 (the latent is 1/8); never a centre crop.
+The policy sees (L_{t-1}, L_t) continuously: the last latent of a chunk is carried into the
+next, so chunking never changes the frames (tests/test_stylize.py).
+
+Hook for observations that need more than latents (e.g. flow): :func:`latent_chunks` yields
+(frames, baseline output) per chunk, frames being the resized originals.
+"""
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .utils import InputError, atomic_path, progress, to_uint8
+
+
+def aspect_size(h: int, w: int, short: int) -> tuple[int, int]:
+    """(H, W) with the short side ~= ``short`` and both sides multiples of 8, aspect kept."""
+    s = max(8, int(round(short / 8)) * 8)
+    scale = s / min(h, w)
+    rnd = lambda v: max(8, int(round(v * scale / 8)) * 8)                 # noqa: E731
+    return (s, rnd(w)) if h <= w else (rnd(h), s)
+
+
+def frame_chunks(video, short: int, chunk: int = 16, max_frames: Optional[int] = None) -> Iterator[torch.Tensor]:
+    """Stream a video as float chunks (n,3,H,W) in [0,1], resized (aspect kept, see aspect_size)."""
+    from .data import iter_frames
+
+    buf, size, n = [], None, 0
+    for frame in iter_frames(video):                                       # (h,w,3) uint8
+        x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255  # (1,3,h,w)
+        if size is None:
+            size = aspect_size(x.shape[-2], x.shape[-1], short)
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+        buf.append(x)
+        n += 1
+        if len(buf) == chunk:
+            yield torch.cat(buf)
+            buf = []
+        if max_frames is not None and n >= max_frames:
+            break
+    if buf:
+        yield torch.cat(buf)
+
+
+def latent_chunks(backbone, chunks: Iterable[torch.Tensor], style: torch.Tensor, device=None):
+    """The hook: yields (frames (n,3,H,W), baseline output of those frames) per chunk."""
+    for frames in chunks:
+        frames = frames.to(device) if device is not None else frames
+        yield frames, backbone.stylize(frames, style)
+
+
+@torch.no_grad()
+def stylized_chunks(backbone, chunks: Iterable[torch.Tensor], style: torch.Tensor, policy=None,
+                    device=None) -> Iterator[torch.Tensor]:
+    """Yields the stylized frames (n,3,H,W) in [0,1] of each chunk: the per-frame baseline D(L_t),
+    or with ``policy`` S_t = D(L_t + mu(L_{t-1}, L_t)) from the video's frame 1 on (mean action)."""
+    prev = None                                                            # (1,C,h,w) L_{t-1} of the last chunk
+    for frames, out in latent_chunks(backbone, chunks, style, device):
+        images = out.images.float()                                        # (n,3,H',W')
+        if policy is not None:
+            L = backbone.policy_latents(out).float()                       # (n,C,h,w)
+            first = prev is None
+            prevs = L[:-1] if first else torch.cat([prev, L[:-1]])        # (m,C,h,w)
+            curs = L[1:] if first else L
+            if len(curs):
+                idx = torch.arange(1 if first else 0, len(L), device=L.device)
+                S = backbone.render(curs + policy(prevs, curs).mean, out, idx).float()
+                images = torch.cat([images[:1], S]) if first else S
+            prev = L[-1:]
+        if images.shape[-2:] != frames.shape[-2:]:                         # square-only backbones
+            images = F.interpolate(images, size=frames.shape[-2:], mode="bilinear", antialias=True,
+                                   align_corners=False)
+        yield images.clamp(0, 1)
+
+
+def _video_meta(video) -> tuple[float, Optional[int]]:
+    """(fps, frame count or None) of a video; 10 fps for folders of frames / unknown rates."""
+    try:
+        import av
+
+        with av.open(str(video)) as c:
+            s = c.streams.video[0]
+            fps = float(s.average_rate or s.base_rate or 0)
+            n = int(s.frames) or None
+    except Exception:  # noqa: BLE001 - folders of frames, GIFs, odd containers: defaults
+        return 10.0, None
+    return (fps if 0 < fps < 1000 else 10.0), n
+
+
+class Mp4Writer:
+    """H.264 mp4 (yuv420p) written frame chunk by frame chunk, renamed into place on success."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = Path(path), fps
+
+    def __enter__(self):
+        import av
+
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        self._c = av.open(str(tmp), "w", format="mp4")
+        self._s = self._c.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+        self._s.pix_fmt = "yuv420p"
+        self.n = 0
+        return self
+
+    def write(self, images: torch.Tensor) -> None:
+        """images (n,3,H,W) in [0,1] (H, W even)."""
+        import av
+
+        arr = to_uint8(images)                                             # (n,H,W,3)
+        if self.n == 0:
+            self._s.height, self._s.width = arr.shape[1], arr.shape[2]
+        for a in arr:
+            for pkt in self._s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                self._c.mux(pkt)
+        self.n += len(arr)
+
+    def __exit__(self, *exc):
+        try:
+            if exc[0] is None:
+                for pkt in self._s.encode():
+                    self._c.mux(pkt)
+        finally:
+            self._c.close()
+        return self._ctx.__exit__(*exc)
+
+
+def resolve_style(cfg, style: Optional[str]):
+    """(backbone config, style image path) for ``--style``; a backbone may map names to its own
+    networks (``select_style`` classmethod, e.g. faststyle's wave|udnie|scream|wreck)."""
+    from .backbones import BACKBONES
+    from .data import _resolve
+
+    hook = getattr(BACKBONES.get(cfg.backbone.name), "select_style", None)
+    if hook is not None:
+        return hook(cfg.backbone, style)
+    return cfg.backbone, _resolve(style if style is not None else cfg.data.style)
+
+
+def stylize_video(cfg, video, out, style: Optional[str] = None, policy=None, size: Optional[int] = None,
+                  chunk: int = 16, max_frames: Optional[int] = None, device=None) -> dict:
+    """Stylize ``video`` into the mp4 ``out`` (see the module doc); returns what was written."""
+    from .backbones import make_backbone
+    from .data import load_image
+
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise InputError("output must be an .mp4 file", out, "pass --out something.mp4")
+    if chunk < 1:
+        raise InputError(f"chunk must be >= 1 frames, got {chunk}")
+    device = torch.device(device if device is not None else cfg.train.device)
+    cfg_bb, style_path = resolve_style(cfg, style)
+    try:
+        style_img = load_image(style_path, cfg_bb.resolution or cfg.data.size).to(device)   # (1,3,S,S)
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - PIL raises many kinds; the user needs one line
+        raise InputError(f"unreadable style image ({type(err).__name__})", style_path,
+                         "pass a PNG or JPEG image") from None
+    fps, total = _video_meta(video)
+    short = size or cfg.backbone.resolution or cfg.data.size
+    chunks = frame_chunks(video, short, chunk, max_frames)
+    first = next(chunks, None)
+    if first is None or (len(first) < 2 and max_frames != 1):
+        raise InputError("video has fewer than 2 frames", video, "pass a longer clip")
+    h, w = first.shape[-2:]
+    backbone = make_backbone(dataclasses.replace(cfg_bb, resolution=min(h, w)), device, None)
+    if policy is not None:
+        if cfg.policy.latent_channels != backbone.latent_channels:
+            raise InputError(f"policy.latent_channels={cfg.policy.latent_channels} but backbone "
+                             f"{cfg_bb.name!r} has {backbone.latent_channels}-channel latents",
+                             fix="pass a policy trained on this profile")
+        policy = policy.to(device).eval()
+
+    def all_chunks():
+        yield first
+        yield from chunks
+
+    total = min(total, max_frames) if total and max_frames else total
+    bar = progress(None, desc=f"stylize {Path(video).name}", total=total, unit="frame")
+    with Mp4Writer(out, fps) as writer:
+        for images in stylized_chunks(backbone, all_chunks(), style_img, policy, device):
+            writer.write(images)
+            bar.update(len(images))
+    bar.close()
+    return {"path": out, "frames": writer.n, "height": h, "width": w, "fps": fps,
+            "style_net": getattr(cfg_bb, "style_net", None), "policy": policy is not None}
+
+
+__all__ = ["aspect_size", "frame_chunks", "latent_chunks", "stylized_chunks", "stylize_video", "resolve_style",
+           "Mp4Writer"]
