@@ -25,7 +25,7 @@ TINY = dict(
     train={"epochs": 1, "accumulation": 2, "checkpoint_every": 1, "lr": 1e-3, "device": "cpu"},
 )
 # the same config as --set flags for `vst`
-SETS = [a for sec, d in TINY.items() for k, v in d.items() for a in ("--set", f"{sec}.{k}={json.dumps(v)}")]
+SETS = ["--profile", "smoke"] + [a for sec, d in TINY.items() for k, v in d.items() for a in ("--set", f"{sec}.{k}={json.dumps(v)}")]
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -211,7 +211,8 @@ def test_5_stylize_checks_out_before_any_work(clip_media, home, tmp_path, capsys
     cache = paths.cache_dir("smoke") / "backbone"
 
     def run(out, *extra):
-        return main(["stylize", "--video", str(video), "--style", str(style), "--out", str(out), *extra, *SETS])
+        return main(["stylize", "--video", str(video), "--style", str(style), "--out", str(out),
+                     *extra, *SETS])
 
     folder = tmp_path / "existing.mp4"
     folder.mkdir()
@@ -232,9 +233,9 @@ def test_5_stylize_checks_out_before_any_work(clip_media, home, tmp_path, capsys
     # a full disk while writing: one line naming the file, not a traceback
     import errno
 
-    def full(path, *a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    monkeypatch.setattr("vstlib.cli.write_video", full)
+    def full(self, images):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+    monkeypatch.setattr("vstlib.stylize.Mp4Writer.write", full)
     assert run(tmp_path / "ok.mp4") == 2
     line = _err_line(capsys)
     assert "No space left" in line and str(tmp_path / "ok.mp4") in line
@@ -350,7 +351,7 @@ def test_9_10_style_path_is_read_from_the_cwd_with_the_right_hint(home, tmp_path
 
     from vstlib.clips import load_style
 
-    small = ["--set", "data.n_frames=2", "--set", "data.size=32", "--set", 'data.synthetic_images=["rocket"]',
+    small = ["--profile", "smoke", "--set", "data.n_frames=2", "--set", "data.size=32", "--set", 'data.synthetic_images=["rocket"]',
              "--set", "data.motion_threshold=0"]
     monkeypatch.setenv("VSTLIB_HOME", str(tmp_path / "h"))
     work = tmp_path / "work"
@@ -391,7 +392,7 @@ def test_10_max_frames_0_and_unreadable_videos(clip_media, tmp_path, capsys, mon
     vids.mkdir()
     write_video(vids / "a.mp4", smooth_frames)
     (vids / "b.mp4").write_bytes(b"not a video" * 50)
-    sets = ["--videos", str(vids), "--set", "data.n_frames=2", "--set", "data.size=32", "--set",
+    sets = ["--profile", "smoke", "--videos", str(vids), "--set", "data.n_frames=2", "--set", "data.size=32", "--set",
             "data.motion_threshold=0", "--set", "flow.source=raft", "--set", "flow.raft_iters=1",
             "--set", "train.device=cpu"]
     assert main(["prepare", *sets]) == 0

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vstlib.utils import InputError, VstError, check_output_path, os_error_line
+from vstlib.utils import VstError, check_output_path, os_error_line
 
 
 # --------------------------------------------------------------------------- config from flags
@@ -127,45 +127,10 @@ def cmd_stylize(args) -> int:
     return 0
 
 
-def _load_style_image(path, cfg):
-    from vstlib.data import load_image
-    from vstlib.utils import require_file
-
-    p = require_file(path, "style image", "pass an existing image with --style")
-    try:
-        img = load_image(p, size=cfg.backbone.resolution)
-    except VstError:
-        raise
-    except Exception as err:  # noqa: BLE001 - PIL/imageio raise many kinds; the user needs one line
-        raise InputError(f"unreadable style image ({type(err).__name__})", p,
-                         "pass a PNG or JPEG image") from None
-    return img
 
 
-def _video_fps(path: Path, default: float = 10.0) -> float:
-    try:
-        import imageio.v3 as iio
-
-        fps = float(iio.immeta(path, plugin="pyav").get("fps") or 0)
-    except Exception:  # noqa: BLE001 - image folders, GIFs... fall back
-        return default
-    return fps if 0 < fps < 1000 else default
 
 
-def write_video(path: Path, frames, fps: float) -> Path:
-    """Frames (T,3,H,W) in [0,1] -> H.264 mp4 (yuv420p: plays everywhere), written atomically."""
-    import imageio.v3 as iio
-    import numpy as np
-
-    from vstlib.utils import atomic_path, to_uint8
-
-    arr = to_uint8(frames)                                                     # (T,H,W,3)
-    h, w = arr.shape[1] // 2 * 2, arr.shape[2] // 2 * 2                        # yuv420p needs even sides
-    arr = np.ascontiguousarray(arr[:, :h, :w])
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, arr, plugin="pyav", extension=".mp4", codec="libx264", fps=fps,
-                    out_pixel_format="yuv420p")
-    return Path(path)
 
 
 def reproduce_overrides(args) -> list[str]:

@@ -161,6 +161,9 @@ def stylize_video(cfg, video, out, style: Optional[str] = None, policy=None, siz
         raise InputError("output must be an .mp4 file", out, "pass --out something.mp4")
     if chunk < 1:
         raise InputError(f"chunk must be >= 1 frames, got {chunk}")
+    if max_frames is not None and max_frames < 2:
+        raise InputError(f"--max-frames {max_frames}: video style transfer needs 2 or more frames",
+                         fix="pass --max-frames 2 or more (or leave it out)")
     device = torch.device(device if device is not None else cfg.train.device)
     cfg_bb, style_path = resolve_style(cfg, style)
     try:
@@ -174,7 +177,10 @@ def stylize_video(cfg, video, out, style: Optional[str] = None, policy=None, siz
     short = size or cfg.backbone.resolution or cfg.data.size
     chunks = frame_chunks(video, short, chunk, max_frames)
     first = next(chunks, None)
-    if first is None or (len(first) < 2 and max_frames != 1):
+    if first is not None and len(first) < 2:                               # chunk=1: a pair to start from
+        nxt = next(chunks, None)
+        first = first if nxt is None else torch.cat([first, nxt])
+    if first is None or len(first) < 2:
         raise InputError("video has fewer than 2 frames", video, "pass a longer clip")
     h, w = first.shape[-2:]
     backbone = make_backbone(dataclasses.replace(cfg_bb, resolution=min(h, w)), device, None)
