@@ -85,7 +85,7 @@ def evaluate(cfg, run: str = "main", policy=None) -> dict:
         frames = ep.frames                                                     # (T,3,H,W)
         with torch.no_grad():
             stylized = {"baseline": ep.base.images.float(),                    # (T,3,H,W)
-                        "policy": policy_frames(policy, stylizer, ep.base).float()}
+                        "policy": policy_frames(policy, stylizer, ep.base, ep.flows).float()}
         for method in METHODS:
             S = stylized[method].clamp(0, 1)
             key = {"method": method, "split": split, "clip": cid, "n_frames": S.shape[0]}
