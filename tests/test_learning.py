@@ -28,10 +28,10 @@ TOY = dict(
 CASES = {
     "reinforce": {},
     "rloo": {"train": {"epochs": 15, "normalize_advantage": True}, "reward": {"normalize": "baseline"}},
-    "pathwise": {"train": {"epochs": 8}, "policy": {"observation": "flow"}},
+    "pathwise": {"train": {"epochs": 30}, "policy": {"observation": "flow"}},
 }
 OFFSET = 0.5     # |c| per latent channel
-COS_SAMPLES, COS_MIN = 64, 0.2
+COS_SAMPLES, COS_MIN = 32, 0.2
 PROGRESS = 0.1   # share of the way from 0 to c that the mean action must reach
 
 
