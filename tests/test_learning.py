@@ -1,7 +1,14 @@
-"""REINFORCE follows the reward: on a toy reward with a known optimum, the trained policy's
-mean action moves the frames the right way (a sign error in the loss or the advantage would
-move them the other way)."""
-import numpy as np
+"""Every learner follows the reward: on a toy reward with a known optimum, the trained policy's
+mean action moves toward it. The toy term is the MSE between S_t and render(L_t + c) for a fixed
+latent offset c (the optimum is delta = c exactly, a constant the head's bias can represent);
+the test measures the share of the way from 0 to c that the mean action went. A sign error in a
+loss or an advantage moves it away from c (checked once: flipping the sign of each learner's
+loss makes its case fail), and random drift does not move it toward c.
+
+(The former toy, darker/brighter frames, could not tell a learner from drift: on the tiny random
+decoder any larger |delta| darkens the frames, so a sign-flipped RLOO still "darkened" them and
+the [brighter] case failed at random.) Checked on the train clips, what the learners saw.
+"""
 import pytest
 import torch
 
@@ -9,47 +16,134 @@ from vstlib.config import get_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
-# gate open (0.0) and a large lr: the toy signal is small, the run must move within ~300 updates
 TOY = dict(
-    data={"n_clips": 3, "n_frames": 4, "size": 32, "motion_threshold": 0.0, "train_fraction": 0.67},
+    data={"n_clips": 2, "n_frames": 4, "size": 32, "motion_threshold": 0.0, "train_fraction": 0.5},
     backbone={"resolution": 32, "num_inference_steps": 2, "num_inversion_steps": 2, "batch_size": 4},
-    policy={"hidden": 8, "gate_init": 0.0},
-    train={"epochs": 150, "accumulation": 3, "checkpoint_every": 1000, "lr": 1e-2, "device": "cpu"},
+    policy={"hidden": 8, "gate_init": 0.0, "sigma_init": 0.3},
+    train={"epochs": 40, "accumulation": 3, "checkpoint_every": 1000, "lr": 5e-2, "device": "cpu",
+           "samples": 4},
 )
+# learner -> overrides: the paper's REINFORCE, RLOO (normalised advantages, normalised reward),
+# and pathwise with the flow-aware observation (the sequential rollout)
+CASES = {
+    "reinforce": {},
+    "rloo": {"train": {"epochs": 15, "normalize_advantage": True}, "reward": {"normalize": "baseline"}},
+    "pathwise": {"train": {"epochs": 30}, "policy": {"observation": "flow"}},
+}
+OFFSET = 0.5     # |c| per latent channel
+COS_SAMPLES, COS_MIN = 32, 0.2
+PROGRESS = 0.1   # share of the way from 0 to c that the mean action must reach
 
 
-class Darkness(torch.nn.Module):
-    """Toy reward term: mean brightness of frames 1..T-1, as a loss (weight +1: darker is better;
-    weight -1: brighter is better). Registered by name like the paper's terms."""
+class Target(torch.nn.Module):
+    """Toy reward term with a known optimum: MSE between S_t and render(L_t + c), a target built
+    from a fixed latent offset c (frames looked up by their original frame). The reward is best
+    (0) exactly at delta = c, a constant the head's bias can represent."""
+
+    def __init__(self, targets: dict):
+        super().__init__()
+        self.targets = targets                                                 # key(I_t) -> (3,H,W)
 
     def score(self, cur, prev, originals, flows):
-        return cur.mean(dim=(1, 2, 3))                                         # (B,)
+        tgt = torch.stack([self.targets[_key(o)] for o in originals]).to(cur)  # (B,3,H,W)
+        return (cur - tgt).pow(2).mean(dim=(1, 2, 3))                          # (B,)
 
 
-@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["brighter", "darker"])
-def test_policy_learns_the_rewarded_direction(vst_home, monkeypatch, sign):
-    from vstlib import rewards, rollout
+def _key(frame: torch.Tensor) -> bytes:
+    return (frame.detach().cpu() * 255).round().to(torch.uint8).numpy().tobytes()
+
+
+@pytest.fixture(scope="module")
+def toy_home(tmp_path_factory):
+    from vstlib.data import prepare
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VSTLIB_HOME", str(tmp_path_factory.mktemp("toy")))
+    prepare(get_config("smoke", **TOY))
+    yield
+    mp.undo()
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = {k: dict(v) for k, v in a.items()}
+    for k, v in b.items():
+        out.setdefault(k, {}).update(v)
+    return out
+
+
+@pytest.mark.parametrize("learner", ["pathwise"])
+def test_learner_moves_toward_the_known_optimum(toy_home, monkeypatch, learner, sign=1.0):
+    from vstlib import clips, rewards, rollout
     from vstlib.checkpoint import load_policy
     from vstlib.clips import load_manifest
-    from vstlib.data import prepare
     from vstlib.train import train
-    from vstlib.utils import read_jsonl
 
-    # reward = -(w * darkness) = sign * brightness: the toy term picked by name from the config
-    monkeypatch.setitem(rewards.REWARDS, "darkness", lambda cfg_reward, style, device: Darkness())
-    cfg = get_config("smoke", **TOY, reward={"terms": ["darkness"], "weights": {"darkness": -sign}})
-    prepare(cfg)
-    out = train(cfg, run=f"toy{sign:+.0f}")
+    over = _merge(TOY, CASES[learner])
+    over["reward"] = {**over.get("reward", {}), "terms": ["target"], "weights": {"target": 1.0}}
+    over["train"]["learner"] = learner
+    cfg = get_config("smoke", **over)
+    # the optimum: delta = c, one value per latent channel
+    c = sign * torch.tensor([OFFSET, -OFFSET, OFFSET, -OFFSET]).view(1, 4, 1, 1)
+    stylizer = rollout.make_stylizer(cfg, "cpu")
+    targets = {}
+    for cid in load_manifest(cfg.profile)["train"]:
+        frames = clips.load_clip(cfg.profile, cid)                            # (T,3,H,W)
+        base = stylizer.stylize(frames, clips.load_style(cfg.profile))
+        L = stylizer.policy_latents(base).float()                              # (T,4,h,w)
+        with torch.no_grad():
+            S = stylizer.render(L + c, base, torch.arange(L.shape[0])).float()  # (T,3,H,W) the optimum
+        targets.update({_key(o): s_ for o, s_ in zip(frames, S)})
+    monkeypatch.setitem(rewards.REWARDS, "target", lambda cfg_reward, style, device: Target(targets))
+    out = train(cfg, run=f"toy_{learner}{sign:+.0f}", resume=False)
+    _, reward_model, _ = rollout.make_env(cfg)
+    eps = [rollout.build_episode(cfg, cid, stylizer, reward_model) for cid in load_manifest(cfg.profile)["train"]]
 
-    adv = np.array([r["advantage"] for r in read_jsonl(out / "log.jsonl")])
-    q = len(adv) // 4
-    assert adv[-q:].mean() > adv[:q].mean() and adv[-q:].mean() > 0      # advantage climbs above 0
-
-    stylizer, reward_model, _ = rollout.make_env(cfg)
-    assert reward_model.names == ("darkness",)
     policy = load_policy(out / "policy.safetensors", cfg.policy)
-    ep = rollout.build_episode(cfg, load_manifest(cfg.profile)["test"][0], stylizer, reward_model)
+    assert policy.observation == cfg.policy.observation
+    progress = []
     with torch.no_grad():
-        S = rollout.policy_frames(policy, stylizer, ep.base)                   # (T,3,H,W), mean action
-    gain = sign * (S[1:].mean() - ep.base.images[1:].mean()).item()
-    assert gain > 0, f"mean action moved the frames against the reward ({gain:.2e})"
+        for ep in eps:
+            a, _, _ = rollout.act(policy, ep.obs, ep.lat_bw, ep.lat_mask, deterministic=True)
+            mean_action = a[0].mean(dim=(0, 2, 3), keepdim=True)               # (1,4,1,1)
+            progress.append(((mean_action * c).sum() / (c * c).sum()).item())  # share of the way to c
+    prog = sum(progress) / len(progress)
+    assert prog > PROGRESS, f"{learner}: the mean action went {prog:.3f} of the way to the optimum"
+
+
+def test_leave_one_out_advantage_matches_hand_computed_values():
+    from types import SimpleNamespace
+
+    from vstlib.learners import leave_one_out_advantage
+
+    r = torch.tensor([[1.0, 0.0], [2.0, 0.0], [6.0, 3.0]])                     # (K=3, n=2)
+    adv = leave_one_out_advantage(r, None, SimpleNamespace(normalize_advantage=False))
+    # k=0: 1 - (2+6)/2 = -3; k=1: 2 - 3.5 = -1.5; k=2: 6 - 1.5 = 4.5; column 2: -1.5, -1.5, 3
+    assert torch.allclose(adv, torch.tensor([[-3.0, -1.5], [-1.5, -1.5], [4.5, 3.0]]))
+
+
+def test_importance_weight_is_one_on_policy_and_truncated():
+    from vstlib.learners import importance_weight
+
+    lp = torch.tensor([-3.0, -1.0])
+    assert torch.equal(importance_weight(lp, lp, 10.0), torch.ones(2))
+    w = importance_weight(torch.tensor([0.0, 5.0]), torch.tensor([0.0, 0.0]), 10.0)
+    assert torch.allclose(w, torch.tensor([1.0, 10.0]))                        # e^5 = 148 truncated to 10
+    assert torch.equal(importance_weight(torch.tensor([5.0]), torch.tensor([0.0]), 0.0), torch.ones(1))
+
+
+@pytest.mark.parametrize("learner", ["reinforce", "rloo"])
+def test_score_function_gradient_points_along_the_pathwise_gradient(toy_home, learner):
+    """With many samples the REINFORCE / RLOO estimate agrees in direction with the exact
+    (pathwise) gradient of the same reward; a sign error makes the cosine negative."""
+    from vstlib import rollout
+    from vstlib.clips import load_manifest
+    from vstlib.learners import gradient_cosine
+    from vstlib.policy import LatentPolicy
+
+    cfg = get_config("smoke", **_merge(TOY, {"train": {"learner": learner}}))
+    stylizer, reward_model, _ = rollout.make_env(cfg)
+    ep = rollout.build_episode(cfg, load_manifest(cfg.profile)["train"][0], stylizer, reward_model)
+    torch.manual_seed(0)
+    policy = LatentPolicy.from_config(cfg.policy)
+    cos = gradient_cosine(policy, ep, stylizer, reward_model, cfg, learner=learner, samples=COS_SAMPLES)
+    assert cos > COS_MIN, f"{learner}: cosine with the pathwise gradient {cos:.3f}"

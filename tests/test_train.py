@@ -151,8 +151,8 @@ def test_nan_gradient_is_skipped(cfg, monkeypatch):
 
     orig, calls = pol.log_prob, {"n": 0}
 
-    def inf_on_first_call(dist, action):                                       # call 1: update 0 (rollouts take no log-prob)
-        calls["n"] += 1
+    def inf_on_first_call(dist, action):             # first call WITH grad: update 0 (rollouts run without)
+        calls["n"] += torch.is_grad_enabled()
         lp = orig(dist, action)
         return lp * float("inf") if calls["n"] == 1 else lp
 

@@ -2,7 +2,7 @@
 
     vst prepare   [--profile cpu|smoke|paper] [--videos DIR] [--style IMG] [--set section.field=value ...]
     vst baseline  [--profile ...]
-    vst train     [--profile ...] [--run main] [--no-resume] [--max-updates N]
+    vst train     [--profile ...] [--run main] [--learner reinforce|rloo|pathwise] [--no-resume] [--max-updates N]
     vst evaluate  [--profile ...] [--run main]
     vst stylize   --video IN.mp4 --out OUT.mp4 [--style STYLE] [--policy policy.safetensors] [--size N]
     vst reproduce [--profile ...] [--videos DIR] [--style IMG] [--set ...]   # every notebook
@@ -77,7 +77,7 @@ def cmd_baseline(args) -> int:
 def cmd_train(args) -> int:
     from vstlib.train import read_log, train
 
-    cfg = make_config(args.profile, args.set)
+    cfg = make_config(args.profile, list(args.set) + ([f"train.learner={args.learner}"] if args.learner else []))
     t0 = time.perf_counter()
     out = train(cfg, run=args.run, resume=not args.no_resume, max_updates=args.max_updates)
     log = read_log(out)
@@ -243,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     # manifest records what was dropped and why. --strict (CI, reproduce) stops instead.
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable video instead of skipping it")
     add("baseline", cmd_baseline, "stylize every clip with DiffuseST (per-frame baseline)")
-    p = add("train", cmd_train, "train the latent policy with REINFORCE")
+    p = add("train", cmd_train, "train the latent policy (REINFORCE by default)")
+    p.add_argument("--learner", default=None, choices=("reinforce", "rloo", "pathwise"),
+                   help="learner (= --set train.learner=NAME; default: the profile's)")
     p.add_argument("--run", default="main", help="run name (folder under results/<profile>/runs/)")
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
     p.add_argument("--max-updates", type=int, default=None, help="stop after N updates in total")

@@ -72,6 +72,8 @@ class PolicyConfig:
     hidden: int = 16
     gate_init: float = 5.0             # mu = (1 - sigmoid(gate)) * raw_mu: tiny early actions
     sigma_init: float = 0.1
+    observation: str = "pair"          # "pair" (L_{t-1}, L_t: the paper) or "flow" (+ the previous OUTPUT
+                                       # latent warped along the input's flow and its visibility mask)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class RewardConfig:
     style_layers: tuple = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     vgg_weights: Optional[str] = None  # None = random VGG19 (smoke); "IMAGENET1K_V1" (paper)
     lpips_pretrained: bool = False     # AlexNet trunk: random (smoke) or ImageNet (paper)
+    normalize: str = "none"            # "none" (the paper's raw sum) or "baseline": each term divided by
+                                       # the per-frame baseline's value of that term on the same frame
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,12 @@ class TrainConfig:
     epochs: int = 4
     lr: float = 1e-4
     accumulation: int = 4              # transitions per Adam step
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0             # max global grad norm (not in the paper); 0 disables clipping
+    learner: str = "reinforce"         # vstlib.learners.LEARNERS: "reinforce" (paper), "rloo", "pathwise"
+    samples: int = 4                   # rloo: K samples (rollouts) per transition
+    normalize_advantage: bool = False  # rloo: divide leave-one-out advantages by their std over K
+    max_ratio: float = 10.0            # truncated importance ratio pi_new/pi_old for chunks sampled under
+                                       # older weights (0 = no correction: the pre-fix behaviour)
     checkpoint_every: int = 4          # updates between atomic checkpoints
     seed: int = 0
     device: str = "auto"               # "auto" = cuda if available, else cpu

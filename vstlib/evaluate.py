@@ -96,7 +96,7 @@ def evaluate(cfg, run: str = "main", policy=None) -> dict:
         frames = ep.frames                                                     # (T,3,H,W)
         with torch.no_grad():
             stylized = {"baseline": ep.base.images.float(),                    # (T,3,H,W)
-                        "policy": policy_frames(policy, stylizer, ep.base).float()}
+                        "policy": policy_frames(policy, stylizer, ep.base, ep.flows).float()}
         reference = {"input": frames.float()}
         if getattr(ep.base, "per_frame", None) is not None:
             reference["per-frame"] = ep.base.per_frame.float()                 # (T,3,H,W) N(I_t)

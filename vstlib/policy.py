@@ -1,11 +1,16 @@
 """The latent policy: a small conv net that sees (previous, current) latents and proposes a residual.
 
-    dist = policy(prev_latent, cur_latent)      # Normal over (N, C, h, w)
+    dist = policy(prev_latent, cur_latent)      # Normal over (N, C, h, w)   (observation "pair")
+    dist = policy(prev, cur, warped, visible)   # observation "flow": + warp(L^out_{t-1}) (N,C,h,w), mask (N,1,h,w)
     delta = dist.rsample()                      # added to the current frame's latent
     logp = log_prob(dist, delta)                # (N,), for REINFORCE
 
 The mean starts tiny (a gate at sigmoid(5) ~ 0.993 scales it by ~0.0067) so that early
-actions barely move DiffuseST's output; the gate and sigma are learned.
+actions barely move DiffuseST's output; the gate and sigma are learned (sigma = exp(log_sigma):
+log-parametrised, so no gradient step can make it negative).
+
+``observation="flow"`` (beyond the paper) also feeds the previous OUTPUT latent warped along the
+input video's flow and the visibility mask, so the policy sees what frame t must agree with.
 """
 from __future__ import annotations
 
@@ -40,13 +45,17 @@ class LatentPolicy(nn.Module):
     """Gaussian policy over latent residuals: mean from a conv net, one learned scalar sigma."""
 
     def __init__(self, latent_channels: int = 4, hidden: int = 16, gate_init: float = 5.0,
-                 sigma_init: float = 0.1):
+                 sigma_init: float = 0.1, observation: str = "pair"):
         super().__init__()
         if sigma_init <= 0:
             raise ValueError(f"sigma_init must be > 0, got {sigma_init}")
+        if observation not in OBSERVATIONS:
+            raise ValueError(f"unknown policy.observation {observation!r}; choose one of {OBSERVATIONS}")
         c = latent_channels
+        self.observation = observation
+        cin = 2 * c if observation == "pair" else 3 * c + 1
         self.trunk = nn.Sequential(
-            *_conv_in(2 * c, hidden), nn.ReLU(inplace=True),
+            *_conv_in(cin, hidden), nn.ReLU(inplace=True),
             *_conv_in(hidden, hidden), nn.ReLU(inplace=True),
             ResidualBlock(hidden),
         )
@@ -60,7 +69,8 @@ class LatentPolicy(nn.Module):
     @classmethod
     def from_config(cls, cfg_policy) -> "LatentPolicy":
         return cls(latent_channels=cfg_policy.latent_channels, hidden=cfg_policy.hidden,
-                   gate_init=cfg_policy.gate_init, sigma_init=cfg_policy.sigma_init)
+                   gate_init=cfg_policy.gate_init, sigma_init=cfg_policy.sigma_init,
+                   observation=cfg_policy.observation)
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -70,15 +80,24 @@ class LatentPolicy(nn.Module):
     def gate(self) -> torch.Tensor:
         return self.gate_param
 
-    def forward(self, prev_latent: torch.Tensor, cur_latent: torch.Tensor) -> Normal:
+    def forward(self, prev_latent: torch.Tensor, cur_latent: torch.Tensor,
+                warped: torch.Tensor = None, visible: torch.Tensor = None) -> Normal:
         if prev_latent.shape != cur_latent.shape:
             raise ValueError(f"prev/cur latents differ in shape: {tuple(prev_latent.shape)} vs "
                              f"{tuple(cur_latent.shape)}")
         x = torch.cat([prev_latent, cur_latent], dim=1)         # (N, 2C, h, w)
+        if self.observation == "flow":
+            if warped is None or visible is None:
+                raise ValueError("a policy with observation='flow' needs the warped previous output "
+                                 "latent and the visibility mask")
+            x = torch.cat([x, warped, visible], dim=1)          # (N, 3C+1, h, w)
         raw_mu = self.head(self.trunk(x))                        # (N, C, h, w)
         mu = (1 - torch.sigmoid(self.gate_param)) * raw_mu       # (N, C, h, w)
         sigma = self.sigma.expand_as(mu)                         # (N, C, h, w)
         return Normal(mu, sigma)
+
+
+OBSERVATIONS = ("pair", "flow")
 
 
 def log_prob(dist: Normal, action: torch.Tensor) -> torch.Tensor:
@@ -86,4 +105,4 @@ def log_prob(dist: Normal, action: torch.Tensor) -> torch.Tensor:
     return dist.log_prob(action).flatten(1).sum(1)
 
 
-__all__ = ["LatentPolicy", "ResidualBlock", "log_prob"]
+__all__ = ["LatentPolicy", "OBSERVATIONS", "ResidualBlock", "log_prob"]

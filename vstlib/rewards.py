@@ -159,14 +159,33 @@ def weight(cfg_reward, name: str) -> float:
     return getattr(cfg_reward, field_name)
 
 
-def weighted_reward(terms, cfg_reward):
+NORMALIZATIONS = ("none", "baseline")
+EPS = 1e-8  # floor of a baseline term used as a divisor (a term that is exactly 0 on the baseline)
+
+
+def weighted_reward(terms, cfg_reward, base=None):
     """-(sum of weight * term) over ``cfg_reward.terms``, in that order: the ONE weighted sum.
 
-    ``terms`` maps names to per-frame tensors, floats or pandas columns.
+    ``terms`` maps names to per-frame tensors, floats or pandas columns. With
+    ``cfg_reward.normalize == "baseline"`` each term is divided by ``base[name]``, the per-frame
+    baseline's value of that term on the SAME frame, so a weight trades relative changes: with
+    10/1/10, 1 % less temporal loss is worth 10 % more content loss whatever the terms' raw scales
+    (on real critics the raw Gram term can be 100x the temporal one). Chosen over a running
+    normalisation because it is stationary (the scale never drifts with the policy, the baseline
+    always scores -sum(w)), per frame (hard frames do not dominate), and needs no state in a checkpoint.
     """
+    mode = getattr(cfg_reward, "normalize", "none")
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"unknown reward.normalize {mode!r}; choose one of {NORMALIZATIONS}")
+    if mode == "baseline" and base is None:
+        raise ValueError("reward.normalize='baseline' needs the baseline's terms of the same frames")
     total = 0.0
     for name in cfg_reward.terms:
-        total = total + weight(cfg_reward, name) * terms[name]
+        term = terms[name]
+        if mode == "baseline":
+            b = base[name]
+            term = term / (b.clamp_min(EPS) if torch.is_tensor(b) else max(float(b), EPS))
+        total = total + weight(cfg_reward, name) * term
     return -total
 
 
@@ -187,12 +206,17 @@ class RewardModel(nn.Module):
         return cls(cfg_reward, style, device)
 
     @torch.no_grad()
-    def terms(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict) -> dict:
+    def terms(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict, base=None) -> dict:
         """Every term for frames 1..T-1: dict of (T-1,) tensors (the terms' names, then "reward").
 
         stylized, originals (T,3,H,W) in [0,1]; flows: fw, bw (T-1,2,H,W), mask_fw, mask_bw
-        (T-1,1,H,W) of the original frames.
+        (T-1,1,H,W) of the original frames; ``base``: the baseline's terms of the same frames
+        (needed by ``reward.normalize="baseline"``; None = these frames ARE the baseline).
         """
+        return self.differentiable_terms(stylized, originals, flows, base)
+
+    def differentiable_terms(self, stylized, originals, flows: dict, base=None) -> dict:
+        """``terms`` with autograd on (pathwise learners backpropagate the reward into the action)."""
         _check_clip(stylized, originals, flows)
         dev = self.device
         out: dict = {name: [] for name in self.names}
@@ -206,7 +230,8 @@ class RewardModel(nn.Module):
             for name in self.names:
                 out[name].append(getattr(self, name).score(cur, prev, orig, f))
         terms = {k: torch.cat(v) for k, v in out.items()}         # each (T-1,)
-        terms["reward"] = weighted_reward(terms, self.cfg_reward)
+        base = base if base is not None else {k: v.detach() for k, v in terms.items()}
+        terms["reward"] = weighted_reward(terms, self.cfg_reward, base)
         return terms
 
     def reward(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict) -> torch.Tensor:
@@ -245,4 +270,4 @@ def _check_clip(stylized: torch.Tensor, originals: torch.Tensor, flows: dict) ->
 
 
 __all__ = ["gram", "StyleLoss", "ContentLoss", "TemporalLoss", "temporal_loss", "warping_error",
-           "REWARDS", "register_reward", "weight", "weighted_reward", "RewardModel"]
+           "REWARDS", "register_reward", "weight", "weighted_reward", "RewardModel", "NORMALIZATIONS"]

@@ -8,16 +8,22 @@ starts fresh. The reward of S_t is
 
     r_t = -(w_style * style(S_t) + w_content * content(S_t, I_t) + w_temp * temporal(S_{t-1}, S_t))
 
-(``rewards.weighted_reward``); the trainer's REINFORCE update uses the advantage
-A_t = r_t - r_t^baseline (the same terms on DiffuseST's frames), see ``train.reinforce_loss``.
+(``rewards.weighted_reward``); the learners (``vstlib.learners``) turn rollouts into updates.
 
-Observations never depend on earlier actions, so a whole clip is rolled out in one batch.
+With ``policy.observation="pair"`` observations never depend on earlier actions, so a whole clip
+is rolled out in one batch. With ``"flow"`` the policy also sees the previous OUTPUT latent
+L^out_{t-1} = L_{t-1} + delta_{t-1} warped along the input's backward flow (downsampled to the
+latent grid) and the visibility mask: the rollout is then sequential over t (rendering is still
+batched afterwards, as the observation is in latent space). ``samples=K`` rolls out K independent
+episodes of the clip at once (RLOO's group).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from vstlib import clips
 from vstlib.utils import InputError, fork_rng, resolve_device
@@ -35,6 +41,8 @@ class Episode:
     base: object                  # backbones.BaselineOutput: images (T,3,H,W) (+ the backbone's own fields)
     obs: torch.Tensor             # (T,4,h,w) baseline latents L_t at the injection point
     base_terms: dict = field(default_factory=dict)  # "style","content","temporal","reward": (T-1,) each
+    lat_bw: torch.Tensor = None   # (T-1,2,h,w) backward flow (frame t -> t-1) on the latent grid, latent px
+    lat_mask: torch.Tensor = None  # (T-1,1,h,w) share of frame t's latent cell visible in frame t-1
 
     @property
     def n_steps(self) -> int:
@@ -43,12 +51,35 @@ class Episode:
 
 @dataclass
 class Transitions:
-    """One rollout of a clip: T-1 transitions, batched."""
+    """K rollouts of a clip: K x (T-1) transitions, batched (K = 1 for REINFORCE)."""
 
-    actions: torch.Tensor         # (T-1,4,h,w) residual deltas, no grad
-    stylized: torch.Tensor        # (T,3,H,W) S_0 (baseline) then S_1..S_{T-1}
-    terms: dict                   # policy frames: each reward term and "reward", (T-1,) each
+    actions: torch.Tensor         # (K,T-1,C,h,w) residual deltas, no grad
+    logp: torch.Tensor            # (K,T-1) log pi(a) under the weights that sampled them
+    extra: Optional[torch.Tensor]  # (K,T-1,C+1,h,w) warped previous output latent + mask ("flow"), or None
+    stylized: torch.Tensor        # (K,T,3,H,W) S_0 (baseline) then S_1..S_{T-1}
+    terms: dict                   # policy frames: each reward term and "reward", (K,T-1) each
     base_terms: dict              # baseline frames: same keys (T-1,) each
+
+
+def latent_flow(flows: dict, h: int, w: int) -> tuple:
+    """The input's backward flow and visibility on the latent grid: (bw (T-1,2,h,w), mask (T-1,1,h,w)).
+
+    Area-averaged to (h, w); the displacement is divided by the downsampling factor of each axis
+    (a move of 8 pixels is one latent cell at factor 8).
+    """
+    bw, mask = flows["bw"].float(), flows["mask_bw"].float()                    # (T-1,2,H,W), (T-1,1,H,W)
+    H, W = bw.shape[-2:]
+    lat = F.interpolate(bw, size=(h, w), mode="area")                          # (T-1,2,h,w)
+    lat = torch.stack([lat[:, 0] * (w / W), lat[:, 1] * (h / H)], dim=1)      # x by w/W, y by h/H
+    return lat.contiguous(), F.interpolate(mask, size=(h, w), mode="area").contiguous()
+
+
+def policy_dist(policy, ep: "Episode", idx: torch.Tensor, extra: Optional[torch.Tensor] = None):
+    """pi(. | observation of transitions ``idx`` (n,)) (frames idx+1); extra (n,C+1,h,w) or None."""
+    if extra is None:
+        return policy(ep.obs[idx], ep.obs[idx + 1])                             # over (n,C,h,w)
+    C = ep.obs.shape[1]
+    return policy(ep.obs[idx], ep.obs[idx + 1], extra[:, :C], extra[:, C:])
 
 
 def _to(obj, device):
@@ -84,7 +115,9 @@ def build_episode(cfg, clip_id: str, stylizer, reward_model, device=None) -> Epi
         base.images = base.images.float().contiguous()                        # (T,3,H,W)
         obs = stylizer.policy_latents(base).float().contiguous()               # (T,4,h,w)
         base_terms = reward_model.terms(base.images, frames, flows)           # (T-1,) each
-    return Episode(clip_id, frames, flows, base, obs, {k: v.detach() for k, v in base_terms.items()})
+        lat_bw, lat_mask = latent_flow(flows, *obs.shape[-2:])                 # (T-1,2|1,h,w)
+    return Episode(clip_id, frames, flows, base, obs, {k: v.detach() for k, v in base_terms.items()},
+                   lat_bw, lat_mask)
 
 
 def make_stylizer(cfg, device):
@@ -142,33 +175,76 @@ def render_actions(stylizer, ep_base, obs: torch.Tensor, actions: torch.Tensor) 
 
 
 @torch.no_grad()
-def policy_frames(policy, stylizer, base) -> torch.Tensor:
-    """Stylize a clip with the policy's MEAN action (evaluation, ``vst stylize``)."""
-    L = stylizer.policy_latents(base).float().contiguous()                     # (T,4,h,w)
-    dist = policy(L[:-1], L[1:])                                               # over (T-1,4,h,w)
-    return render_actions(stylizer, base, L, dist.mean)                        # (T,3,H,W)
+def act(policy, L: torch.Tensor, lat_bw: Optional[torch.Tensor], lat_mask: Optional[torch.Tensor],
+        samples: int = 1, deterministic: bool = False):
+    """Sample K action sequences for a clip of latents L (T,C,h,w) (no graph).
+
+    Returns (actions (K,T-1,C,h,w), logp (K,T-1), extra (K,T-1,C+1,h,w) or None).
+    REINFORCE is a score-function estimator: the sample is a constant for log pi (with a
+    reparametrised sample, a - mu = sigma * eps would cancel mu's gradient), hence no graph here.
+    """
+    from vstlib.flow import warp
+    from vstlib.policy import log_prob
+
+    K, n = samples, L.shape[0] - 1
+    if getattr(policy, "observation", "pair") == "pair":                       # batched over t
+        dist = policy(L[:-1], L[1:])                                           # over (T-1,C,h,w)
+        a = dist.mean[None] if deterministic else dist.rsample((K,))           # (K,T-1,C,h,w)
+        if deterministic and K > 1:
+            a = a.expand(K, *a.shape[1:])
+        logp = torch.stack([log_prob(dist, a[k]) for k in range(K)])           # (K,T-1)
+        return a.contiguous(), logp, None
+    acts, logps, extras = [], [], []
+    out_prev = L[:1].expand(K, *L.shape[1:])                                   # (K,C,h,w) L^out_0 = L_0
+    for t in range(1, n + 1):                                                  # sequential: obs needs a_{t-1}
+        warped = warp(out_prev, lat_bw[t - 1:t].expand(K, -1, -1, -1))        # (K,C,h,w)
+        vis = lat_mask[t - 1:t].expand(K, -1, -1, -1)                          # (K,1,h,w)
+        dist = policy(L[t - 1:t].expand_as(warped), L[t:t + 1].expand_as(warped), warped, vis)
+        a = dist.mean if deterministic else dist.sample()                      # (K,C,h,w)
+        acts.append(a)
+        logps.append(log_prob(dist, a))                                        # (K,)
+        extras.append(torch.cat([warped, vis], dim=1))                         # (K,C+1,h,w)
+        out_prev = L[t:t + 1] + a                                              # (K,C,h,w)
+    return torch.stack(acts, 1), torch.stack(logps, 1), torch.stack(extras, 1)
 
 
 @torch.no_grad()
-def rollout(policy, ep: Episode, stylizer, reward_model, deterministic: bool = False) -> Transitions:
-    """Roll the policy out over one clip, all T-1 steps in one batch (data only, no graph)."""
-    L = ep.obs                                                                 # (T,4,h,w)
-    dist = policy(L[:-1], L[1:])                                               # N(mu, sigma^2) over (T-1,4,h,w)
-    a = dist.mean if deterministic else dist.rsample()                         # (T-1,4,h,w)
-    # REINFORCE is a score-function estimator: the sample is a constant for log pi
-    # (with a reparametrised sample, a - mu = sigma * eps would cancel mu's gradient).
-    a = a.detach()
-    stylized = render_actions(stylizer, ep.base, L, a)                         # (T,3,H,W)
-    # a NaN/inf rendered frame (a diverging decoder) must not abort training: score the baseline
-    # frame in its place, then mark every transition touching it NaN so the update is skipped
-    bad = ~torch.isfinite(stylized).flatten(1).all(1)                          # (T,)
-    scored = torch.where(bad[:, None, None, None], ep.base.images.to(stylized), stylized)
-    terms = {k: v.detach() for k, v in reward_model.terms(scored, ep.frames, ep.flows).items()}
-    if bad.any():
-        hit = bad[1:] | bad[:-1]                                               # (T-1,) transitions t-1 -> t
-        terms = {k: v.masked_fill(hit, float("nan")) for k, v in terms.items()}
-    return Transitions(a, stylized, terms, ep.base_terms)
+def policy_frames(policy, stylizer, base, flows: Optional[dict] = None) -> torch.Tensor:
+    """Stylize a clip with the policy's MEAN action (evaluation, ``vst stylize``).
+
+    ``flows`` (the input's, as in an Episode) is needed by a policy with observation "flow".
+    """
+    L = stylizer.policy_latents(base).float().contiguous()                     # (T,4,h,w)
+    lat_bw = lat_mask = None
+    if getattr(policy, "observation", "pair") == "flow":
+        if flows is None:
+            raise ValueError("a policy with observation='flow' needs the clip's flows")
+        lat_bw, lat_mask = latent_flow({k: v.to(L.device) for k, v in flows.items()}, *L.shape[-2:])
+    a, _, _ = act(policy, L, lat_bw, lat_mask, deterministic=True)             # (1,T-1,4,h,w)
+    return render_actions(stylizer, base, L, a[0])                             # (T,3,H,W)
+
+
+@torch.no_grad()
+def rollout(policy, ep: Episode, stylizer, reward_model, deterministic: bool = False,
+            samples: int = 1) -> Transitions:
+    """Roll the policy out over one clip K = ``samples`` times (data only, no graph)."""
+    a, logp, extra = act(policy, ep.obs, ep.lat_bw, ep.lat_mask, samples, deterministic)
+    stylized, terms = [], []
+    for k in range(samples):                                                   # one clip per sample
+        S = render_actions(stylizer, ep.base, ep.obs, a[k])                    # (T,3,H,W)
+        # a NaN/inf rendered frame (a diverging decoder) must not abort training: score the baseline
+        # frame in its place, then mark every transition touching it NaN so the update is skipped
+        bad = ~torch.isfinite(S).flatten(1).all(1)                             # (T,)
+        scored = torch.where(bad[:, None, None, None], ep.base.images.to(S), S)
+        t = reward_model.terms(scored, ep.frames, ep.flows, ep.base_terms)
+        if bad.any():
+            hit = bad[1:] | bad[:-1]                                           # (T-1,) transitions t-1 -> t
+            t = {key: v.masked_fill(hit, float("nan")) for key, v in t.items()}
+        stylized.append(S)
+        terms.append(t)
+    terms = {key: torch.stack([t[key].detach() for t in terms]) for key in terms[0]}  # (K,T-1) each
+    return Transitions(a, logp, extra, torch.stack(stylized), terms, ep.base_terms)
 
 
 __all__ = ["Episode", "Transitions", "make_env", "make_stylizer", "make_reward_model", "build_episode",
-           "rollout", "render_actions", "policy_frames", "CRITIC_SEED"]
+           "rollout", "render_actions", "policy_frames", "act", "policy_dist", "latent_flow", "CRITIC_SEED"]

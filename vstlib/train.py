@@ -1,15 +1,18 @@
-"""REINFORCE training of the latent policy, CleanRL style: the whole loop in ``train``.
+"""Training of the latent policy, CleanRL style: the whole loop in ``train``.
 
     run_dir = train(get_config("smoke"))      # results/smoke/runs/main/{log.jsonl, policy.safetensors}
 
 One epoch walks the train clips (order shuffled by seed + epoch). Each clip is rolled out
-once (T-1 transitions, batched, no graph); the transitions are then consumed in chunks of
-``cfg.train.accumulation``, one Adam step per chunk, each a REINFORCE sample:
+once (K x (T-1) transitions, no graph; K = 1 except for RLOO); the transitions are then consumed
+in chunks of ``cfg.train.accumulation``, one Adam step per chunk, whose loss the learner
+``cfg.train.learner`` computes (``vstlib.learners``: "reinforce" is the paper's
 
-    loss = -(log pi(a_t | L_{t-1}, L_t) * A_t).sum() / accumulation,   A_t = r_t - r_t^baseline
+    loss = -(w_t * log pi(a_t | L_{t-1}, L_t) * A_t).mean over the chunk,   A_t = r_t - r_t^baseline
 
+with w_t the truncated importance ratio of actions sampled under the weights of an earlier chunk).
 log pi is recomputed per chunk under the current weights (a graph kept across an Adam step
-would hold stale, in-place-modified parameters). A NaN/Inf reward or gradient skips the update.
+would hold stale, in-place-modified parameters). The global gradient norm is clipped to
+``train.grad_clip`` (not in the paper; 0 disables it). A NaN/Inf reward or gradient skips the update.
 
 Checkpoints (``vstlib.checkpoint``: safetensors + JSON, no pickle) hold the policy, Adam's
 state, the counters and the RNG state; they are written at clip boundaries (the actions of a
@@ -33,6 +36,7 @@ from vstlib import policy as policy_lib
 from vstlib.checkpoint import (CKPT, CKPT_JSON, POLICY, load_checkpoint, repair_policy, run_lock, save_checkpoint,
                                save_policy)
 from vstlib.clips import load_manifest
+from vstlib.learners import get_learner
 from vstlib.rollout import build_episode, make_env, rollout
 from vstlib.utils import (InputError, append_jsonl, atomic_write_json, atomic_write_text, progress,
                           read_jsonl, resolve_device, seed_everything)
@@ -41,18 +45,15 @@ LOG = "log.jsonl"
 
 
 def reinforce_loss(policy, prev: torch.Tensor, cur: torch.Tensor, actions: torch.Tensor,
-                   rewards: torch.Tensor, base_rewards: torch.Tensor, accumulation: int):
-    """The REINFORCE update of one chunk of n transitions, in one place.
+                   rewards: torch.Tensor, base_rewards: torch.Tensor):
+    """The paper's REINFORCE loss of n transitions without importance weights (kept for notebooks).
 
-    prev, cur (n,C,h,w) observed latents L_{t-1}, L_t; actions (n,C,h,w) sampled in the rollout
-    (constants); rewards, base_rewards (n,). Returns (loss, advantage (n,)).
+    prev, cur (n,C,h,w) observed latents L_{t-1}, L_t; actions (n,C,h,w) (constants);
+    rewards, base_rewards (n,). Returns (loss, advantage (n,)); divided by the real n.
     """
     advantage = rewards - base_rewards                                         # (n,) A_t = r_t - r_t^base
-    # log pi under the CURRENT weights (earlier chunks of this clip already stepped)
-    dist = policy(prev, cur)                                                   # over (n,C,h,w)
-    logp = policy_lib.log_prob(dist, actions)                                  # (n,)
-    loss = -(logp * advantage).sum() / accumulation
-    return loss, advantage
+    logp = policy_lib.log_prob(policy(prev, cur), actions)                     # (n,)
+    return -(logp * advantage).sum() / advantage.numel(), advantage
 
 
 def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int] = None) -> Path:
@@ -97,6 +98,8 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
 
     # 4. the loop (the environment is built under fork_rng: building it after the resume moves no RNG)
     stylizer, reward_model, _ = make_env(cfg, device)
+    learner = get_learner(cfg.train.learner)
+    K = learner.samples(cfg.train)
     acc = cfg.train.accumulation
     episodes: dict = {}                                                         # clip id -> Episode
     step, since_ckpt = state["step"], 0
@@ -111,15 +114,15 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
                 episodes[cid] = build_episode(cfg, cid, stylizer, reward_model, device)
             ep = episodes[cid]
             with torch.no_grad():                                              # collect data only
-                tr = rollout(policy, ep, stylizer, reward_model)               # T-1 transitions
+                tr = rollout(policy, ep, stylizer, reward_model, samples=K)    # K x (T-1) transitions
 
             for chunk in torch.arange(ep.n_steps, device=device).split(acc):    # (<=acc,) indices t-1
                 if max_updates is not None and step >= max_updates:
                     bar.close()
                     return out                                                   # "interrupted"
                 t0 = time.time()
-                loss, adv = reinforce_loss(policy, ep.obs[chunk], ep.obs[chunk + 1], tr.actions[chunk],
-                                           tr.terms["reward"][chunk], tr.base_terms["reward"][chunk], acc)
+                loss, info = learner.loss(policy, ep, tr, chunk, stylizer, reward_model, cfg)
+                adv = info["advantage"]
 
                 optimizer.zero_grad(set_to_none=True)
                 reason = None
@@ -131,8 +134,7 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
                     grad_norm = float("nan")
                 else:
                     loss.backward()
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(),
-                                                                     cfg.train.grad_clip))
+                    grad_norm = float(_clip(policy, cfg.train.grad_clip))
                     if not math.isfinite(grad_norm):
                         reason = "non-finite gradient"
                 if reason is None:
@@ -142,10 +144,10 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
 
                 record = {"epoch": epoch, "step": step, "clip": cid,
                           "frames": [int(i) + 1 for i in chunk],
-                          "reward": _mean(tr.terms["reward"][chunk]), "advantage": _mean(adv),
-                          "loss": _num(loss.item())}
+                          "reward": _mean(info["reward"]), "advantage": _mean(adv),
+                          "loss": _num(loss.item()), "ratio": _mean(info["ratio"])}
                 for k in (k for k in tr.terms if k != "reward"):               # the reward's terms
-                    record[k] = _mean(tr.terms[k][chunk])
+                    record[k] = _mean(tr.terms[k][:, chunk])
                     record[f"base_{k}"] = _mean(tr.base_terms[k][chunk])
                 record["base_reward"] = _mean(tr.base_terms["reward"][chunk])
                 record.update(sigma=_scalar(policy.sigma), gate=_scalar(policy.gate),
@@ -171,6 +173,14 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
 
 
 # --------------------------------------------------------------------------- helpers
+def _clip(policy, max_norm: float) -> torch.Tensor:
+    """Global gradient norm, clipped to ``max_norm`` unless it is 0 (clipping off)."""
+    params = [p for p in policy.parameters() if p.grad is not None]
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return torch.nn.utils.clip_grad_norm_(params, float("inf"))               # the norm only
+
+
 def epoch_order(ids: list, seed: int, epoch: int) -> list:
     """Deterministic shuffle of the train clips for one epoch (own RNG: not the global one)."""
     rng = np.random.default_rng([seed, epoch])
