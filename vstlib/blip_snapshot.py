@@ -1,0 +1,188 @@
+"""Load the Salesforce/blipdiffusion snapshot component by component.
+
+Why not ``BlipDiffusionPipeline.from_pretrained``: the snapshot's ``model_index.json`` was written
+by diffusers 0.21.0.dev0, when the pipeline lived at ``diffusers.pipelines.blip_diffusion``; it
+names the library of three components ``"blip_diffusion"``. The pipeline has since moved to
+``pipelines/deprecated/``, and diffusers' pipeline loader (0.42) stops with ``ValueError:
+blip_diffusion is not one of the libraries Diffusers can load components from`` (huggingface/
+diffusers#11100: from_pretrained on the pretrained checkpoint no longer works). Each component
+folder is a plain model folder, so each one loads with its own class; the pipeline's own config
+entries (``mean``, ``std``, ``ctx_begin_pos``) are read from ``model_index.json``.
+
+The Q-Former's ``__init__`` loads a BERT tokenizer by name (``bert-base-uncased``); it is
+resolved here from the same cache, offline, and handed over as a local folder.
+
+    >>> comps = load_blipdiffusion("Salesforce/blipdiffusion", torch.float16)   # doctest: +SKIP
+    >>> comps.ctx_begin_pos, type(comps.scheduler).__name__                     # doctest: +SKIP
+    (2, 'PNDMScheduler')
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .utils import MissingWeightsError, VstError
+
+MODEL_ID = "Salesforce/blipdiffusion"
+QFORMER_TOKENIZER = "bert-base-uncased"
+COMPONENTS = ("tokenizer", "text_encoder", "qformer", "unet", "vae", "scheduler")
+
+
+@dataclass
+class BlipComponents:
+    """The pieces of BLIP-Diffusion that DiffuseST uses (field names match backbone.Components)."""
+    tokenizer: object                     # transformers.CLIPTokenizer
+    text_encoder: torch.nn.Module         # diffusers ContextCLIPTextModel
+    qformer: torch.nn.Module              # diffusers Blip2QFormerModel (with its BERT tokenizer)
+    unet: torch.nn.Module                 # UNet2DConditionModel (SD-1.5)
+    vae: torch.nn.Module                  # AutoencoderKL (SD-1.5)
+    scheduler: object                     # the snapshot's scheduler (PNDMScheduler)
+    image_mean: tuple
+    image_std: tuple
+    ctx_begin_pos: int
+    root: Path                            # the snapshot folder it came from
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}   # no deep copy of modules
+
+
+def hf_cache_dir() -> str:
+    """The hub cache, read at call time (huggingface_hub freezes its constants at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+    return os.path.join(home, "hub")
+
+
+def _fix(model_id: str, cache: str) -> str:
+    return (f"download once with network: `hf download {model_id} --cache-dir {cache}` and "
+            f"`hf download {QFORMER_TOKENIZER} vocab.txt tokenizer_config.json config.json --cache-dir {cache}` "
+            f"(or `vst download-weights --profile paper`), then copy {cache} to this machine")
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+def resolve_snapshot(model_id: str = MODEL_ID, cache_dir: Optional[str] = None) -> Path:
+    """A local snapshot folder: ``model_id`` itself when it is a folder, else the cached snapshot
+    (never the network)."""
+    if Path(model_id).is_dir():
+        return Path(model_id)
+    from huggingface_hub import snapshot_download
+
+    cache = cache_dir or hf_cache_dir()
+    try:
+        return Path(snapshot_download(model_id, cache_dir=cache, local_files_only=True))
+    except Exception as err:  # LocalEntryNotFoundError, ...: all mean "not in the cache"
+        raise MissingWeightsError(f"{model_id} is not in the Hugging Face cache {cache} ({type(err).__name__})",
+                                  fix=_fix(model_id, cache)) from None
+
+
+def read_model_index(root: Path) -> dict:
+    path = Path(root) / "model_index.json"
+    try:
+        index = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MissingWeightsError("model_index.json missing from the BLIP-Diffusion snapshot", path,
+                                  "re-download the snapshot (`hf download Salesforce/blipdiffusion`)") from None
+    except (OSError, ValueError) as err:
+        raise VstError(f"model_index.json is unreadable ({_one_line(err)})", path,
+                       "re-download the snapshot (`hf download Salesforce/blipdiffusion`)") from None
+    missing = [c for c in COMPONENTS if c not in index]
+    if missing:
+        raise VstError(f"model_index.json names no {', '.join(missing)}: not a BLIP-Diffusion snapshot", path,
+                       "point backbone.model_id at Salesforce/blipdiffusion")
+    return index
+
+
+def _bert_folder(cache: str) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(QFORMER_TOKENIZER, cache_dir=cache, local_files_only=True,
+                                 allow_patterns=["vocab.txt", "tokenizer_config.json", "config.json"])
+    except Exception as err:
+        raise MissingWeightsError(f"the Q-Former tokenizer {QFORMER_TOKENIZER!r} is not in the Hugging Face "
+                                  f"cache {cache} ({type(err).__name__})", fix=_fix(MODEL_ID, cache)) from None
+
+
+def load_blipdiffusion(model_id: str = MODEL_ID, dtype: torch.dtype = torch.float16,
+                       cache_dir: Optional[str] = None) -> BlipComponents:
+    """Every BLIP-Diffusion component from its own subfolder with its own class.
+
+    Offline: a snapshot that is not cached is one :class:`MissingWeightsError`; a component
+    that fails to load (missing or damaged file) is one :class:`VstError` naming the folder.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    import diffusers
+    from diffusers.pipelines.deprecated.blip_diffusion.modeling_blip2 import Blip2QFormerModel
+    from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import ContextCLIPTextModel
+    from transformers import CLIPTokenizer
+    from transformers.models.blip_2.configuration_blip_2 import Blip2Config
+
+    cache = cache_dir or hf_cache_dir()
+    root = resolve_snapshot(model_id, cache)
+    index = read_model_index(root)
+    bert = _bert_folder(cache)
+
+    def qformer(folder):
+        cfg = Blip2Config.from_pretrained(folder)
+        cfg.tokenizer = bert                  # the local BERT vocabulary, not a hub lookup
+        return Blip2QFormerModel.from_pretrained(folder, config=cfg, torch_dtype=dtype)
+
+    def scheduler(folder):
+        name = index["scheduler"][1]
+        cls = getattr(diffusers, name, None)
+        if cls is None:
+            raise ValueError(f"model_index.json names scheduler {name!r}, which diffusers does not have")
+        return cls.from_pretrained(folder)
+
+    loaders = {
+        "tokenizer": lambda f: CLIPTokenizer.from_pretrained(f),
+        "text_encoder": lambda f: ContextCLIPTextModel.from_pretrained(f, torch_dtype=dtype),
+        "qformer": qformer,
+        "unet": lambda f: UNet2DConditionModel.from_pretrained(f, torch_dtype=dtype),
+        "vae": lambda f: AutoencoderKL.from_pretrained(f, torch_dtype=dtype),
+        "scheduler": scheduler,
+    }
+    comps = {}
+    for name, load in loaders.items():
+        folder = root / name
+        if not folder.is_dir():
+            raise MissingWeightsError(f"component folder {name}/ missing from the BLIP-Diffusion snapshot",
+                                      folder, _fix(MODEL_ID, cache))
+        try:
+            comps[name] = load(str(folder))
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+            raise VstError(f"BLIP-Diffusion component {name} failed to load ({_one_line(err)})", folder,
+                           f"the snapshot is incomplete or damaged: delete {root.parent.parent} and "
+                           f"re-download ({_fix(MODEL_ID, cache)})") from None
+    for name in ("text_encoder", "qformer", "unet", "vae"):
+        comps[name].eval().requires_grad_(False)
+    _use_sdpa(comps["text_encoder"], comps["qformer"])
+    mean = tuple(float(x) for x in index.get("mean") or ())
+    std = tuple(float(x) for x in index.get("std") or ())
+    if len(mean) != 3 or len(std) != 3:
+        raise VstError("model_index.json has no 3-channel mean/std", root / "model_index.json",
+                       "re-download the snapshot (`hf download Salesforce/blipdiffusion`)")
+    return BlipComponents(**comps, image_mean=mean, image_std=std,
+                          ctx_begin_pos=int(index.get("ctx_begin_pos", 2)), root=root)
+
+
+def _use_sdpa(text_encoder, qformer) -> None:
+    # diffusers' deprecated BLIP modules may come up without an attention backend set under
+    # transformers 5 (eager + warnings); the maths is the same
+    for c in (text_encoder.config, qformer.config.qformer_config, qformer.config.vision_config):
+        if getattr(c, "_attn_implementation", None) is None:
+            c._attn_implementation = "sdpa"
+
+
+__all__ = ["BlipComponents", "load_blipdiffusion", "resolve_snapshot", "read_model_index", "hf_cache_dir",
+           "MODEL_ID", "QFORMER_TOKENIZER"]
