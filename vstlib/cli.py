@@ -7,6 +7,7 @@
     vst stylize   --video IN.mp4 --style STYLE.png [--policy policy.safetensors] --out OUT.mp4
     vst reproduce [--profile ...]          # every notebook, every table and figure
     vst download-weights --profile paper   # fetch every pretrained weight once, with network
+    vst stand-in-weights --profile paper DIR  # random weights, real layouts (rehearsals)
 
 Bad input ends with exit status 2 and one line naming the file and the fix (no traceback).
 """
@@ -271,6 +272,12 @@ def cmd_download_weights(args) -> int:
     return 0
 
 
+def cmd_stand_in_weights(args) -> int:
+    from vstlib import standin
+
+    return standin.run_cli(args)
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vst", description="Video style transfer with reinforcement learning.")
@@ -304,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("reproduce", cmd_reproduce, "run every notebook: all tables and figures")
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 03")
     add("download-weights", cmd_download_weights, "download every pretrained weight of the profile")
+    p = add("stand-in-weights", cmd_stand_in_weights,
+            "write RANDOM weights with the real architectures in the real cache layouts (rehearsals)")
+    p.add_argument("dir", help="new or empty folder (gets a STAND-IN-WEIGHTS.txt marker)")
+    p.add_argument("--scale", default="full", choices=["full", "tiny"], help="tiny: BLIP-Diffusion at tiny widths")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage dtype")
     return ap
 
 
