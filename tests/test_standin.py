@@ -184,3 +184,16 @@ def test_clip_openai_is_built_with_quick_gelu(tmp_path, monkeypatch):
         assert isinstance(tower.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
     sd = load_file(str(out["clip"] / "open_clip_model.safetensors"))
     assert torch.equal(model.visual.conv1.weight, sd["visual.conv1.weight"].float())
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_stand_in_weights(tmp_path, capsys):
+    from vstlib.cli import main
+
+    assert main(["stand-in-weights", str(tmp_path / "smoke")]) == 0          # smoke: nothing to write
+    assert not (tmp_path / "smoke").exists()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "model.safetensors").write_bytes(b"x")
+    assert main(["stand-in-weights", "--profile", "paper", str(tmp_path / "real")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a stand-in folder" in err
