@@ -3,6 +3,7 @@
     python benchmarks/paper_estimate.py                    # counts FLOPs on the meta device (~30 s CPU)
     python benchmarks/paper_estimate.py --given            # use issue 14's measured per-image FLOPs
     python benchmarks/paper_estimate.py --mfu 0.4 --peak 989e12 --load-s 20
+    python benchmarks/paper_estimate.py --measure           # on a GPU: time the UNet, report the MFU reached
 
 FLOPs per image are counted with torch's FlopCounterMode on the real architectures (SD-1.5
 UNet/VAE, VGG19, LPIPS AlexNet, RAFT-large, CLIP ViT-B-32), built on the meta device (no weights,
@@ -153,12 +154,45 @@ def estimate(cfg, F: dict, res: int, loss_res: int = 256) -> "OrderedDict[str, f
     return items
 
 
+def measure_unet(F: dict, latent: int, batch: int, iters: int = 5) -> float:
+    """Achieved FLOP/s of the SD-1.5 UNet (random weights) on this machine: fp16 on CUDA, fp32 on CPU."""
+    from diffusers import UNet2DConditionModel
+
+    from vstlib.backbone import SD15_UNET
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    unet = UNet2DConditionModel(**SD15_UNET).to(dev).eval()
+    if dtype != torch.float32:
+        unet = unet.to(dtype)
+    iters = iters if dev.type == "cuda" else 1
+    x = torch.randn(batch, 4, latent, latent, device=dev, dtype=dtype)
+    e = torch.randn(batch, 77, 768, device=dev, dtype=dtype)
+    with torch.no_grad():
+        unet(x, 500, encoder_hidden_states=e)                    # warm-up (kernels, allocator)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            unet(x, 500, encoder_hidden_states=e)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / iters
+    rate = F[("unet", latent)] * 1e9 * batch / dt
+    print(f"  measured UNet @ {latent}x{latent}, batch {batch}, {dtype}, {dev}: {dt * 1e3:.1f} ms/batch, "
+          f"{batch / dt:.3g} images/s, {rate / 1e12:.3g} TFLOP/s")
+    return rate
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--peak", type=float, default=989e12, help="dense bf16/fp16 FLOP/s (H100 SXM: 989e12)")
     ap.add_argument("--mfu", type=float, default=0.40, help="fraction of peak reached")
     ap.add_argument("--load-s", type=float, default=20.0, help="assumed seconds per full model-stack load")
     ap.add_argument("--given", action="store_true", help="UNet / VAE-decode FLOPs from issue 14, not counted")
+    ap.add_argument("--measure", action="store_true",
+                    help="also time the UNet here (a GPU when present) and report the fraction of --peak reached")
+    ap.add_argument("--batch", type=int, default=None, help="UNet batch for --measure (default 60 on CUDA, 1 on CPU)")
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -170,6 +204,11 @@ def main(argv=None) -> int:
         print(f"  {k:12s} @ {r:3d}: {v:9.1f} GFLOP{extra}")
     if args.given:
         F.update(GIVEN)
+    if args.measure:
+        batch = args.batch or (60 if torch.cuda.is_available() else 1)
+        for latent in (32, 64):
+            r = measure_unet(F, latent, batch)
+            print(f"    = {100 * r / args.peak:.3g} % of the {args.peak / 1e12:.0f} TFLOP/s peak (the estimate assumes {args.mfu:.0%})")
     rate = args.mfu * args.peak
     cfg = PAPER
     c, s = sampling_steps(cfg)
