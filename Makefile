@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vstlib-installed
 
-.PHONY: install reproduce test unit nbval clean-results lab
+.PHONY: install reproduce test unit nbval clean-results lab paper
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests
+
+## the paper from the committed tables and figures -> paper/build/main.pdf (git-ignored)
+PAPER_OUT ?= build
+paper:
+	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet -outdir=$(PAPER_OUT) main.tex
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from vstlib.backbone import SD15_UNET, SD15_VAE, Stylizer, tiny_components
+from vstlib.backbones.diffusest import DiffuseST
+from vstlib.backbones.diffusest.tiny import SD15_UNET, SD15_VAE, tiny_components
 from vstlib.config import get_config
+from vstlib.utils import resolve_device
 
 
 def synthetic(n: int, size: int, seed: int) -> torch.Tensor:
@@ -28,7 +30,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def run_clip(sty: Stylizer, frames, ctx, per_frame: bool) -> tuple[float, int, int]:
+def run_clip(sty: DiffuseST, frames, ctx, per_frame: bool) -> tuple[float, int, int]:
     """Seconds, UNet passes and UNet images for invert -> denoise -> decode of the clip."""
     c0, i0 = sty.unet_calls, sty.unet_images
     sync(sty.device)
@@ -40,15 +42,15 @@ def run_clip(sty: Stylizer, frames, ctx, per_frame: bool) -> tuple[float, int, i
     return time.perf_counter() - t0, sty.unet_calls - c0, sty.unet_images - i0
 
 
-def bench_stylizer(sty: Stylizer, n_frames: int, label: str) -> None:
-    res = sty.bb.resolution
+def bench_stylizer(sty: DiffuseST, n_frames: int, label: str) -> None:
+    res = sty.cfg.resolution
     frames, style = synthetic(n_frames, res, 0), synthetic(1, res, 1)
     ctx = sty.style_context(style)            # shared by both modes (computed once per clip anyway)
     run_clip(sty, frames[:2], ctx, per_frame=False)                          # warm-up (kernels, allocator)
     tb, cb, ib = run_clip(sty, frames, ctx, per_frame=False)
     ts, cs, is_ = run_clip(sty, frames, ctx, per_frame=True)
     n = n_frames
-    print(f"[{label}] {n} frames at {res}x{res}, {sty.bb.num_inference_steps} steps, batch_size {sty.bb.batch_size}, "
+    print(f"[{label}] {n} frames at {res}x{res}, {sty.cfg.num_inference_steps} steps, batch_size {sty.cfg.batch_size}, "
           f"device {sty.device}, dtype {sty.dtype}, threads {torch.get_num_threads()}")
     print(f"  batched:          {n / tb:8.2f} frames/s  ({tb:.2f} s)  UNet passes/frame {cb / n:6.2f}  "
           f"UNet images/frame {ib / n:6.2f}")
@@ -91,7 +93,8 @@ def main(argv=None) -> None:
 
     if args.arch == "tiny":
         cfg = get_config(args.profile)
-        sty = Stylizer.from_config(cfg, cache=False)          # no cache: measure the work itself
+        # no cache_dir: measure the work itself
+        sty = DiffuseST.from_config(cfg.backbone, device=resolve_device(cfg.train.device))
         bench_stylizer(sty, args.frames, f"{args.profile}/{cfg.backbone.model_id}")
         return
 
@@ -116,7 +119,7 @@ def main(argv=None) -> None:
     cfg = get_config("paper", backbone={"resolution": 8 * args.latent, "batch_size": max(8, args.frames)})
     dtype = torch.float16 if cfg.backbone.dtype == "float16" else torch.bfloat16
     comps = tiny_components(0, unet=unet, vae=vae, text_dim=SD15_UNET["cross_attention_dim"])
-    sty = Stylizer(cfg, comps, device=dev, cache=False)
+    sty = DiffuseST(cfg.backbone, comps, device=dev)
     # raw UNet throughput on the denoising batch [ref, uncond, cond] of T frames
     x = torch.randn(3 * args.frames, 4, args.latent, args.latent, device=dev, dtype=dtype)
     ctx = torch.randn(3 * args.frames, 77, 768, device=dev, dtype=dtype)

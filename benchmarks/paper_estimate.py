@@ -9,7 +9,7 @@ FLOPs per image are counted with torch's FlopCounterMode on the real architectur
 UNet/VAE, VGG19, LPIPS AlexNet, RAFT-large, CLIP ViT-B-32), built on the meta device (no weights,
 no memory). The schedule is read from the paper preset (vstlib.config.PAPER) and its ablation
 grid (vstlib.config.ablations): clips x frames, inversion + denoising UNet images per frame
-(content steps batch 3T, style steps 2T+1, see vstlib/backbone.py), the style image's inversion,
+(content steps batch 3T, style steps 2T+1, see vstlib/backbones/diffusest/pipeline.py), the style image's inversion,
 renders per action (z0: one VAE decode; xT: a whole injected denoising pass + decode), reward
 networks per transition, and evaluation. Time = FLOPs / (mfu x peak): one H100 SXM, dense
 bf16/fp16 peak 989 TFLOP/s, at 40 % by default. Model loading is not FLOPs: it is reported apart,
@@ -55,7 +55,7 @@ def count_flops(resolutions=(256, 512), loss_res=256) -> dict:
     import open_clip
     import torchvision
 
-    from vstlib.backbone import SD15_UNET, SD15_VAE
+    from vstlib.backbones.diffusest.tiny import SD15_UNET, SD15_VAE
 
     out = {}
     for res in resolutions:
@@ -97,7 +97,7 @@ def sampling_steps(cfg) -> tuple[int, int]:
     """(content steps, style steps) of the denoising schedule, as the Stylizer builds it."""
     from diffusers import DDIMScheduler
 
-    from vstlib.backbone import SD_SCHEDULER
+    from vstlib.backbones.diffusest.components import SD_SCHEDULER
 
     s = DDIMScheduler(**SD_SCHEDULER)
     s.set_timesteps(cfg.backbone.num_inference_steps)
@@ -158,7 +158,7 @@ def measure_unet(F: dict, latent: int, batch: int, iters: int = 5) -> float:
     """Achieved FLOP/s of the SD-1.5 UNet (random weights) on this machine: fp16 on CUDA, fp32 on CPU."""
     from diffusers import UNet2DConditionModel
 
-    from vstlib.backbone import SD15_UNET
+    from vstlib.backbones.diffusest.tiny import SD15_UNET
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if dev.type == "cuda" else torch.float32

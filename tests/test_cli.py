@@ -7,7 +7,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from vstlib.cli import main, parse_set
+from vstlib.cli import main
+from vstlib.config import parse_overrides
 
 SETS = ["--set", "backbone.resolution=32", "--set", "backbone.num_inference_steps=2",
         "--set", "backbone.num_inversion_steps=2", "--set", "train.device=cpu"]
@@ -26,7 +27,8 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture
 def clip(home):
     """A 5-frame synthetic mp4 at 12 fps (a textured disc moving over a photo) and a style image."""
-    from vstlib.data import make_style_image, make_synthetic_clip, save_png
+    from vstlib.data import make_style_image, make_synthetic_clip
+    from vstlib.utils import save_png
 
     frames = make_synthetic_clip("coffee", 5, 48)["frames"]                    # (5,48,48,3) uint8
     video = home / "in.mp4"
@@ -42,7 +44,7 @@ def _err_line(capsys):
 
 
 def test_parse_set():
-    assert parse_set(["train.lr=5e-4", "data.n_clips=2", "flow.raft_weights=null", "eval.clip_model=ViT-B-32",
+    assert parse_overrides(["train.lr=5e-4", "data.n_clips=2", "flow.raft_weights=null", "eval.clip_model=ViT-B-32",
                       "reward.style_layers=[\"relu1_1\"]"]) == {
         "train": {"lr": 5e-4}, "data": {"n_clips": 2}, "flow": {"raft_weights": None},
         "eval": {"clip_model": "ViT-B-32"}, "reward": {"style_layers": ["relu1_1"]}}
@@ -51,7 +53,7 @@ def test_parse_set():
 def test_stylize_writes_a_playable_mp4(clip, home, capsys):
     from vstlib.config import get_config
     from vstlib.policy import LatentPolicy
-    from vstlib.train import save_policy
+    from vstlib.checkpoint import save_policy
 
     video, style = clip
     out = home / "out.mp4"
@@ -163,7 +165,7 @@ def test_pipeline_commands_end_to_end(home, capsys):
 def test_prepare_takes_a_style_image(home, capsys):
     from PIL import Image
 
-    from vstlib.data import load_style
+    from vstlib.clips import load_style
 
     small = ["--set", "data.n_frames=2", "--set", "data.size=32", "--set", 'data.synthetic_images=["coffee"]',
              "--set", "data.motion_threshold=0"]

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vstlib import data, flow, paths
+from vstlib import clips, data, flow, paths
 from vstlib.config import get_config
-from vstlib.utils import InputError
+from vstlib.utils import InputError, to_tensor, to_uint8
 
 
 def masked_mse(a, b, m):
@@ -25,7 +25,7 @@ def test_synthetic_clip_exact_flow_warps_back(name):
     assert clip["frames"].shape == (T, 64, 64, 3) and clip["frames"].dtype == np.uint8
     for k, c in (("fw", 2), ("bw", 2), ("mask_fw", 1), ("mask_bw", 1)):
         assert clip[k].shape == (T - 1, c, 64, 64) and clip[k].dtype == np.float32
-    fr = data.to_tensor(clip["frames"])
+    fr = to_tensor(clip["frames"])
     fw, bw = torch.from_numpy(clip["fw"]), torch.from_numpy(clip["bw"])
     mf, mb = torch.from_numpy(clip["mask_fw"]), torch.from_numpy(clip["mask_bw"])
     assert 0.5 < mf.mean() < 0.995 and 0.5 < mb.mean() < 0.995  # occlusions and exits exist
@@ -182,14 +182,14 @@ def test_prepare_synthetic_writes_manifest_and_is_idempotent(vst_home, monkeypat
         assert c["split"] in ("train", "test") and c["n_frames"] == 4 and c["size"] == 32 and c["motion"] > 0.5
         d = paths.clip_dir("smoke", c["id"])
         assert len(list((d / "frames").glob("*.png"))) == 4 and (d / "flow_exact.npz").exists()
-        frames = data.load_clip("smoke", c["id"])
+        frames = clips.load_clip("smoke", c["id"])
         assert frames.shape == (4, 3, 32, 32) and 0 <= frames.min() and frames.max() <= 1
         ref = data.make_synthetic_clip(c["id"], 4, 32)
-        assert np.array_equal(data.to_uint8(frames), ref["frames"])  # PNG is lossless
-    style = data.load_style("smoke")
+        assert np.array_equal(to_uint8(frames), ref["frames"])  # PNG is lossless
+    style = clips.load_style("smoke")
     assert style.shape == (1, 3, 32, 32)
-    assert np.array_equal(data.to_uint8(style[0]), data.make_style_image(32))
-    assert data.load_manifest("smoke") == m
+    assert np.array_equal(to_uint8(style[0]), data.make_style_image(32))
+    assert clips.load_manifest("smoke") == m
     assert not list(paths.clips_dir("smoke").glob(".tmp-*"))
 
     # re-run: no clip is rebuilt, same manifest
@@ -237,8 +237,8 @@ def test_prepare_videos_with_raft(vst_home, write_video, smooth_frames):
     m = data.prepare(cfg)
     assert [c["id"] for c in m["clips"]] == ["a_frames", "b_clip"]
     assert all(c["source"].startswith(str(vids)) for c in m["clips"])
-    assert data.load_clip("smoke", "b_clip").shape == (2, 3, 32, 32)
-    assert flow.flow_cache_path(cfg, "b_clip").exists()  # RAFT flows cached for training
+    assert clips.load_clip("smoke", "b_clip").shape == (2, 3, 32, 32)
+    assert clips.flow_cache_path(cfg, "b_clip").exists()  # RAFT flows cached for training
     with pytest.raises(InputError, match="flow.source"):
         data.prepare(cfg.override(flow={"source": "exact"}))
 
@@ -248,7 +248,7 @@ def test_prepare_style_path_and_missing(vst_home):
     Image.fromarray(img).save(vst_home / "my_style.jpg")
     cfg = small_cfg(synthetic_images=("coffee", "rocket"), style="my_style.jpg")
     data.prepare(cfg)
-    assert data.load_style("smoke").shape == (1, 3, 32, 32)
+    assert clips.load_style("smoke").shape == (1, 3, 32, 32)
     with pytest.raises(InputError, match="Starry Night") as err:
         data.prepare(cfg.override(data={"style": "starry_night.jpg"}))
     assert str(vst_home / "starry_night.jpg") in str(err.value)
@@ -256,8 +256,8 @@ def test_prepare_style_path_and_missing(vst_home):
 
 def test_loaders_explain_missing_prepare(vst_home):
     with pytest.raises(InputError, match="vst prepare --profile smoke"):
-        data.load_manifest("smoke")
+        clips.load_manifest("smoke")
     with pytest.raises(InputError, match="vst prepare"):
-        data.load_clip("smoke", "coffee")
+        clips.load_clip("smoke", "coffee")
     with pytest.raises(InputError, match="vst prepare"):
-        data.load_style("smoke")
+        clips.load_style("smoke")

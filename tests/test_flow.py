@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from vstlib import data, flow, paths
+from vstlib import clips, data, flow, paths
 from vstlib.config import get_config
 from vstlib.utils import InputError
 
@@ -218,33 +218,33 @@ def test_clip_flows_raft_cached(vst_home, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(flow, "estimate_flow", counting)
-    out = flow.clip_flows(cfg, "clipA", frames)
+    out = clips.clip_flows(cfg, "clipA", frames)
     assert calls == [2, 2]  # one batched call per direction
     assert out["fw"].shape == (2, 2, 32, 32) and out["bw"].shape == (2, 2, 32, 32)
     assert out["mask_fw"].shape == (2, 1, 32, 32) and out["mask_bw"].dtype == torch.float32
-    cache = flow.flow_cache_path(cfg, "clipA")
+    cache = clips.flow_cache_path(cfg, "clipA")
     assert cache.exists() and cache.is_relative_to(paths.cache_dir("smoke"))
     assert torch.equal(out["mask_fw"], flow.occlusion_mask(out["fw"], out["bw"], "sundaram"))
 
     monkeypatch.setattr(flow, "estimate_flow", lambda *a, **k: pytest.fail("cache not used"))
-    again = flow.clip_flows(cfg, "clipA")  # no frames needed: read from cache
+    again = clips.clip_flows(cfg, "clipA")  # no frames needed: read from cache
     for k in out:
         assert torch.equal(out[k], again[k])
     # another occlusion setting or frame size is another cache entry; another style image is not
-    assert flow.flow_cache_path(cfg.override(flow={"occlusion": "simple"}), "clipA") != cache
-    assert flow.flow_cache_path(cfg.override(data={"size": 48}), "clipA") != cache
-    assert flow.flow_cache_path(cfg.override(data={"style": "other.png"}), "clipA") == cache
+    assert clips.flow_cache_path(cfg.override(flow={"occlusion": "simple"}), "clipA") != cache
+    assert clips.flow_cache_path(cfg.override(data={"size": 48}), "clipA") != cache
+    assert clips.flow_cache_path(cfg.override(data={"style": "other.png"}), "clipA") == cache
 
 
 def test_clip_flows_exact_reads_prepared(vst_home):
     cfg = get_config("smoke", data={"n_frames": 3, "size": 32, "synthetic_images": ["coffee", "rocket"],
                                     "motion_threshold": 0.0})
     data.prepare(cfg)
-    out = flow.clip_flows(cfg, "coffee")
+    out = clips.clip_flows(cfg, "coffee")
     clip = data.make_synthetic_clip("coffee", 3, 32)
     assert np.array_equal(out["fw"].numpy(), clip["fw"]) and np.array_equal(out["mask_bw"].numpy(), clip["mask_bw"])
     with pytest.raises(InputError, match="vst prepare"):
-        flow.clip_flows(cfg, "nope")
+        clips.clip_flows(cfg, "nope")
 
 
 def test_pretrained_raft_offline_gives_one_clear_error(tmp_path, monkeypatch):

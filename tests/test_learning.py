@@ -18,43 +18,37 @@ TOY = dict(
 )
 
 
-class Brightness:
-    """Toy reward: sign * mean brightness of frames 1..T-1 (same interface as RewardModel.terms)."""
+class Darkness(torch.nn.Module):
+    """Toy reward term: mean brightness of frames 1..T-1, as a loss (weight +1: darker is better;
+    weight -1: brighter is better). Registered by name like the paper's terms."""
 
-    def __init__(self, sign: float):
-        self.sign = sign
-
-    def terms(self, stylized, originals, flows):
-        r = self.sign * stylized[1:].mean(dim=(1, 2, 3))                      # (T-1,)
-        zero = torch.zeros_like(r)
-        return {"style": zero, "content": zero, "temporal": zero, "reward": r}
+    def score(self, cur, prev, originals, flows):
+        return cur.mean(dim=(1, 2, 3))                                         # (B,)
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["brighter", "darker"])
 def test_policy_learns_the_rewarded_direction(vst_home, monkeypatch, sign):
-    import vstlib.train as train_mod
-    from vstlib import rollout
-    from vstlib.data import load_manifest, prepare
+    from vstlib import rewards, rollout
+    from vstlib.checkpoint import load_policy
+    from vstlib.clips import load_manifest
+    from vstlib.data import prepare
+    from vstlib.train import train
     from vstlib.utils import read_jsonl
 
-    cfg = get_config("smoke", **TOY)
+    # reward = -(w * darkness) = sign * brightness: the toy term picked by name from the config
+    monkeypatch.setitem(rewards.REWARDS, "darkness", lambda cfg_reward, style, device: Darkness())
+    cfg = get_config("smoke", **TOY, reward={"terms": ["darkness"], "weights": {"darkness": -sign}})
     prepare(cfg)
-    real_env = rollout.make_env
-
-    def toy_env(cfg, device=None):
-        stylizer, _, style = real_env(cfg, device)
-        return stylizer, Brightness(sign), style
-
-    monkeypatch.setattr(train_mod, "make_env", toy_env)
-    out = train_mod.train(cfg, run=f"toy{sign:+.0f}")
+    out = train(cfg, run=f"toy{sign:+.0f}")
 
     adv = np.array([r["advantage"] for r in read_jsonl(out / "log.jsonl")])
     q = len(adv) // 4
     assert adv[-q:].mean() > adv[:q].mean() and adv[-q:].mean() > 0      # advantage climbs above 0
 
-    stylizer, _, _ = toy_env(cfg)
-    policy = train_mod.load_policy(out / "policy.safetensors", cfg)
-    ep = rollout.build_episode(cfg, load_manifest(cfg.profile)["test"][0], stylizer, Brightness(sign))
+    stylizer, reward_model, _ = rollout.make_env(cfg)
+    assert reward_model.names == ("darkness",)
+    policy = load_policy(out / "policy.safetensors", cfg.policy)
+    ep = rollout.build_episode(cfg, load_manifest(cfg.profile)["test"][0], stylizer, reward_model)
     with torch.no_grad():
         S = rollout.policy_frames(policy, stylizer, ep.base)                   # (T,3,H,W), mean action
     gain = sign * (S[1:].mean() - ep.base.images[1:].mean()).item()

@@ -94,3 +94,20 @@ def test_paths_resolve_from_the_package(tmp_path, monkeypatch):
     assert paths.results_dir("smoke").is_absolute()
     monkeypatch.setenv("VSTLIB_HOME", str(tmp_path / "h"))
     assert paths.data_dir("paper") == tmp_path / "h" / "data" / "paper"
+
+
+def test_overrides_through_omegaconf_and_dacite():
+    from vstlib.config import load, parse_overrides
+
+    cfg = load("smoke", ["train.lr=1", "data.synthetic_images=[coffee]", "flow.raft_weights=null",
+                         "reward.weights.toy=2"], policy={"hidden": 4})
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)          # int -> declared float
+    assert cfg.data.synthetic_images == ("coffee",) and cfg.flow.raft_weights is None
+    assert cfg.reward.weights == {"toy": 2} and cfg.policy.hidden == 4
+    assert cfg.train.device in ("cpu", "cuda")                               # resolved once, at the edge
+    with pytest.raises(TypeError, match="train.lr"):
+        get_config("smoke", train={"lr": "fast"})
+    with pytest.raises(TypeError, match="data.n_frames"):
+        get_config("smoke", data={"n_frames": "many"})
+    with pytest.raises(ValueError, match="section.field=value"):
+        parse_overrides(["lr=5"])

@@ -12,7 +12,7 @@ from skimage import data as skdata
 from vstlib import models
 from vstlib.config import get_config
 from vstlib.paths import SINTEL
-from vstlib.rewards import (ContentLoss, RewardModel, StyleLoss, gram, reward_from_terms,
+from vstlib.rewards import (ContentLoss, RewardModel, StyleLoss, gram, weighted_reward,
                             temporal_loss, warping_error)
 from vstlib.utils import InputError
 
@@ -206,7 +206,7 @@ def test_reward_model_terms(style_img):
     frames, f = translated_clip(T=4, size=32, d=(3, 0))
     stylized = (0.15 + 0.7 * frames.flip(1)).clamp(0, 1)          # channel swap: a crude "style"
     torch.manual_seed(0)
-    rm = RewardModel.from_config(CFG, style_img, "cpu")
+    rm = RewardModel.from_config(CFG.reward, style_img, "cpu")
     terms = rm.terms(stylized, frames, f)
     assert set(terms) == {"style", "content", "temporal", "reward"}
     for k, v in terms.items():
@@ -217,7 +217,7 @@ def test_reward_model_terms(style_img):
     expected = -(r.w_style * terms["style"] + r.w_content * terms["content"]
                  + r.w_temp * terms["temporal"])
     assert torch.allclose(terms["reward"], expected)
-    assert torch.allclose(reward_from_terms(terms, r), expected)
+    assert torch.allclose(weighted_reward(terms, r), expected)
     # terms of frame t use frame t (and t-1 for temporal)
     assert torch.allclose(terms["style"], rm.style(stylized[1:]))
     assert torch.allclose(terms["content"], rm.content(stylized[1:], frames[1:]))
@@ -284,3 +284,39 @@ def test_paper_weights_offline_raise_one_clear_error(tmp_path):
     assert "ViT-B-32" in clip and "timm/vit_base_patch32_clip_224.openai" in clip
     assert "HF_HOME" in clip
     assert all(float(ln.split()[1]) < 30 for ln in lines)          # no long retries
+
+
+# --------------------------------------------------------------------------- registry
+def test_weighted_reward_by_name_hand_computed():
+    from vstlib.rewards import weight
+
+    r = CFG.reward                                                # 10 / 1 / 10
+    terms = {"style": torch.tensor([1.0, 0.5]), "content": torch.tensor([2.0, 0.0]),
+             "temporal": torch.tensor([0.25, 1.0])}
+    assert torch.equal(weighted_reward(terms, r), torch.tensor([-(10 + 2 + 2.5), -(5 + 0 + 10)]))
+    assert weight(r, "temporal") == 10.0                          # w_temp, the paper's name
+    # a weights mapping overrides w_<name> and weighs new terms; terms pick and order the sum
+    r2 = CFG.override(reward={"terms": ["content", "toy"], "weights": {"content": 3.0, "toy": -2.0}}).reward
+    assert weighted_reward({"content": 1.0, "toy": 4.0, "style": 99.0}, r2) == -(3.0 - 8.0)
+    with pytest.raises(ValueError, match="reward.weights.nope"):
+        weighted_reward({"nope": 1.0}, CFG.override(reward={"terms": ["nope"]}).reward)
+
+
+def test_reward_terms_and_networks_are_picked_by_name(style_img, monkeypatch):
+    from vstlib import rewards
+
+    class Ones(torch.nn.Module):
+        def score(self, cur, prev, originals, flows):
+            return torch.ones(cur.shape[0])
+
+    monkeypatch.setitem(rewards.REWARDS, "ones", lambda cfg_reward, style, device: Ones())
+    frames, f = translated_clip(T=3, size=32, d=(1, 0))
+    cfg_r = CFG.override(reward={"terms": ["ones", "temporal"], "weights": {"ones": 0.5}}).reward
+    rm = RewardModel(cfg_r, style_img)
+    t = rm.terms(frames, frames, f)
+    assert set(t) == {"ones", "temporal", "reward"}
+    assert torch.allclose(t["reward"], -(0.5 + 10.0 * t["temporal"]))
+    with pytest.raises(ValueError, match="unknown reward term 'nope'"):
+        RewardModel(CFG.override(reward={"terms": ["nope"]}).reward, style_img)
+    with pytest.raises(ValueError, match="unknown style network 'darknet'"):
+        StyleLoss(CFG.override(reward={"style_net": "darknet"}).reward, style_img)

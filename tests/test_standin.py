@@ -1,5 +1,5 @@
 """Stand-in weights (vstlib.standin) and the component-wise BLIP-Diffusion loader
-(vstlib.blip_snapshot): the snapshot layout of Salesforce/blipdiffusion as diffusers 0.21.0.dev0
+(vstlib.backbones.diffusest.hub): the snapshot layout of Salesforce/blipdiffusion as diffusers 0.21.0.dev0
 wrote it, loaded through the same function the paper profile uses; CLIP built with QuickGELU for
 OpenAI's weights."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vstlib import standin
-from vstlib.blip_snapshot import load_blipdiffusion, resolve_snapshot
+from vstlib.backbones.diffusest.hub import load_blipdiffusion, resolve_snapshot
 from vstlib.utils import MissingWeightsError, VstError
 
 
@@ -76,7 +76,7 @@ def test_full_configs_are_the_real_architectures():
     from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import ContextCLIPTextModel
     from transformers import CLIPTextConfig
 
-    from vstlib.backbone import SD15_UNET, SD15_VAE
+    from vstlib.backbones.diffusest.tiny import SD15_UNET, SD15_VAE
 
     with torch.device("meta"):
         n = {"unet": UNet2DConditionModel(**SD15_UNET), "vae": AutoencoderKL(**SD15_VAE),
@@ -102,7 +102,7 @@ def test_load_blipdiffusion_reads_every_component(hf_env):
     assert c.scheduler.config.skip_prk_steps and c.ctx_begin_pos == 2
     assert c.image_mean == pytest.approx(standin.CLIP_MEAN) and c.image_std == pytest.approx(standin.CLIP_STD)
     # the weights are the file's, not a fresh init
-    sd = load_file(str(c.root / "unet" / "diffusion_pytorch_model.safetensors"))
+    sd = load_file(str(resolve_snapshot() / "unet" / "diffusion_pytorch_model.safetensors"))
     assert torch.equal(c.unet.conv_in.weight, sd["conv_in.weight"])
     # the tokenizers work: CLIP pads to 77, the Q-Former's BERT knows "style"
     ids = c.tokenizer(["a style"], padding="max_length", max_length=77).input_ids[0]
@@ -123,7 +123,7 @@ def test_pipeline_config_values_come_from_model_index(tiny_root, tmp_path, monke
 
 
 def test_pipeline_from_pretrained_fails_on_this_layout(hf_env):
-    """Why blip_snapshot exists: diffusers' pipeline loader cannot read the real model_index.json."""
+    """Why the hub loader goes component by component: diffusers' pipeline loader cannot read the real model_index.json."""
     from diffusers.pipelines.deprecated.blip_diffusion import BlipDiffusionPipeline
 
     with pytest.raises(ValueError, match="blip_diffusion is not one of the libraries"):
@@ -197,3 +197,21 @@ def test_cli_stand_in_weights(tmp_path, capsys):
     assert main(["stand-in-weights", "--profile", "paper", str(tmp_path / "real")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not a stand-in folder" in err
+
+
+def test_paper_profile_backbone_loads_the_snapshot(hf_env, tmp_path):
+    """The paper profile's own path: make_backbone(cfg.backbone) with model_id = the hub id, reading
+    the stand-in snapshot (real model_index.json layout) from HF_HUB_CACHE; a 2-frame clip stylizes."""
+    from dataclasses import replace
+
+    from vstlib.backbones import make_backbone
+    from vstlib.config import get_config
+
+    cfg = replace(get_config("paper").backbone, resolution=64, num_inference_steps=2, num_inversion_steps=2)
+    assert cfg.model_id == "Salesforce/blipdiffusion"
+    bb = make_backbone(cfg, "cpu", tmp_path / "bb")
+    assert bb.ctx_begin_pos == 2 and bb.image_mean == pytest.approx(tuple(standin.CLIP_MEAN))
+    g = torch.Generator().manual_seed(0)
+    out = bb.stylize(torch.rand(2, 3, 64, 64, generator=g), torch.rand(1, 3, 80, 64, generator=g))
+    assert out.images.shape == (2, 3, 64, 64) and torch.isfinite(out.images).all()
+    assert bb.unet_calls > 0

@@ -68,7 +68,7 @@ def _init_weights(cfg):
 
 
 def test_training_is_seeded_and_logs_every_update(cfg, run_a):
-    from vstlib.data import load_manifest
+    from vstlib.clips import load_manifest
     from vstlib.train import train
 
     log = _log(run_a)
@@ -110,7 +110,8 @@ def test_resume_after_interruption_continues_the_same_curve(cfg, run_a):
 
 def test_nan_reward_skips_the_update_and_keeps_the_checkpoint_clean(cfg, monkeypatch):
     import vstlib.train as tr
-    from vstlib.train import load_policy, train
+    from vstlib.checkpoint import load_policy
+    from vstlib.train import train
 
     calls = {"n": 0}
     real = tr.rollout
@@ -120,7 +121,6 @@ def test_nan_reward_skips_the_update_and_keeps_the_checkpoint_clean(cfg, monkeyp
         calls["n"] += 1
         if calls["n"] == 1:                                                    # whole first clip: NaN reward
             out.terms["reward"] = out.terms["reward"] * float("nan")
-            out.advantage = out.advantage * float("nan")
         return out
 
     monkeypatch.setattr(tr, "rollout", nan_first_rollout)
@@ -130,7 +130,7 @@ def test_nan_reward_skips_the_update_and_keeps_the_checkpoint_clean(cfg, monkeyp
     assert all(r["reason"] == "non-finite reward" and r["reward"] is None for r in log)
     # no step was taken: the checkpoint after the clip holds the initial weights and no Adam state
     ck = run / "checkpoint.safetensors"
-    p = load_policy(ck, cfg)
+    p = load_policy(ck, cfg.policy)
     w0 = _init_weights(cfg)
     assert all(torch.equal(p.state_dict()[k], w0[k]) for k in w0)
     from safetensors.torch import load_file
@@ -151,12 +151,12 @@ def test_nan_gradient_is_skipped(cfg, monkeypatch):
 
     orig, calls = pol.log_prob, {"n": 0}
 
-    def inf_on_second_call(dist, action):                                      # call 1: rollout, 2: update 0
+    def inf_on_first_call(dist, action):                                       # call 1: update 0 (rollouts take no log-prob)
         calls["n"] += 1
         lp = orig(dist, action)
-        return lp * float("inf") if calls["n"] == 2 else lp
+        return lp * float("inf") if calls["n"] == 1 else lp
 
-    monkeypatch.setattr(pol, "log_prob", inf_on_second_call)
+    monkeypatch.setattr(pol, "log_prob", inf_on_first_call)
     run = train(cfg, run="infgrad", max_updates=2)
     log = read_jsonl(run / "log.jsonl")
     assert [r["skipped"] for r in log] == [True, False]

@@ -9,34 +9,19 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
 from vstlib import paths
-from vstlib.utils import atomic_path, atomic_write_json, pick_device, progress
-
-
-def save_frames(frames: torch.Tensor, folder) -> list:
-    """Frames (T,3,H,W) in [0,1] -> folder/00000.png, ... (atomic writes)."""
-    import imageio.v3 as iio
-
-    folder = paths.ensure(folder)
-    arr = (frames.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-    out = []
-    for t, img in enumerate(arr):                                              # (H,W,3) uint8
-        with atomic_path(folder / f"{t:05d}.png") as tmp:
-            iio.imwrite(tmp, img, extension=".png")
-        out.append(folder / f"{t:05d}.png")
-    return out
+from vstlib.clips import load_clip, load_manifest
+from vstlib.utils import atomic_write_json, progress, resolve_device, save_frames
 
 
 def run_baseline(cfg) -> dict:
     """Stylize every clip of the manifest; returns {clip_id: {split, n_frames, seconds, unet_calls}}."""
-    from vstlib.data import load_clip, load_manifest
-    from vstlib.tables import profile_note
     from vstlib.rollout import make_env
+    from vstlib.tables import profile_note
 
-    device = pick_device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
     manifest = load_manifest(cfg.profile)
     stylizer, _, style = make_env(cfg, device)
     split_of = {cid: split for split in ("train", "test") for cid in manifest.get(split, [])}
@@ -59,4 +44,4 @@ def run_baseline(cfg) -> dict:
     return info
 
 
-__all__ = ["run_baseline", "save_frames"]
+__all__ = ["run_baseline"]

@@ -14,7 +14,6 @@ Bad input ends with exit status 2 and one line naming the file and the fix (no t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,46 +23,19 @@ from vstlib.utils import InputError, VstError
 
 
 # --------------------------------------------------------------------------- config from flags
-def parse_set(items: Sequence[str]) -> dict:
-    """``["train.lr=5e-4", "data.n_clips=2"]`` -> ``{"train": {"lr": 5e-4}, "data": {"n_clips": 2}}``.
-
-    Values are read as JSON when they parse (numbers, true/false/null, lists), else as strings.
-    """
-    out: dict = {}
-    for item in items or ():
-        key, sep, raw = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot or not section or not name:
-            raise VstError(f"bad --set {item!r}", fix="write --set section.field=value, e.g. --set train.lr=5e-4")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = {"None": None, "True": True, "False": False}.get(raw, raw)
-        out.setdefault(section, {})[name] = value
-    return out
-
-
 def make_config(profile: str, sets: Sequence[str] = ()):
-    from vstlib.config import get_config
+    """The profile with ``--set`` overrides and the device resolved (``config.load``): once, here."""
+    from vstlib.config import load
 
-    changes = parse_set(sets)
-    base = get_config(profile)
-    for section, fields in changes.items():
-        for name, value in fields.items():
-            current = getattr(getattr(base, section, None), name, None)
-            ok = (current is None or value is None or isinstance(value, type(current))
-                  or (isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool))
-                  or (isinstance(current, tuple) and isinstance(value, list)))
-            if not ok:
-                raise VstError(f"bad --set {section}.{name}={value!r}: expected {type(current).__name__} "
-                               f"like the default {current!r}", fix="fix the value's type")
     try:
-        return get_config(profile, **changes)
+        return load(profile, sets)
+    except ValueError as err:
+        raise VstError(f"bad --set: {err}", fix="write --set section.field=value, e.g. --set train.lr=5e-4") from None
     except KeyError as err:
         raise VstError(f"bad config override: {err.args[0]}",
                        fix="see vstlib/config.py for the sections and fields") from None
     except TypeError as err:
-        raise VstError(f"bad config override: {err}", fix="--set section.field=value") from None
+        raise VstError(f"bad --set {err}", fix="fix the value's type") from None
 
 
 # --------------------------------------------------------------------------- commands
@@ -73,7 +45,7 @@ def cmd_prepare(args) -> int:
     sets = list(args.set) + ([f"data.style={args.style}"] if args.style else [])
     cfg = make_config(args.profile, sets)
     t0 = time.perf_counter()
-    m = prepare(cfg, videos=args.videos)
+    m = prepare(cfg, videos=args.videos, device=cfg.train.device)
     print(f"prepared {len(m['clips'])} clips ({len(m['train'])} train, {len(m['test'])} test, "
           f"{len(m.get('dropped', []))} dropped) in {time.perf_counter() - t0:.1f} s")
     from vstlib import paths
@@ -131,13 +103,13 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_stylize(args) -> int:
-    from vstlib.data import read_frames, to_tensor
+    from vstlib.checkpoint import load_policy
+    from vstlib.data import read_frames
     from vstlib.rollout import make_stylizer, policy_frames
-    from vstlib.train import load_policy
-    from vstlib.utils import pick_device, require_file
+    from vstlib.utils import require_file, to_tensor
 
     cfg = make_config(args.profile, args.set)
-    device = pick_device(cfg.train.device)
+    device = cfg.train.device                                                  # resolved in make_config
     # 1. check every input before any heavy work
     video = require_file(args.video, "input video", "pass an existing video file with --video")
     frames = read_frames(video, max_frames=args.max_frames, size=cfg.backbone.resolution)  # (T,H,W,3) uint8
@@ -145,7 +117,7 @@ def cmd_stylize(args) -> int:
         raise InputError(f"video has {frames.shape[0]} frame(s); video style transfer needs 2 or more",
                          video, "pass a longer clip")
     style = _load_style_image(args.style, cfg)                                 # (1,3,S,S)
-    policy = load_policy(args.policy, cfg, device) if args.policy else None
+    policy = load_policy(args.policy, cfg.policy, device) if args.policy else None
     out_path = Path(args.out)
     if out_path.suffix.lower() != ".mp4":
         raise InputError("output must be an .mp4 file", out_path, "pass --out something.mp4")
@@ -192,9 +164,9 @@ def write_video(path: Path, frames, fps: float) -> Path:
     import imageio.v3 as iio
     import numpy as np
 
-    from vstlib.utils import atomic_path
+    from vstlib.utils import atomic_path, to_uint8
 
-    arr = (frames.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    arr = to_uint8(frames)                                                     # (T,H,W,3)
     h, w = arr.shape[1] // 2 * 2, arr.shape[2] // 2 * 2                        # yuv420p needs even sides
     arr = np.ascontiguousarray(arr[:, :h, :w])
     with atomic_path(path) as tmp:
@@ -229,13 +201,13 @@ def cmd_download_weights(args) -> int:
     if cfg.backbone.model_id != TINY:
         from huggingface_hub import hf_hub_download, snapshot_download
 
-        from vstlib.backbone import QFORMER_TOKENIZER, _hf_cache_dir
+        from vstlib.backbones.diffusest.hub import QFORMER_TOKENIZER, hf_cache_dir
 
         def hub(repo, files=None):
             with weights_guard(repo, model_ids=[repo]):
                 if files is None:
-                    return Path(snapshot_download(repo, cache_dir=_hf_cache_dir()))
-                return Path([hf_hub_download(repo, f, cache_dir=_hf_cache_dir()) for f in files][0]).parent
+                    return Path(snapshot_download(repo, cache_dir=hf_cache_dir()))
+                return Path([hf_hub_download(repo, f, cache_dir=hf_cache_dir()) for f in files][0]).parent
         jobs.append((cfg.backbone.model_id, lambda: hub(cfg.backbone.model_id)))
         jobs.append((f"{QFORMER_TOKENIZER} (Q-Former tokenizer)",
                      lambda: hub(QFORMER_TOKENIZER, ["vocab.txt", "tokenizer_config.json", "config.json"])))

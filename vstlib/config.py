@@ -7,13 +7,18 @@ values below (model ids vs ``"tiny"``, exact vs RAFT flows, image sizes, budgets
     >>> cfg = get_config("smoke", train={"epochs": 1})
     >>> cfg.train.lr
     0.0001
+
+Overrides go through maintained libraries: OmegaConf parses ``--set a.b=c`` dotlists and merges
+nested changes; dacite turns the merged dict back into these frozen dataclasses, checking types
+and casting lists to tuples (OmegaConf's own structured configs give lists, not tuples, back).
+Entry points (cli, notebooks) call ``load(profile, sets)`` once; modules get their own section.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
-from typing import Any, Optional
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional, Sequence
+
+from vstlib.cache import json_digest
 
 TINY = "tiny"  # model id meaning: random tiny modules built from configs, no download
 
@@ -43,6 +48,7 @@ class FlowConfig:
 
 @dataclass(frozen=True)
 class BackboneConfig:
+    name: str = "diffusest"            # implementation (vstlib.backbones.BACKBONES)
     model_id: str = TINY               # "Salesforce/blipdiffusion" in the paper profile
     resolution: int = 64               # frames are stylized at this size (latent = size / 8)
     num_inference_steps: int = 10      # DDIM sampling steps
@@ -68,9 +74,13 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class RewardConfig:
+    terms: tuple = ("style", "content", "temporal")  # rewards.REWARDS names, summed in this order
     w_style: float = 10.0
     w_content: float = 1.0
     w_temp: float = 10.0
+    weights: dict = field(default_factory=dict)  # term name -> weight; overrides w_<name> (new terms)
+    style_net: str = "vgg19"           # models.STYLE_NETS: the Gram-matrix feature network
+    content_net: str = "lpips_alex"    # models.CONTENT_NETS: the perceptual distance
     style_layers: tuple = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     vgg_weights: Optional[str] = None  # None = random VGG19 (smoke); "IMAGENET1K_V1" (paper)
     lpips_pretrained: bool = False     # AlexNet trunk: random (smoke) or ImageNet (paper)
@@ -89,6 +99,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
+    embedder: str = "clip"             # models.EMBEDDERS: the Table 2 image embedder
     clip_model: str = TINY             # open_clip architecture; "ViT-B-32" in the paper profile
     clip_pretrained: Optional[str] = None  # "openai" in the paper profile
 
@@ -121,26 +132,14 @@ class Config:
             sec, _, fld = name.partition(".")
             d[sec].pop(fld, None)
         part = {s: d[s] for s in sections} if sections else d
-        return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return json_digest(part)
 
     def override(self, **sections: Any) -> "Config":
         """``cfg.override(train={"lr": 5e-4}, profile="x")``: a new config, nested fields replaced."""
-        return _override(self, sections)
+        from omegaconf import OmegaConf
 
-
-def _override(obj, changes: dict):
-    kw = {}
-    names = {f.name for f in fields(obj)}
-    for key, value in changes.items():
-        if key not in names:
-            raise KeyError(f"{type(obj).__name__} has no field {key!r}; fields: {sorted(names)}")
-        current = getattr(obj, key)
-        if is_dataclass(current) and isinstance(value, dict):
-            value = _override(current, value)
-        elif isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
-        kw[key] = value
-    return replace(obj, **kw)
+        merged = OmegaConf.merge(OmegaConf.create(self.to_dict()), OmegaConf.create(sections))
+        return from_dict(OmegaConf.to_container(merged, resolve=False))
 
 
 # --------------------------------------------------------------------------- presets
@@ -191,19 +190,58 @@ def ablations(base: Config) -> dict[str, dict[str, Config]]:
     return grids
 
 
+def _float(v):
+    # an int where a float is declared (``--set train.lr=1``) is that float; bools stay bools
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+def section_from_dict(cls, d: dict):
+    """A config dataclass (``Config`` or one section) from a plain dict, types checked.
+
+    Unknown fields raise ``KeyError`` ("no field"); wrong types ``TypeError``.
+    """
+    import dacite
+
+    try:
+        return dacite.from_dict(cls, d, config=dacite.Config(cast=[tuple], strict=True,
+                                                             type_hooks={float: _float}))
+    except dacite.UnexpectedDataError as err:
+        raise KeyError(f"{cls.__name__} has no field {', '.join(sorted(err.keys))}") from None
+    except dacite.WrongTypeError as err:
+        raise TypeError(f"{err.field_path}: expected {getattr(err.field_type, '__name__', err.field_type)}, "
+                        f"got {err.value!r}") from None
+
+
 def from_dict(d: dict) -> Config:
     """Inverse of ``Config.to_dict`` (for checkpoints and logs)."""
-    kw = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            cls = {"data": DataConfig, "flow": FlowConfig, "backbone": BackboneConfig,
-                   "policy": PolicyConfig, "reward": RewardConfig, "train": TrainConfig,
-                   "eval": EvalConfig}[key]
-            value = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
-        kw[key] = value
-    return Config(**kw)
+    return section_from_dict(Config, d)
+
+
+def parse_overrides(sets: Sequence[str]) -> dict:
+    """``["train.lr=5e-4", "data.n_clips=2"]`` -> ``{"train": {"lr": 5e-4}, "data": {"n_clips": 2}}``
+    (OmegaConf dotlist: YAML values, so numbers, true/false, null and [lists] parse)."""
+    from omegaconf import OmegaConf
+
+    bad = [s for s in sets or () if "=" not in s or "." not in s.partition("=")[0]]
+    if bad:
+        raise ValueError(f"bad override {bad[0]!r}; write section.field=value, e.g. train.lr=5e-4")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(list(sets or ())), resolve=False)
+
+
+def load(profile: str = "smoke", sets: Sequence[str] = (), **overrides: Any) -> Config:
+    """The entry points' one call (cli, notebooks): a preset, ``--set`` dotlist overrides, keyword
+    sections, and ``train.device`` resolved ONCE ("auto" -> "cuda" or "cpu")."""
+    from vstlib.utils import resolve_device
+
+    cfg = get_config(profile)
+    changes = parse_overrides(sets)
+    if changes:
+        cfg = cfg.override(**changes)
+    if overrides:
+        cfg = cfg.override(**overrides)
+    return cfg.override(train={"device": str(resolve_device(cfg.train.device))})
 
 
 __all__ = ["Config", "DataConfig", "FlowConfig", "BackboneConfig", "PolicyConfig", "RewardConfig",
            "TrainConfig", "EvalConfig", "PRESETS", "SMOKE", "PAPER", "TINY", "get_config",
-           "ablations", "from_dict"]
+           "ablations", "from_dict", "section_from_dict", "parse_overrides", "load"]

@@ -1,4 +1,6 @@
-"""Clips and style images: reading videos, synthetic clips with exact flow, ``prepare`` and loaders.
+"""Preparation: reading videos, synthetic clips with exact flow, the motion filter, the split, ``prepare``.
+
+Prepared clips are read back through ``vstlib.clips``.
 
 Frames are uint8 numpy (T,H,W,3) at IO boundaries and torch float (T,3,H,W) in [0,1] inside.
 Resizing is "short side to ``size`` + centre crop" (``PIL.ImageOps.fit``, bicubic), done per
@@ -14,7 +16,6 @@ Layout written by ``prepare(cfg)`` under ``paths.data_dir(profile)``::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,8 +29,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from . import paths
-from .utils import InputError, atomic_path, atomic_save_npz, atomic_write_json, progress, require_file
+from . import cache, clips, paths
+from .flow import mean_motion
+from .utils import (InputError, atomic_save_npz, atomic_write_json, progress, require_file, save_frames,
+                    save_png, to_tensor, to_uint8)
 
 VIDEO_EXTS = {".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v", ".gif", ".mpg", ".mpeg", ".wmv", ".flv"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -77,18 +80,6 @@ def resize(frame: np.ndarray, size: Size) -> np.ndarray:
         return frame
     img = ImageOps.fit(Image.fromarray(frame), (w, h), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
     return np.asarray(img)
-
-
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (T,H,W,3) or (H,W,3) -> float (T,3,H,W) / (3,H,W) in [0,1]."""
-    # np.array copies read-only arrays (imageio's), which torch.from_numpy warns about
-    t = torch.from_numpy(np.array(frames, dtype=np.uint8, copy=True)).float() / 255.0
-    return t.movedim(-1, -3)
-
-
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """float (…,3,H,W) in [0,1] -> uint8 (…,H,W,3)."""
-    return (frames.detach().clamp(0, 1).movedim(-3, -1) * 255).round().byte().cpu().numpy()
 
 
 def _read_image_file(p: Path) -> np.ndarray:
@@ -167,12 +158,6 @@ def load_image(path: PathLike, size: Size = None) -> torch.Tensor:
     if p.is_dir():
         raise InputError("is a folder, expected an image file", p, "pass an image file (png/jpg)")
     return to_tensor(resize(_read_image_file(p), size))[None]
-
-
-def save_png(path: PathLike, frame: np.ndarray) -> Path:
-    with atomic_path(path) as tmp:
-        Image.fromarray(frame).save(tmp, format="PNG", compress_level=1)
-    return Path(path)
 
 
 def make_style_image(size: int, seed: int = 0) -> np.ndarray:
@@ -389,7 +374,7 @@ def _clip_key(cfg, source: str) -> str:
     part = {"source": source, "n_frames": cfg.data.n_frames, "size": cfg.data.size, "version": 1}
     if not source.startswith("synthetic:"):
         part["flow"] = cfg.digest("flow")  # motion of real clips comes from RAFT
-    return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+    return cache.json_digest(part)
 
 
 def _finished(cdir: Path, key: str) -> Optional[dict]:
@@ -404,26 +389,23 @@ def _finished(cdir: Path, key: str) -> Optional[dict]:
     return info if info.get("key") == key and n_png == info.get("n_frames") else None
 
 
-def _build_clip(cfg, cid: str, source: str, path: Optional[Path], key: str, clips_root: Path) -> dict:
+def _build_clip(cfg, cid: str, source: str, path: Optional[Path], key: str, clips_root: Path,
+                device=None) -> dict:
     """Make one clip in a temp dir (frames, exact flows, clip.json), then rename it into place."""
-    from . import flow as flowlib
-
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{cid}-", dir=clips_root))
     try:
         if path is None:
             clip = make_synthetic_clip(source.split(":", 1)[1], cfg.data.n_frames, cfg.data.size)
             frames = clip["frames"]
-            atomic_save_npz(tmp / "flow_exact.npz", **{k: clip[k] for k in ("fw", "bw", "mask_fw", "mask_bw")})
-            motion = flowlib.mean_motion(clip["fw"])
+            atomic_save_npz(tmp / clips.EXACT_FLOW, **{k: clip[k] for k in clips.FLOW_KEYS})
+            motion = mean_motion(clip["fw"])
         else:
             frames = read_frames(path, cfg.data.n_frames, cfg.data.size)
             if cfg.flow.source != "raft":
                 raise InputError(f"flow.source={cfg.flow.source!r} has no flows for real videos", path,
                                  "set flow.source='raft' (exact flows exist only for synthetic clips)")
-            motion = flowlib.mean_motion(flowlib.clip_flows(cfg, cid, to_tensor(frames))["fw"])
-        (tmp / "frames").mkdir()
-        for i, fr in enumerate(frames):
-            Image.fromarray(fr).save(tmp / "frames" / f"{i:05d}.png", compress_level=1)
+            motion = mean_motion(clips.clip_flows(cfg, cid, to_tensor(frames), device)["fw"])
+        save_frames(frames, tmp / "frames")                                    # (T,H,W,3) uint8
         info = {"id": cid, "source": source, "n_frames": int(len(frames)), "size": int(cfg.data.size),
                 "motion": round(float(motion), 6), "key": key}
         atomic_write_json(tmp / "clip.json", info)
@@ -455,13 +437,13 @@ def _prepare_style(cfg, out: Path) -> None:
     save_png(out, img)
 
 
-def prepare(cfg, videos: Optional[PathLike] = None) -> dict:
+def prepare(cfg, videos: Optional[PathLike] = None, device=None) -> dict:
     """Prepare the clips and style image of ``cfg.profile``; returns (and writes) the manifest.
 
     Clips are made one at a time into a temp dir and renamed into place (an interruption never
     leaves a half clip); finished clips with the same inputs are reused. Clips whose mean flow
     magnitude is under ``cfg.data.motion_threshold`` are dropped; at most ``cfg.data.n_clips``
-    are kept (0 = all), in sorted source order.
+    are kept (0 = all), in sorted source order. ``device``: where RAFT runs (real videos).
     """
     dc = cfg.data
     root = paths.ensure(paths.data_dir(cfg.profile))
@@ -475,7 +457,7 @@ def prepare(cfg, videos: Optional[PathLike] = None) -> dict:
         if dc.n_clips and len(kept) >= dc.n_clips:
             break
         key = _clip_key(cfg, source)
-        info = _finished(clips_root / cid, key) or _build_clip(cfg, cid, source, path, key, clips_root)
+        info = _finished(clips_root / cid, key) or _build_clip(cfg, cid, source, path, key, clips_root, device)
         entry = {"id": cid, "n_frames": info["n_frames"], "size": info["size"], "motion": info["motion"],
                  "source": source}
         if info["motion"] < dc.motion_threshold:
@@ -498,30 +480,5 @@ def prepare(cfg, videos: Optional[PathLike] = None) -> dict:
     return manifest
 
 
-# --------------------------------------------------------------------------- loaders
-def load_manifest(profile: str) -> dict:
-    p = paths.manifest_path(profile)
-    if not p.exists():
-        raise InputError("manifest not found (data not prepared)", p, f"run `vst prepare --profile {profile}`")
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"corrupt manifest ({err})", p, f"run `vst prepare --profile {profile}`") from None
-
-
-def load_clip(profile: str, clip_id: str) -> torch.Tensor:
-    """Frames of a prepared clip: float (T,3,H,W) in [0,1]."""
-    d = paths.clip_dir(profile, clip_id) / "frames"
-    if not d.is_dir():
-        raise InputError(f"clip {clip_id!r} not prepared", d, f"run `vst prepare --profile {profile}`")
-    return to_tensor(read_frames(d))
-
-
-def load_style(profile: str) -> torch.Tensor:
-    """The profile's style image: float (1,3,S,S) in [0,1]."""
-    return load_image(require_file(paths.style_path(profile), "style image", f"run `vst prepare --profile {profile}`"))
-
-
 __all__ = ["iter_frames", "read_frames", "load_image", "make_synthetic_clip", "make_style_image", "prepare",
-           "load_manifest", "load_clip", "load_style", "split_clips", "to_tensor", "to_uint8", "to_rgb_uint8",
-           "resize", "save_png", "VIDEO_EXTS", "IMAGE_EXTS", "PHOTOS"]
+           "split_clips", "to_rgb_uint8", "resize", "VIDEO_EXTS", "IMAGE_EXTS", "PHOTOS"]

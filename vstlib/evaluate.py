@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 
 from vstlib import paths
+from vstlib.checkpoint import POLICY, load_policy
+from vstlib.clips import load_manifest
 from vstlib.rollout import build_episode, make_env, policy_frames
-from vstlib.utils import InputError, atomic_path, pick_device, progress
+from vstlib.utils import InputError, atomic_path, progress, resolve_device
 
 METHODS = ("baseline", "policy")
 SPLITS = ("train", "test")
@@ -39,13 +41,10 @@ def clip_losses(S: torch.Tensor, frames: torch.Tensor, flows: dict, reward_model
 
 
 @torch.no_grad()
-def clip_similarities(S: torch.Tensor, frames: torch.Tensor, style_feat: torch.Tensor, clip) -> dict:
-    """Table 2 metrics: mean CLIP cosine similarities (features are L2-normalised)."""
-    from vstlib.models import clip_image_features
-
-    model, preprocess = clip
-    fs = clip_image_features(model, preprocess, S)                             # (T,D)
-    fo = clip_image_features(model, preprocess, frames)                        # (T,D)
+def clip_similarities(S: torch.Tensor, frames: torch.Tensor, style_feat: torch.Tensor, embed) -> dict:
+    """Table 2 metrics: mean cosine similarities of the embedder's unit vectors (CLIP by default)."""
+    fs = embed(S)                                                              # (T,D)
+    fo = embed(frames)                                                         # (T,D)
     return {
         "content": (fs * fo).sum(-1).mean().item(),                            # S_t vs I_t
         "style": (fs @ style_feat.T).mean().item(),                            # S_t vs the style image
@@ -62,24 +61,22 @@ def evaluate(cfg, run: str = "main", policy=None) -> dict:
     """
     import pandas as pd
 
-    from vstlib.data import load_manifest
-    from vstlib.models import clip_image_features, clip_model
+    from vstlib.models import EMBEDDERS, pick
     from vstlib.tables import profile_note
-    from vstlib.train import POLICY, load_policy
 
-    device = pick_device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
     manifest = load_manifest(cfg.profile)                                      # prepared data first
     if policy is None:
         ckpt = paths.run_dir(cfg.profile, run) / POLICY
         if not ckpt.exists():
             raise InputError("no trained policy", ckpt,
                              f"train it first: `vst train --profile {cfg.profile} --run {run}`")
-        policy = load_policy(ckpt, cfg, device)
+        policy = load_policy(ckpt, cfg.policy, device)
     policy = policy.to(device).eval()
 
     stylizer, reward_model, style = make_env(cfg, device)
-    clip = clip_model(cfg.eval.clip_model, cfg.eval.clip_pretrained, device)
-    style_feat = clip_image_features(*clip, style)                             # (1,D)
+    embed = pick(EMBEDDERS, cfg.eval.embedder, "evaluation embedder")(cfg.eval, device)
+    style_feat = embed(style)                                                  # (1,D)
 
     rows1, rows2 = [], []
     clips = [(split, cid) for split in SPLITS for cid in manifest.get(split, [])]
@@ -93,7 +90,7 @@ def evaluate(cfg, run: str = "main", policy=None) -> dict:
             S = stylized[method].clamp(0, 1)
             key = {"method": method, "split": split, "clip": cid, "n_frames": S.shape[0]}
             rows1.append({**key, **clip_losses(S, frames, ep.flows, reward_model)})
-            rows2.append({**key, **clip_similarities(S, frames, style_feat, clip)})
+            rows2.append({**key, **clip_similarities(S, frames, style_feat, embed)})
 
     note = profile_note(cfg.profile)
     per1, per2 = pd.DataFrame(rows1), pd.DataFrame(rows2)

@@ -1,4 +1,6 @@
-"""Optical flow: backward warping, forward-backward occlusion masks, RAFT estimation, clip flows.
+"""Optical flow maths: backward warping, forward-backward occlusion masks, estimators by name.
+
+Pure maths: no disk, no config object beyond the ``cfg.flow`` section (clips on disk: ``clips.py``).
 
 Conventions (every module relies on them):
 - a flow is (N,2,H,W) float32 in pixels; channel 0 = u (horizontal, +x right), channel 1 = v
@@ -12,16 +14,13 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
-from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import paths
-from .utils import InputError, atomic_save_npz, pick_device, require_file
+from .utils import InputError, fork_rng, load_torchvision_weights, require_file
 
 FLO_MAGIC = 202021.25
 RAFT_MIN_SIZE = 128  # see estimate_flow: 1/8 features, 4-level correlation pyramid, >= 2 cells at the top
@@ -127,12 +126,10 @@ def get_raft(model: str = "raft_small", weights: Optional[str] = None) -> torch.
     if model not in builders:
         raise ValueError(f"unknown RAFT model {model!r}; use one of {sorted(builders)}")
     build, enum = builders[model]
-    with torch.random.fork_rng(devices=[]):
+    with fork_rng():
         torch.manual_seed(0)  # random weights are the same in every process
         net = build(weights=None, progress=False)
     if weights is not None:
-        from .utils import load_torchvision_weights
-
         w = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
         net.load_state_dict(load_torchvision_weights(w, f"RAFT ({model})"))
     net.eval().requires_grad_(False)
@@ -180,64 +177,49 @@ def estimate_flow(frames_a: torch.Tensor, frames_b: torch.Tensor, model: str = "
     return torch.cat(out)
 
 
-# --------------------------------------------------------------------------- clip flows
-def flow_cache_path(cfg, clip_id: str) -> Path:
-    # the style image does not move the original frames: changing it keeps the flows
-    key = cfg.digest("data", "flow", ignore=("data.style",))
-    return paths.cache_dir(cfg.profile) / "flows" / f"{clip_id}-{key}.npz"
+# --------------------------------------------------------------------------- estimators
+# cfg.flow.source -> fn(frames (T,3,H,W) in [0,1], cfg_flow, exact) -> dict(fw, bw (T-1,2,H,W),
+# mask_fw, mask_bw (T-1,1,H,W)). A new estimator (e.g. "dis") is one function and one decorator.
+FLOW_ESTIMATORS: dict[str, Callable] = {}
 
 
-def _load_npz_flows(path: Path, what: str, fix: str) -> dict:
-    p = require_file(path, what, fix)
-    try:
-        with np.load(p) as z:
-            out = {k: torch.from_numpy(np.asarray(z[k], dtype=np.float32)) for k in ("fw", "bw", "mask_fw", "mask_bw")}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-        raise InputError(f"unreadable {what} ({type(err).__name__}: {err})", p, fix) from None
-    if not all(torch.isfinite(v).all() for v in out.values()):
-        raise InputError(f"{what} contains NaN/inf", p, fix)
-    return out
+def register_flow(name: str):
+    def deco(fn):
+        FLOW_ESTIMATORS[name] = fn
+        return fn
+    return deco
 
 
-def clip_flows(cfg, clip_id: str, frames: Optional[torch.Tensor] = None) -> dict:
-    """Flows and masks of the ORIGINAL frames of a prepared clip (they never change: cached).
+def get_estimator(name: str) -> Callable:
+    if name not in FLOW_ESTIMATORS:
+        raise ValueError(f"unknown flow source {name!r}; use one of {sorted(FLOW_ESTIMATORS)}")
+    return FLOW_ESTIMATORS[name]
 
-    Returns dict(fw, bw: (T-1,2,H,W), mask_fw, mask_bw: (T-1,1,H,W)) float32 CPU tensors.
-    ``cfg.flow.source == "exact"``: the synthetic clip's analytic flows (saved by data.prepare).
-    ``"raft"``: RAFT fw on (frames[:-1], frames[1:]) and bw on (frames[1:], frames[:-1]), one
-    batched call each, masks from ``occlusion_mask(method=cfg.flow.occlusion)``; cached under
-    ``paths.cache_dir(profile)/flows/<clip_id>-<digest>.npz`` and read back on later calls.
-    ``frames`` (T,3,H,W) in [0,1] skips reading the clip from disk.
-    """
-    fc = cfg.flow
-    if fc.source == "exact":
-        fix = (f"run `vst prepare --profile {cfg.profile}`; exact flows exist only for synthetic clips "
-               f"(use flow.source='raft' for real videos)")
-        return _load_npz_flows(paths.clip_dir(cfg.profile, clip_id) / "flow_exact.npz", "exact flow file", fix)
-    if fc.source != "raft":
-        raise ValueError(f"unknown flow source {fc.source!r}; use 'exact' or 'raft'")
-    cache = flow_cache_path(cfg, clip_id)
-    if cache.exists():
-        return _load_npz_flows(cache, "cached flow file", f"delete {cache} to recompute it")
-    if frames is None:
-        from .data import load_clip
 
-        frames = load_clip(cfg.profile, clip_id)
-    if frames.shape[0] < 2:
-        raise InputError(f"clip {clip_id!r} has {frames.shape[0]} frame(s); need at least 2 frames")
-    dev = pick_device(cfg.train.device)
-    x = frames.to(dev)
-    kw = dict(model=fc.raft, weights=fc.raft_weights, iters=fc.raft_iters, batch_size=fc.batch_size)
-    fw = estimate_flow(x[:-1], x[1:], **kw)                              # (T-1,2,H,W)
-    bw = estimate_flow(x[1:], x[:-1], **kw)
-    out = {"fw": fw, "bw": bw,
-           "mask_fw": occlusion_mask(fw, bw, fc.occlusion), "mask_bw": occlusion_mask(bw, fw, fc.occlusion)}
-    out = {k: v.float().cpu() for k, v in out.items()}
-    if not torch.isfinite(out["fw"]).all() or not torch.isfinite(out["bw"]).all():
-        raise InputError(f"RAFT returned NaN/inf flow for clip {clip_id!r}", fix="check the frames for NaN")
-    atomic_save_npz(cache, **{k: v.numpy() for k, v in out.items()})
-    return out
+def with_masks(fw: torch.Tensor, bw: torch.Tensor, method: str = "sundaram") -> dict:
+    """fw, bw (T-1,2,H,W) -> dict(fw, bw, mask_fw, mask_bw) by the forward-backward check."""
+    return {"fw": fw, "bw": bw, "mask_fw": occlusion_mask(fw, bw, method), "mask_bw": occlusion_mask(bw, fw, method)}
+
+
+@register_flow("exact")
+def exact_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
+    """The known flows of a synthetic clip (made with the clip, passed in as ``exact``)."""
+    if exact is None:
+        raise ValueError("exact flows exist only for synthetic clips; use flow.source='raft'")
+    return exact
+
+
+@register_flow("raft")
+def raft_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
+    """RAFT fw on (frames[:-1], frames[1:]) and bw on (frames[1:], frames[:-1]), one batched call
+    each, on the frames' device; masks from ``occlusion_mask(method=cfg_flow.occlusion)``."""
+    kw = dict(model=cfg_flow.raft, weights=cfg_flow.raft_weights, iters=cfg_flow.raft_iters,
+              batch_size=cfg_flow.batch_size)
+    fw = estimate_flow(frames[:-1], frames[1:], **kw)                     # (T-1,2,H,W)
+    bw = estimate_flow(frames[1:], frames[:-1], **kw)
+    return with_masks(fw, bw, cfg_flow.occlusion)
 
 
 __all__ = ["warp", "inside_mask", "occlusion_mask", "mean_motion", "read_flo", "get_raft", "estimate_flow",
-           "clip_flows", "flow_cache_path", "pixel_grid", "RAFT_MIN_SIZE"]
+           "pixel_grid", "RAFT_MIN_SIZE", "FLOW_ESTIMATORS", "register_flow", "get_estimator",
+           "with_masks", "exact_flows", "raft_flows"]

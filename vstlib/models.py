@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vstlib.config import TINY
-from vstlib.utils import load_torchvision_weights, weights_guard
+from vstlib.utils import fork_rng, load_torchvision_weights, weights_guard
 
 Device = Union[str, torch.device]
 
@@ -105,6 +105,34 @@ def lpips_alex(pretrained_trunk: bool, device: Device = "cpu") -> nn.Module:
     return _freeze(model, device)
 
 
+# --------------------------------------------------------------------------- by name
+# cfg.reward.style_net -> fn(cfg_reward, device) -> (features nn.Sequential, {layer name: index});
+# cfg.reward.content_net -> fn(cfg_reward, device) -> module(x, ref in [-1,1]) -> (N,1,1,1).
+# Another network (e.g. "darknet") is one function registered here.
+STYLE_NETS: dict[str, Callable] = {
+    "vgg19": lambda cfg_reward, device: (vgg19_features(cfg_reward.vgg_weights, device), VGG19_LAYERS),
+}
+CONTENT_NETS: dict[str, Callable] = {
+    "lpips_alex": lambda cfg_reward, device: lpips_alex(cfg_reward.lpips_pretrained, device),
+}
+
+
+# cfg.eval.embedder -> fn(cfg_eval, device) -> embed(images (N,3,H,W) in [0,1]) -> (N,D) unit
+# vectors, for Table 2
+def clip_embedder(cfg_eval, device: Device = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    model, preprocess = clip_model(cfg_eval.clip_model, cfg_eval.clip_pretrained, device)
+    return lambda images: clip_image_features(model, preprocess, images)
+
+
+EMBEDDERS: dict[str, Callable] = {"clip": clip_embedder}
+
+
+def pick(registry: dict, name: str, what: str) -> Callable:
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; registered: {sorted(registry)}")
+    return registry[name]
+
+
 # --------------------------------------------------------------------------- CLIP
 # A tiny random ViT CLIP (smoke profile): same code path as ViT-B-32, built offline in ~0.1 s.
 TINY_CLIP = dict(
@@ -158,7 +186,7 @@ def clip_model(name: str, pretrained: Optional[str], device: Device = "cpu"):
     import open_clip
 
     if name == TINY:
-        with torch.random.fork_rng(devices=[]):
+        with fork_rng():
             torch.manual_seed(0)
             model = open_clip.CLIP(**TINY_CLIP)
         mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
@@ -189,5 +217,6 @@ def clip_image_features(model: nn.Module, preprocess: Callable, images: torch.Te
     return torch.cat(out)
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VGG19_LAYERS", "vgg19_layer_indices",
-           "vgg19_features", "lpips_alex", "TINY_CLIP", "clip_quick_gelu", "clip_model", "clip_image_features"]
+__all__ = ["STYLE_NETS", "CONTENT_NETS", "EMBEDDERS", "pick", "IMAGENET_MEAN", "IMAGENET_STD", "VGG19_LAYERS",
+           "vgg19_layer_indices", "vgg19_features", "lpips_alex", "TINY_CLIP", "clip_quick_gelu", "clip_model",
+           "clip_image_features"]

@@ -16,6 +16,7 @@ FIGURES = ROOT / "figures"
 PAPER = ROOT / "paper"
 TABLES = PAPER / "tables"
 TESTS = ROOT / "tests"
+ASSETS = PACKAGE / "assets"                # vendored real weights, clips, paintings (scripts/vendor_assets.py)
 SHARED = ROOT.parent / "shared"            # workplace data beside the checkout (may be absent)
 SINTEL = SHARED / "data" / "sintel"
 

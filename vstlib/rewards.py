@@ -2,18 +2,24 @@
 
     reward = -(w_style * style + w_content * content + w_temp * temporal)
 
+Terms are registered by name, DDPO-style (``REWARDS``); ``cfg.reward.terms`` picks them and
+``weighted_reward`` is the ONE weighted sum (rollouts, evaluation, notebooks, tests). A term is
+built as ``REWARDS[name](cfg_reward, style, device)`` and scored as
+``term.score(cur, prev, originals, flows) -> (N,)`` on frames 1..T-1 of a clip.
+
 All losses take frames (N,3,H,W) in [0,1] and return one value per frame (N,).
 Flows are those of the ORIGINAL frames (see the guide's conventions): stylized frames are
 judged by how well they follow the motion of the video they came from.
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, Union
 
 import torch
 import torch.nn as nn
 
-from vstlib.models import IMAGENET_MEAN, IMAGENET_STD, VGG19_LAYERS, lpips_alex, vgg19_features
+from vstlib.flow import warp
+from vstlib.models import CONTENT_NETS, IMAGENET_MEAN, IMAGENET_STD, STYLE_NETS, pick
 from vstlib.utils import InputError
 
 Device = Union[str, torch.device]
@@ -28,19 +34,20 @@ def gram(feat: torch.Tensor) -> torch.Tensor:
 
 
 class StyleLoss(nn.Module):
-    """Sum over VGG19 layers of ||G(x) - G(style)||_F^2; the style Grams are computed once."""
+    """Sum over feature layers (VGG19 by default) of ||G(x) - G(style)||_F^2; style Grams once."""
 
     def __init__(self, cfg_reward, style: torch.Tensor, device: Device = "cpu"):
         super().__init__()
+        net, names = pick(STYLE_NETS, cfg_reward.style_net, "style network")(cfg_reward, device)
         layers = tuple(cfg_reward.style_layers)
-        unknown = [n for n in layers if n not in VGG19_LAYERS]
+        unknown = [n for n in layers if n not in names]
         if not layers or unknown:
-            raise ValueError(f"unknown VGG19 style layers {unknown or layers}; "
-                             f"choose from {sorted(VGG19_LAYERS)}")
+            raise ValueError(f"unknown {cfg_reward.style_net} style layers {unknown or layers}; "
+                             f"choose from {sorted(names)}")
         self.layers = layers
-        self.idx = [VGG19_LAYERS[n] for n in layers]
-        # run VGG only up to the deepest needed layer
-        self.vgg = vgg19_features(cfg_reward.vgg_weights, device)[:max(self.idx) + 1]
+        self.idx = [names[n] for n in layers]
+        # run the network only up to the deepest needed layer
+        self.vgg = net[:max(self.idx) + 1]
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
         style = _as_batch(style, "style image")
@@ -59,6 +66,9 @@ class StyleLoss(nn.Module):
                 feats[i] = h                                      # (N, C_l, H_l, W_l)
         return [feats[i] for i in self.idx]
 
+    def score(self, cur, prev, originals, flows) -> torch.Tensor:
+        return self(cur)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         loss = x.new_zeros(x.shape[0])                            # (N,)
         for name, f in zip(self.layers, self.features(x)):
@@ -69,11 +79,14 @@ class StyleLoss(nn.Module):
 
 # --------------------------------------------------------------------------- content
 class ContentLoss(nn.Module):
-    """LPIPS (AlexNet, v0.1) between a stylized frame and its original frame: (N,)."""
+    """LPIPS (AlexNet, v0.1, by default) between a stylized frame and its original frame: (N,)."""
 
     def __init__(self, cfg_reward, device: Device = "cpu"):
         super().__init__()
-        self.lpips = lpips_alex(cfg_reward.lpips_pretrained, device)
+        self.lpips = pick(CONTENT_NETS, cfg_reward.content_net, "content network")(cfg_reward, device)
+
+    def score(self, cur, prev, originals, flows) -> torch.Tensor:
+        return self(cur, originals)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         for name, t in (("stylized", x), ("reference", ref)):
@@ -100,8 +113,6 @@ def temporal_loss(prev: torch.Tensor, cur: torch.Tensor, fw: torch.Tensor, bw: t
     prev, cur (N,3,H,W); fw = flow prev->cur, bw = flow cur->prev (N,2,H,W) in pixels;
     mask_fw: prev's pixels visible in cur, mask_bw: cur's pixels visible in prev (N,1,H,W).
     """
-    from vstlib.flow import warp
-
     l_fw = _masked_mean((prev - warp(cur, fw)).abs(), mask_fw)   # (N,) prev vs cur pulled back
     l_bw = _masked_mean((cur - warp(prev, bw)).abs(), mask_bw)   # (N,) cur vs prev pushed on
     return 0.5 * (l_fw + l_bw)
@@ -110,55 +121,92 @@ def temporal_loss(prev: torch.Tensor, cur: torch.Tensor, fw: torch.Tensor, bw: t
 def warping_error(prev: torch.Tensor, cur: torch.Tensor, fw: torch.Tensor,
                   mask_fw: torch.Tensor) -> torch.Tensor:
     """Warping error (Lai et al. 2018): MSE between prev and warp(cur, fw) on visible pixels: (N,)."""
-    from vstlib.flow import warp
-
     return _masked_mean((prev - warp(cur, fw)).pow(2), mask_fw)
 
 
-# --------------------------------------------------------------------------- reward
-def reward_from_terms(terms: dict, cfg_reward) -> torch.Tensor:
-    """-(w_style * style + w_content * content + w_temp * temporal), per frame."""
-    return -(cfg_reward.w_style * terms["style"] + cfg_reward.w_content * terms["content"]
-             + cfg_reward.w_temp * terms["temporal"])
+class TemporalLoss(nn.Module):
+    """``temporal_loss`` as a reward term (no parameters)."""
+
+    def score(self, cur, prev, originals, flows) -> torch.Tensor:
+        return temporal_loss(prev, cur, flows["fw"], flows["bw"], flows["mask_fw"], flows["mask_bw"])
+
+
+# --------------------------------------------------------------------------- registry
+# name -> builder(cfg_reward, style (1,3,S,S), device) -> term with .score(cur, prev, originals, flows)
+REWARDS: dict[str, Callable] = {
+    "style": lambda cfg_reward, style, device: StyleLoss(cfg_reward, style, device),
+    "content": lambda cfg_reward, style, device: ContentLoss(cfg_reward, device),
+    "temporal": lambda cfg_reward, style, device: TemporalLoss(),
+}
+WEIGHT_FIELDS = {"temporal": "w_temp"}  # the paper's short name for the temporal weight
+
+
+def register_reward(name: str):
+    """Decorator: ``@register_reward("brightness")`` on a builder(cfg_reward, style, device)."""
+    def deco(builder):
+        REWARDS[name] = builder
+        return builder
+    return deco
+
+
+def weight(cfg_reward, name: str) -> float:
+    """The weight of term ``name``: ``cfg_reward.weights[name]``, else ``cfg_reward.w_<name>``."""
+    if name in cfg_reward.weights:
+        return float(cfg_reward.weights[name])
+    field_name = WEIGHT_FIELDS.get(name, f"w_{name}")
+    if not hasattr(cfg_reward, field_name):
+        raise ValueError(f"reward term {name!r} has no weight; set reward.weights.{name}=...")
+    return getattr(cfg_reward, field_name)
+
+
+def weighted_reward(terms, cfg_reward):
+    """-(sum of weight * term) over ``cfg_reward.terms``, in that order: the ONE weighted sum.
+
+    ``terms`` maps names to per-frame tensors, floats or pandas columns.
+    """
+    total = 0.0
+    for name in cfg_reward.terms:
+        total = total + weight(cfg_reward, name) * terms[name]
+    return -total
 
 
 class RewardModel(nn.Module):
-    """Frozen style/content critics plus the weights of the three terms."""
+    """The reward terms of ``cfg.reward.terms`` (frozen critics) and their weights."""
 
-    def __init__(self, cfg, style: torch.Tensor, device: Device = "cpu", chunk: int = 16):
+    def __init__(self, cfg_reward, style: torch.Tensor, device: Device = "cpu", chunk: int = 16):
         super().__init__()
-        self.cfg_reward = cfg.reward
+        self.cfg_reward = cfg_reward
         self.device = torch.device(device)
         self.chunk = chunk
-        self.style = StyleLoss(cfg.reward, style, device)
-        self.content = ContentLoss(cfg.reward, device)
+        self.names = tuple(cfg_reward.terms)
+        for name in self.names:                                   # e.g. self.style, self.content
+            self.add_module(name, pick(REWARDS, name, "reward term")(cfg_reward, style, device))
 
     @classmethod
-    def from_config(cls, cfg, style: torch.Tensor, device: Device = "cpu") -> "RewardModel":
-        return cls(cfg, style, device)
+    def from_config(cls, cfg_reward, style: torch.Tensor, device: Device = "cpu") -> "RewardModel":
+        return cls(cfg_reward, style, device)
 
     @torch.no_grad()
     def terms(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict) -> dict:
-        """Every term for frames 1..T-1: dict of (T-1,) tensors (style, content, temporal, reward).
+        """Every term for frames 1..T-1: dict of (T-1,) tensors (the terms' names, then "reward").
 
         stylized, originals (T,3,H,W) in [0,1]; flows: fw, bw (T-1,2,H,W), mask_fw, mask_bw
         (T-1,1,H,W) of the original frames.
         """
         _check_clip(stylized, originals, flows)
         dev = self.device
-        out = {"style": [], "content": [], "temporal": []}
+        out: dict = {name: [] for name in self.names}
         T = stylized.shape[0]
         for s in range(1, T, self.chunk):                         # frames s..e-1 and their pasts
             e = min(T, s + self.chunk)
             cur = stylized[s:e].to(dev).float()                   # (B, 3, H, W)
             prev = stylized[s - 1:e - 1].to(dev).float()          # (B, 3, H, W)
             f = {k: flows[k][s - 1:e - 1].to(dev).float() for k in ("fw", "bw", "mask_fw", "mask_bw")}
-            out["style"].append(self.style(cur))
-            out["content"].append(self.content(cur, originals[s:e].to(dev).float()))
-            out["temporal"].append(temporal_loss(prev, cur, f["fw"], f["bw"],
-                                                 f["mask_fw"], f["mask_bw"]))
+            orig = originals[s:e].to(dev).float()                 # (B, 3, H, W)
+            for name in self.names:
+                out[name].append(getattr(self, name).score(cur, prev, orig, f))
         terms = {k: torch.cat(v) for k, v in out.items()}         # each (T-1,)
-        terms["reward"] = reward_from_terms(terms, self.cfg_reward)
+        terms["reward"] = weighted_reward(terms, self.cfg_reward)
         return terms
 
     def reward(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict) -> torch.Tensor:
@@ -196,5 +244,5 @@ def _check_clip(stylized: torch.Tensor, originals: torch.Tensor, flows: dict) ->
         raise InputError("frames contain NaN/inf values", fix="check the decoder output")
 
 
-__all__ = ["gram", "StyleLoss", "ContentLoss", "temporal_loss", "warping_error",
-           "reward_from_terms", "RewardModel"]
+__all__ = ["gram", "StyleLoss", "ContentLoss", "TemporalLoss", "temporal_loss", "warping_error",
+           "REWARDS", "register_reward", "weight", "weighted_reward", "RewardModel"]

@@ -8,7 +8,8 @@ starts fresh. The reward of S_t is
 
     r_t = -(w_style * style(S_t) + w_content * content(S_t, I_t) + w_temp * temporal(S_{t-1}, S_t))
 
-and REINFORCE uses the advantage A_t = r_t - r_t^baseline (the same terms on DiffuseST's frames).
+(``rewards.weighted_reward``); the trainer's REINFORCE update uses the advantage
+A_t = r_t - r_t^baseline (the same terms on DiffuseST's frames), see ``train.reinforce_loss``.
 
 Observations never depend on earlier actions, so a whole clip is rolled out in one batch.
 """
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vstlib.utils import InputError
+from vstlib import clips
+from vstlib.utils import InputError, fork_rng, resolve_device
 
 CRITIC_SEED = 0  # random smoke critics (VGG, LPIPS trunk) are the same networks in every run
 
@@ -30,7 +32,7 @@ class Episode:
     clip_id: str
     frames: torch.Tensor          # (T,3,H,W) original frames I_t in [0,1]
     flows: dict                   # fw, bw (T-1,2,H,W); mask_fw, mask_bw (T-1,1,H,W) of the ORIGINAL frames
-    base: object                  # backbone.BaselineOutput: images (T,3,H,W), xT, z0, inversion, style_ctx
+    base: object                  # backbones.BaselineOutput: images (T,3,H,W) (+ the backbone's own fields)
     obs: torch.Tensor             # (T,4,h,w) baseline latents L_t at the injection point
     base_terms: dict = field(default_factory=dict)  # "style","content","temporal","reward": (T-1,) each
 
@@ -43,11 +45,9 @@ class Episode:
 class Transitions:
     """One rollout of a clip: T-1 transitions, batched."""
 
-    log_prob: torch.Tensor        # (T-1,) log pi(a_t | L_{t-1}, L_t), differentiable unless under no_grad
-    advantage: torch.Tensor       # (T-1,) r_t - r_t^baseline, no grad
     actions: torch.Tensor         # (T-1,4,h,w) residual deltas, no grad
     stylized: torch.Tensor        # (T,3,H,W) S_0 (baseline) then S_1..S_{T-1}
-    terms: dict                   # policy frames: "style","content","temporal","reward" (T-1,) each
+    terms: dict                   # policy frames: each reward term and "reward", (T-1,) each
     base_terms: dict              # baseline frames: same keys (T-1,) each
 
 
@@ -66,17 +66,14 @@ def build_episode(cfg, clip_id: str, stylizer, reward_model, device=None) -> Epi
     Runs under ``fork_rng``: building (or not building, when cached) an episode never moves
     the training RNG, so a resumed run samples exactly the actions of an uninterrupted one.
     """
-    from vstlib import data, flow
-
     device = torch.device(device) if device is not None else _device_of(reward_model, stylizer)
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        frames = data.load_clip(cfg.profile, clip_id).to(device)               # (T,3,H,W)
+    with fork_rng(device):
+        frames = clips.load_clip(cfg.profile, clip_id).to(device)              # (T,3,H,W)
         if frames.shape[0] < 2:
             raise InputError(f"clip {clip_id!r} has {frames.shape[0]} frame(s); an episode needs 2+",
                              fix="re-run `vst prepare` with data.n_frames >= 2")
-        flows = _to(flow.clip_flows(cfg, clip_id, frames=frames), device)     # (T-1,...) each
-        style = data.load_style(cfg.profile).to(device)                        # (1,3,S,S)
+        flows = _to(clips.clip_flows(cfg, clip_id, frames, device), device)   # (T-1,...) each
+        style = clips.load_style(cfg.profile).to(device)                       # (1,3,S,S)
         base = stylizer.stylize(frames, style)                                 # images (T,3,H,W)
         if base.images.shape[-2:] != frames.shape[-2:]:
             raise InputError(f"clip {clip_id!r} frames are {tuple(frames.shape[-2:])} but the backbone "
@@ -90,26 +87,28 @@ def build_episode(cfg, clip_id: str, stylizer, reward_model, device=None) -> Epi
     return Episode(clip_id, frames, flows, base, obs, {k: v.detach() for k, v in base_terms.items()})
 
 
-def make_stylizer(cfg, device=None):
-    """DiffuseST (``backbone.Stylizer``); the tiny smoke backbone is seeded by ``backbone.seed``."""
-    from vstlib.backbone import Stylizer
-    from vstlib.utils import pick_device
+def make_stylizer(cfg, device):
+    """The backbone ``cfg.backbone.name`` names (vstlib.backbones), built under ``backbone.seed``.
 
-    device = torch.device(device) if device is not None else pick_device(cfg.train.device)
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+    Its disk cache lives in ``.cache/<profile>/backbone``.
+    """
+    from vstlib import paths
+    from vstlib.backbones import make_backbone
+
+    device = torch.device(device)
+    with fork_rng(device):
         torch.manual_seed(cfg.backbone.seed)
-        return Stylizer.from_config(cfg, device=device)
+        return make_backbone(cfg.backbone, device, paths.cache_dir(cfg.profile) / "backbone")
 
 
-def make_reward_model(cfg, style: torch.Tensor, device=None):
+def make_reward_model(cfg_reward, style: torch.Tensor, device):
     """The frozen critics; random smoke critics are always the same networks (CRITIC_SEED)."""
     from vstlib.rewards import RewardModel
-    from vstlib.utils import pick_device
 
-    device = torch.device(device) if device is not None else pick_device(cfg.train.device)
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+    device = torch.device(device)
+    with fork_rng(device):
         torch.manual_seed(CRITIC_SEED)
-        return RewardModel.from_config(cfg, style.to(device), device)
+        return RewardModel.from_config(cfg_reward, style.to(device), device)
 
 
 def make_env(cfg, device=None):
@@ -118,12 +117,9 @@ def make_env(cfg, device=None):
     Built from fixed seeds under ``fork_rng``: training, evaluation and every run judge with
     the same networks, and the training RNG stream is untouched.
     """
-    from vstlib.data import load_style
-    from vstlib.utils import pick_device
-
-    device = torch.device(device) if device is not None else pick_device(cfg.train.device)
-    style = load_style(cfg.profile).to(device)                                 # (1,3,S,S)
-    return make_stylizer(cfg, device), make_reward_model(cfg, style, device), style
+    device = resolve_device(device if device is not None else cfg.train.device)
+    style = clips.load_style(cfg.profile).to(device)                           # (1,3,S,S)
+    return make_stylizer(cfg, device), make_reward_model(cfg.reward, style, device), style
 
 
 def _device_of(*objs) -> torch.device:
@@ -153,23 +149,18 @@ def policy_frames(policy, stylizer, base) -> torch.Tensor:
     return render_actions(stylizer, base, L, dist.mean)                        # (T,3,H,W)
 
 
+@torch.no_grad()
 def rollout(policy, ep: Episode, stylizer, reward_model, deterministic: bool = False) -> Transitions:
-    """Roll the policy out over one clip, all T-1 steps in one batch."""
-    from vstlib.policy import log_prob
-
+    """Roll the policy out over one clip, all T-1 steps in one batch (data only, no graph)."""
     L = ep.obs                                                                 # (T,4,h,w)
     dist = policy(L[:-1], L[1:])                                               # N(mu, sigma^2) over (T-1,4,h,w)
     a = dist.mean if deterministic else dist.rsample()                         # (T-1,4,h,w)
     # REINFORCE is a score-function estimator: the sample is a constant for log pi
     # (with a reparametrised sample, a - mu = sigma * eps would cancel mu's gradient).
     a = a.detach()
-    logp = log_prob(dist, a)                                                   # (T-1,)
-    with torch.no_grad():
-        stylized = render_actions(stylizer, ep.base, L, a)                     # (T,3,H,W)
-        terms = reward_model.terms(stylized, ep.frames, ep.flows)              # (T-1,) each
-        terms = {k: v.detach() for k, v in terms.items()}
-        adv = terms["reward"] - ep.base_terms["reward"]                       # (T-1,)
-    return Transitions(logp, adv, a, stylized, terms, ep.base_terms)
+    stylized = render_actions(stylizer, ep.base, L, a)                         # (T,3,H,W)
+    terms = {k: v.detach() for k, v in reward_model.terms(stylized, ep.frames, ep.flows).items()}
+    return Transitions(a, stylized, terms, ep.base_terms)
 
 
 __all__ = ["Episode", "Transitions", "make_env", "make_stylizer", "make_reward_model", "build_episode",

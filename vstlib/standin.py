@@ -189,7 +189,7 @@ def _write_blipdiffusion(cache: Path, scale: str, dtype: torch.dtype, seed: int 
     from transformers import CLIPTextConfig, CLIPTokenizer
     from transformers.models.blip_2.configuration_blip_2 import Blip2Config
 
-    from .backbone import SD15_UNET, SD15_VAE, TINY_UNET, TINY_VAE   # moves to backbones/ at merge
+    from .backbones.diffusest.tiny import SD15_UNET, SD15_VAE, TINY_UNET, TINY_VAE
 
     full = scale == "full"
     snap = _Snapshot(cache, BLIP_REPO, scale)

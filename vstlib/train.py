@@ -11,9 +11,9 @@ once (T-1 transitions, batched, no graph); the transitions are then consumed in 
 log pi is recomputed per chunk under the current weights (a graph kept across an Adam step
 would hold stale, in-place-modified parameters). A NaN/Inf reward or gradient skips the update.
 
-Checkpoints (safetensors + JSON, no pickle) hold the policy, Adam's state, the counters and
-the RNG state; they are written at clip boundaries (the actions of a clip are sampled once
-for all its chunks) as soon as ``checkpoint_every`` updates have passed. ``train(resume=True)``
+Checkpoints (``vstlib.checkpoint``: safetensors + JSON, no pickle) hold the policy, Adam's
+state, the counters and the RNG state; they are written at clip boundaries (the actions of a
+clip are sampled once for all its chunks) as soon as ``checkpoint_every`` updates have passed. ``train(resume=True)``
 continues the same curve: an interrupted run and an uninterrupted one log the same lines and
 end with the same weights.
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from pathlib import Path
 from typing import Optional
@@ -30,15 +29,29 @@ import numpy as np
 import torch
 
 from vstlib import paths
+from vstlib import policy as policy_lib
+from vstlib.checkpoint import CKPT, CKPT_JSON, POLICY, load_checkpoint, save_checkpoint, save_policy
+from vstlib.clips import load_manifest
 from vstlib.rollout import build_episode, make_env, rollout
-from vstlib.utils import (InputError, VstError, append_jsonl, atomic_save_tensors, atomic_write_json,
-                          atomic_write_text, pick_device, progress, read_jsonl, require_file,
-                          seed_everything)
+from vstlib.utils import (InputError, append_jsonl, atomic_write_json, atomic_write_text, progress,
+                          read_jsonl, resolve_device, seed_everything)
 
-CKPT = "checkpoint.safetensors"
-CKPT_JSON = "checkpoint.json"
-POLICY = "policy.safetensors"
 LOG = "log.jsonl"
+
+
+def reinforce_loss(policy, prev: torch.Tensor, cur: torch.Tensor, actions: torch.Tensor,
+                   rewards: torch.Tensor, base_rewards: torch.Tensor, accumulation: int):
+    """The REINFORCE update of one chunk of n transitions, in one place.
+
+    prev, cur (n,C,h,w) observed latents L_{t-1}, L_t; actions (n,C,h,w) sampled in the rollout
+    (constants); rewards, base_rewards (n,). Returns (loss, advantage (n,)).
+    """
+    advantage = rewards - base_rewards                                         # (n,) A_t = r_t - r_t^base
+    # log pi under the CURRENT weights (earlier chunks of this clip already stepped)
+    dist = policy(prev, cur)                                                   # over (n,C,h,w)
+    logp = policy_lib.log_prob(dist, actions)                                  # (n,)
+    loss = -(logp * advantage).sum() / accumulation
+    return loss, advantage
 
 
 def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int] = None) -> Path:
@@ -47,14 +60,11 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
     ``max_updates`` stops after that many updates in total (counting resumed ones), without a
     final checkpoint: it simulates an interruption (tests) or bounds a budget.
     """
-    from vstlib.data import load_manifest
-    from vstlib.policy import LatentPolicy, log_prob
-
     # 1. run folder, seeding, device
     out = paths.ensure(paths.run_dir(cfg.profile, run))
     log_path, ckpt_path = out / LOG, out / CKPT
     seed_everything(cfg.train.seed)
-    device = pick_device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
 
     # 2. the fixed parts of the environment: clips, DiffuseST, the reward (never trained)
     manifest = load_manifest(cfg.profile)
@@ -65,7 +75,7 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
     stylizer, reward_model, _ = make_env(cfg, device)
 
     # 3. the agent
-    policy = LatentPolicy.from_config(cfg.policy).to(device)
+    policy = policy_lib.LatentPolicy.from_config(cfg.policy).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.train.lr)
     state = {"epoch": 0, "pos": 0, "step": 0, "done": False}
     if resume and ckpt_path.exists():
@@ -101,11 +111,8 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
                     bar.close()
                     return out                                                   # "interrupted"
                 t0 = time.time()
-                adv = tr.advantage[chunk]                                       # (n,)
-                # log pi under the current weights (earlier chunks of this clip already stepped)
-                dist = policy(ep.obs[chunk], ep.obs[chunk + 1])                 # over (n,4,h,w)
-                logp = log_prob(dist, tr.actions[chunk])                        # (n,)
-                loss = -(logp * adv).sum() / acc
+                loss, adv = reinforce_loss(policy, ep.obs[chunk], ep.obs[chunk + 1], tr.actions[chunk],
+                                           tr.terms["reward"][chunk], tr.base_terms["reward"][chunk], acc)
 
                 optimizer.zero_grad(set_to_none=True)
                 reason = None
@@ -127,7 +134,7 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
                           "frames": [int(i) + 1 for i in chunk],
                           "reward": _mean(tr.terms["reward"][chunk]), "advantage": _mean(adv),
                           "loss": _num(loss.item())}
-                for k in ("style", "content", "temporal"):
+                for k in (k for k in tr.terms if k != "reward"):               # the reward's terms
                     record[k] = _mean(tr.terms[k][chunk])
                     record[f"base_{k}"] = _mean(tr.base_terms[k][chunk])
                 record["base_reward"] = _mean(tr.base_terms["reward"][chunk])
@@ -193,159 +200,4 @@ def read_log(run_dir: Path):
     return pd.DataFrame(read_jsonl(Path(run_dir) / LOG))
 
 
-# --------------------------------------------------------------------------- checkpoints
-def _rng_tensors() -> dict:
-    t = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        t["rng.cuda"] = torch.cuda.get_rng_state()
-    return t
-
-
-def save_checkpoint(out: Path, policy, optimizer, cfg, *, epoch: int, pos: int, step: int,
-                    done: bool = False) -> Path:
-    """One safetensors file (policy, Adam moments, RNG) whose metadata holds the counters.
-
-    The file is the single source of truth and written atomically, so a crash leaves the
-    previous checkpoint; ``checkpoint.json`` is a human-readable copy of the metadata.
-    """
-    if not all(torch.isfinite(p).all() for p in policy.parameters()):         # never overwrite a good one
-        raise VstError("policy weights became NaN/inf; the last good checkpoint is kept", out / CKPT,
-                       "lower train.lr or train.grad_clip and resume")
-    tensors = {f"policy.{k}": v for k, v in policy.state_dict().items()}
-    opt = optimizer.state_dict()
-    for i, s in opt["state"].items():
-        for k, v in s.items():
-            tensors[f"adam.{i}.{k}"] = torch.as_tensor(v)
-    tensors.update(_rng_tensors())
-    meta = {"epoch": epoch, "pos": pos, "step": step, "done": done,
-            "param_groups": opt["param_groups"],
-            "python_random": _py_rng_state(), "numpy_random": _np_rng_state(),
-            "config": cfg.to_dict()}
-    path = atomic_save_tensors(out / CKPT, tensors, metadata={"vstlib": json.dumps(meta, default=list)})
-    atomic_write_json(out / CKPT_JSON, meta)
-    return path
-
-
-def _py_rng_state():
-    v, internal, gauss = random.getstate()
-    return [v, list(internal), gauss]
-
-
-def _np_rng_state():
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
-
-
-def _read_meta(path: Path) -> dict:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as err:  # noqa: BLE001 - any parse failure is a bad file
-        raise InputError(f"not a readable safetensors file ({type(err).__name__})", path,
-                         "pass a .safetensors file written by `vst train`") from None
-    return json.loads(meta["vstlib"]) if "vstlib" in meta else {}
-
-
-def load_checkpoint(path: Path, policy, optimizer, cfg) -> dict:
-    """Restore policy, Adam and RNG from ``path``; return the counters."""
-    from safetensors.torch import load_file
-
-    meta = _read_meta(path)
-    if not meta:
-        raise InputError("not a vstlib training checkpoint (no metadata)", path,
-                         "delete it or train with --no-resume")
-    _check_same_run(meta.get("config", {}), cfg.to_dict(), path)
-    tensors = load_file(str(path))
-    _load_policy_state(policy, {k[7:]: v for k, v in tensors.items() if k.startswith("policy.")}, path)
-    state: dict = {}
-    for key, v in tensors.items():
-        if key.startswith("adam."):
-            _, i, k = key.split(".", 2)
-            state.setdefault(int(i), {})[k] = v
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    v, internal, gauss = meta["python_random"]
-    random.setstate((v, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = meta["numpy_random"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    return {k: meta[k] for k in ("epoch", "pos", "step", "done")}
-
-
-def _check_same_run(saved: dict, now: dict, path: Path) -> None:
-    """Resuming under another config would splice two different curves: refuse."""
-    ignore = {("train", "epochs"), ("train", "device"), ("train", "checkpoint_every")}
-    diff = []
-    for sec, val in now.items():
-        if not isinstance(val, dict):
-            continue
-        for k, v in val.items():
-            old = saved.get(sec, {}).get(k, v)
-            if (sec, k) not in ignore and json.dumps(old, default=list) != json.dumps(v, default=list):
-                diff.append(f"{sec}.{k}: {old!r} -> {v!r}")
-    if diff:
-        raise InputError(f"checkpoint was trained with another config ({'; '.join(diff[:4])})", path,
-                         "resume with the same settings, use another --run name, or pass --no-resume")
-
-
-def save_policy(path: Path, policy, cfg) -> Path:
-    """The policy alone (what `vst stylize --policy` and evaluation load)."""
-    from dataclasses import asdict
-
-    meta = {"policy": asdict(cfg.policy), "profile": cfg.profile}
-    return atomic_save_tensors(path, policy.state_dict(), metadata={"vstlib": json.dumps(meta, default=list)})
-
-
-def _load_policy_state(policy, sd: dict, path: Path) -> None:
-    want = {k: tuple(v.shape) for k, v in policy.state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in sd.items()}
-    missing = sorted(set(want) - set(have))
-    extra = sorted(set(have) - set(want))
-    shapes = [f"{k} {have[k]} vs {want[k]}" for k in sorted(set(want) & set(have)) if have[k] != want[k]]
-    if missing or extra or shapes:
-        detail = "; ".join(filter(None, [
-            f"missing {', '.join(missing[:3])}" if missing else "",
-            f"unexpected {', '.join(extra[:3])}" if extra else "",
-            f"shape {', '.join(shapes[:3])}" if shapes else ""]))
-        raise InputError(f"checkpoint does not fit LatentPolicy({_policy_desc(policy)}): {detail}", path,
-                         "pass a policy.safetensors written by `vst train` with the same policy "
-                         "settings (--profile / --set policy.hidden=...)")
-    policy.load_state_dict(sd)
-
-
-def _policy_desc(policy) -> str:
-    n = sum(p.numel() for p in policy.parameters())
-    return f"{n} parameters"
-
-
-def load_policy(path, cfg, device=None):
-    """A trained LatentPolicy from ``policy.safetensors`` or a training checkpoint.
-
-    The policy architecture saved with the weights wins over ``cfg.policy``; weights whose
-    names or shapes do not fit raise one InputError naming the file.
-    """
-    from safetensors.torch import load_file
-
-    from vstlib.config import PolicyConfig
-    from vstlib.policy import LatentPolicy
-
-    path = require_file(path, "policy checkpoint", "train one with `vst train` (results/<profile>/runs/main/policy.safetensors)")
-    meta = _read_meta(path)
-    pcfg = cfg.policy
-    saved = meta.get("policy") or (meta.get("config") or {}).get("policy")
-    if saved:
-        pcfg = PolicyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
-    policy = LatentPolicy.from_config(pcfg)
-    tensors = load_file(str(path))
-    if any(k.startswith("policy.") for k in tensors):                          # a training checkpoint
-        tensors = {k[7:]: v for k, v in tensors.items() if k.startswith("policy.")}
-    _load_policy_state(policy, tensors, path)
-    policy.eval()
-    return policy.to(device) if device is not None else policy
-
-
-__all__ = ["train", "load_policy", "save_policy", "save_checkpoint", "load_checkpoint",
-           "epoch_order", "read_log"]
+__all__ = ["train", "reinforce_loss", "epoch_order", "read_log"]

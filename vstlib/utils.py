@@ -1,4 +1,8 @@
-"""Small shared pieces: clear errors, atomic writes, seeding, progress bars, devices."""
+"""Small shared pieces: clear errors, atomic writes, seeding, progress bars, devices, pixels.
+
+One copy of each: ``to_uint8`` / ``save_png`` / ``save_frames`` (pixels to disk), ``fork_rng``
+(a seeded build that leaves the global RNG alone), ``resolve_device`` (entry points only).
+"""
 from __future__ import annotations
 
 import json
@@ -116,6 +120,36 @@ def atomic_save_tensors(path: os.PathLike, tensors: dict, metadata: Optional[dic
     return Path(path)
 
 
+def to_tensor(frames: np.ndarray):
+    """uint8 (T,H,W,3) or (H,W,3) -> float (T,3,H,W) / (3,H,W) in [0,1]."""
+    import torch
+
+    t = torch.from_numpy(np.array(frames, dtype=np.uint8, copy=True)).float() / 255.0
+    return t.movedim(-1, -3)
+
+
+def to_uint8(frames) -> np.ndarray:
+    """float (…,3,H,W) tensor in [0,1] -> uint8 (…,H,W,3) numpy (rounded, clamped)."""
+    return (frames.detach().float().clamp(0, 1).movedim(-3, -1) * 255).round().byte().cpu().numpy()
+
+
+def save_png(path: os.PathLike, image: np.ndarray) -> Path:
+    """(H,W,3) uint8 -> PNG, written atomically."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG", compress_level=1)
+    return Path(path)
+
+
+def save_frames(frames, folder: os.PathLike) -> list:
+    """Frames (T,3,H,W) float in [0,1] (or uint8 (T,H,W,3) numpy) -> folder/00000.png, ... (atomic)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arr = frames if isinstance(frames, np.ndarray) else to_uint8(frames)   # (T,H,W,3) uint8
+    return [save_png(folder / f"{t:05d}.png", img) for t, img in enumerate(arr)]
+
+
 def load_tensors(path: os.PathLike, device: str = "cpu") -> dict:
     from safetensors.torch import load_file
 
@@ -156,12 +190,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(name: str = "auto"):
+def resolve_device(name="auto"):
+    """``"auto"`` -> cuda if available, else cpu. Called once, at the entry points."""
     import torch
 
-    if name == "auto":
+    if isinstance(name, torch.device):
+        return name
+    if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def fork_rng(device=None):
+    """``torch.random.fork_rng`` over the CPU and (if any) the CUDA device of ``device``.
+
+    Seeded builds (random smoke networks) run inside it: the caller's RNG stream is untouched.
+    """
+    import torch
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else [])
 
 
 def torch_dtype(name: str):

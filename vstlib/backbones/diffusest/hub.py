@@ -1,62 +1,43 @@
-"""Load the Salesforce/blipdiffusion snapshot component by component.
+"""The real BLIP-Diffusion components from the Hugging Face hub cache, loaded component by component.
 
 Why not ``BlipDiffusionPipeline.from_pretrained``: the snapshot's ``model_index.json`` was written
 by diffusers 0.21.0.dev0, when the pipeline lived at ``diffusers.pipelines.blip_diffusion``; it
 names the library of three components ``"blip_diffusion"``. The pipeline has since moved to
 ``pipelines/deprecated/``, and diffusers' pipeline loader (0.42) stops with ``ValueError:
 blip_diffusion is not one of the libraries Diffusers can load components from`` (huggingface/
-diffusers#11100: from_pretrained on the pretrained checkpoint no longer works). Each component
-folder is a plain model folder, so each one loads with its own class; the pipeline's own config
-entries (``mean``, ``std``, ``ctx_begin_pos``) are read from ``model_index.json``.
-
-The Q-Former's ``__init__`` loads a BERT tokenizer by name (``bert-base-uncased``); it is
-resolved here from the same cache, offline, and handed over as a local folder.
-
-    >>> comps = load_blipdiffusion("Salesforce/blipdiffusion", torch.float16)   # doctest: +SKIP
-    >>> comps.ctx_begin_pos, type(comps.scheduler).__name__                     # doctest: +SKIP
-    (2, 'PNDMScheduler')
+diffusers#11100). Each component folder is a plain model folder, so each one loads with its own
+class; the pipeline's own config entries (``mean``, ``std``, ``ctx_begin_pos``) are read from
+``model_index.json``. The Q-Former's ``__init__`` loads a BERT tokenizer by name
+(``bert-base-uncased``); it is resolved from the same cache and handed over as a local folder.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from .utils import MissingWeightsError, VstError
+from vstlib.utils import MissingWeightsError, VstError
 
-MODEL_ID = "Salesforce/blipdiffusion"
-QFORMER_TOKENIZER = "bert-base-uncased"
+from .components import Components, use_sdpa
+
+PAPER_MODEL = "Salesforce/blipdiffusion"
+QFORMER_TOKENIZER = "bert-base-uncased"    # loaded by Blip2QFormerModel.__init__
 COMPONENTS = ("tokenizer", "text_encoder", "qformer", "unet", "vae", "scheduler")
 
 
-@dataclass
-class BlipComponents:
-    """The pieces of BLIP-Diffusion that DiffuseST uses (field names match backbone.Components)."""
-    tokenizer: object                     # transformers.CLIPTokenizer
-    text_encoder: torch.nn.Module         # diffusers ContextCLIPTextModel
-    qformer: torch.nn.Module              # diffusers Blip2QFormerModel (with its BERT tokenizer)
-    unet: torch.nn.Module                 # UNet2DConditionModel (SD-1.5)
-    vae: torch.nn.Module                  # AutoencoderKL (SD-1.5)
-    scheduler: object                     # the snapshot's scheduler (PNDMScheduler)
-    image_mean: tuple
-    image_std: tuple
-    ctx_begin_pos: int
-    root: Path                            # the snapshot folder it came from
-
-    def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}   # no deep copy of modules
-
-
 def hf_cache_dir() -> str:
-    """The hub cache, read at call time (huggingface_hub freezes its constants at import)."""
+    """The hub cache folder (read at call time: huggingface_hub freezes HF_HOME when first imported)."""
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
     home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
     return os.path.join(home, "hub")
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
 def _fix(model_id: str, cache: str) -> str:
@@ -70,7 +51,7 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:300]}"
 
 
-def resolve_snapshot(model_id: str = MODEL_ID, cache_dir: Optional[str] = None) -> Path:
+def resolve_snapshot(model_id: str = PAPER_MODEL, cache_dir: Optional[str] = None) -> Path:
     """A local snapshot folder: ``model_id`` itself when it is a folder, else the cached snapshot
     (never the network)."""
     if Path(model_id).is_dir():
@@ -110,11 +91,11 @@ def _bert_folder(cache: str) -> str:
                                  allow_patterns=["vocab.txt", "tokenizer_config.json", "config.json"])
     except Exception as err:
         raise MissingWeightsError(f"the Q-Former tokenizer {QFORMER_TOKENIZER!r} is not in the Hugging Face "
-                                  f"cache {cache} ({type(err).__name__})", fix=_fix(MODEL_ID, cache)) from None
+                                  f"cache {cache} ({type(err).__name__})", fix=_fix(PAPER_MODEL, cache)) from None
 
 
-def load_blipdiffusion(model_id: str = MODEL_ID, dtype: torch.dtype = torch.float16,
-                       cache_dir: Optional[str] = None) -> BlipComponents:
+def load_blipdiffusion(model_id: str = PAPER_MODEL, dtype: torch.dtype = torch.float16,
+                       cache_dir: Optional[str] = None) -> Components:
     """Every BLIP-Diffusion component from its own subfolder with its own class.
 
     Offline: a snapshot that is not cached is one :class:`MissingWeightsError`; a component
@@ -157,32 +138,27 @@ def load_blipdiffusion(model_id: str = MODEL_ID, dtype: torch.dtype = torch.floa
         folder = root / name
         if not folder.is_dir():
             raise MissingWeightsError(f"component folder {name}/ missing from the BLIP-Diffusion snapshot",
-                                      folder, _fix(MODEL_ID, cache))
+                                      folder, _fix(PAPER_MODEL, cache))
         try:
             comps[name] = load(str(folder))
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
             raise VstError(f"BLIP-Diffusion component {name} failed to load ({_one_line(err)})", folder,
                            f"the snapshot is incomplete or damaged: delete {root.parent.parent} and "
-                           f"re-download ({_fix(MODEL_ID, cache)})") from None
+                           f"re-download ({_fix(PAPER_MODEL, cache)})") from None
     for name in ("text_encoder", "qformer", "unet", "vae"):
         comps[name].eval().requires_grad_(False)
-    _use_sdpa(comps["text_encoder"], comps["qformer"])
+    use_sdpa(comps["text_encoder"], comps["qformer"])
     mean = tuple(float(x) for x in index.get("mean") or ())
     std = tuple(float(x) for x in index.get("std") or ())
     if len(mean) != 3 or len(std) != 3:
         raise VstError("model_index.json has no 3-channel mean/std", root / "model_index.json",
                        "re-download the snapshot (`hf download Salesforce/blipdiffusion`)")
-    return BlipComponents(**comps, image_mean=mean, image_std=std,
-                          ctx_begin_pos=int(index.get("ctx_begin_pos", 2)), root=root)
+    return Components(**comps, image_mean=mean, image_std=std, ctx_begin_pos=int(index.get("ctx_begin_pos", 2)))
 
 
-def _use_sdpa(text_encoder, qformer) -> None:
-    # diffusers' deprecated BLIP modules may come up without an attention backend set under
-    # transformers 5 (eager + warnings); the maths is the same
-    for c in (text_encoder.config, qformer.config.qformer_config, qformer.config.vision_config):
-        if getattr(c, "_attn_implementation", None) is None:
-            c._attn_implementation = "sdpa"
+
+blipdiffusion_components = load_blipdiffusion   # the name the pipeline imports
 
 
-__all__ = ["BlipComponents", "load_blipdiffusion", "resolve_snapshot", "read_model_index", "hf_cache_dir",
-           "MODEL_ID", "QFORMER_TOKENIZER"]
+__all__ = ["load_blipdiffusion", "blipdiffusion_components", "resolve_snapshot", "read_model_index", "hf_cache_dir",
+           "offline", "PAPER_MODEL", "QFORMER_TOKENIZER", "COMPONENTS"]

@@ -1,14 +1,17 @@
 """DiffuseST backbone on the tiny offline twin (diffusers-style fast tests)."""
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vstlib.backbone import (BaselineOutput, InjectionAttnProcessor, InjectionState, Stylizer,
-                             ddim_move)
+from vstlib.backbones import BaselineOutput
+from vstlib.backbones.diffusest import DiffuseST, DiffuseSTOutput
+from vstlib.backbones.diffusest.injection import InjectionAttnProcessor, InjectionState
+from vstlib.backbones.diffusest.sampler import ddim_move
 from vstlib.config import get_config
 from vstlib.utils import InputError, MissingWeightsError
 
@@ -51,9 +54,17 @@ def home(tmp_path_factory):
         yield path
 
 
+SMOKE = get_config("smoke").backbone
+
+
+def build(cfg=SMOKE, cache_dir=None, **changes):
+    """The tiny twin on the CPU; ``changes`` replace BackboneConfig fields; no cache by default."""
+    return DiffuseST.from_config(replace(cfg, **changes), device="cpu", cache_dir=cache_dir)
+
+
 @pytest.fixture(scope="module")
 def sty(home):
-    return Stylizer.from_config(get_config("smoke"), device="cpu", cache=False)
+    return build()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +73,8 @@ def out(sty, frames, style):
 
 
 def test_shapes_and_range(sty, out):
-    assert isinstance(out, BaselineOutput)
+    assert isinstance(out, DiffuseSTOutput) and isinstance(out, BaselineOutput) and out.per_frame is None
+    assert sty.name == "diffusest" and sty.latent_channels == 4
     assert out.images.shape == (T, 3, 64, 64)
     assert out.xT.shape == out.z0.shape == out.inversion.z.shape == (T, 4, 8, 8)
     assert 0 <= out.images.min() and out.images.max() <= 1
@@ -85,13 +97,12 @@ def test_frames_resized_and_bad_input(sty, frames):
 
 
 def test_determinism_under_seed(home, frames, style, out):
-    cfg = get_config("smoke")
-    a = Stylizer.from_config(cfg, device="cpu", cache=False)(frames[:2], style)
-    b = Stylizer.from_config(cfg, device="cpu", cache=False)(frames[:2], style)
+    a = build()(frames[:2], style)
+    b = build()(frames[:2], style)
     assert torch.equal(a.images, b.images) and torch.equal(a.z0, b.z0)
     # same as in the 4-frame batch, up to float reordering (amplified by guidance 7.5 and the decoder)
     assert torch.allclose(a.z0, out.z0[:2], atol=2e-4) and torch.allclose(a.images, out.images[:2], atol=2e-3)
-    c = Stylizer.from_config(cfg.override(backbone={"seed": 1}), device="cpu", cache=False)(frames[:2], style)
+    c = build(seed=1)(frames[:2], style)
     assert not torch.allclose(a.images, c.images, atol=1e-3)
 
 
@@ -105,24 +116,24 @@ def test_batched_equals_one_at_a_time(sty, frames, style, out):
 
 
 def test_disk_and_memory_cache(home, frames, style):
-    cfg = get_config("smoke")
-    a = Stylizer.from_config(cfg, device="cpu")
+    folder = home / ".cache" / "smoke" / "backbone"
+    a = build(cache_dir=folder)
     first = a(frames, style)
     # frames: 10 inversion passes, style image: 10, denoising: 10 (one batch of 4 frames)
     assert a.unet_calls == 30
     again = a(frames, style)
     assert a.unet_calls == 30                                              # memory hit
     assert torch.equal(again.images, first.images)
-    b = Stylizer.from_config(cfg, device="cpu")                            # fresh process state
+    b = build(cache_dir=folder)                                            # fresh process state
     from_disk = b(frames, style)
     assert b.unet_calls == 0                                               # disk hit
     assert torch.equal(from_disk.images, first.images)
     assert torch.equal(from_disk.inversion.trajectory[1], first.inversion.trajectory[1])
-    assert list((home / ".cache" / "smoke" / "backbone").glob("*.safetensors"))
+    assert list(folder.glob("*.safetensors"))
     b(frames, smooth_images(1, 7))                                         # new style, same frames
     assert b.unet_calls == 20                                              # inversion reused
     # the policy-injection point does not change the baseline: xT and z0 runs share the cache
-    c = Stylizer.from_config(cfg.override(backbone={"injection": "xT"}), device="cpu")
+    c = build(cache_dir=folder, injection="xT")
     c(frames, style)
     assert c.unet_calls == 0
 
@@ -143,12 +154,11 @@ def test_injection_schedule(sty, out, home):
     assert (n_c, n_s) == (9, 1)
     assert fired == {"content": 9 * (n_attn1 + n_res), "style": 1 * n_attn1}
     # the authors' schedule: every step a content step, the style branch never runs
-    orig = Stylizer.from_config(get_config("smoke", backbone={"original_schedule": True}), device="cpu",
-                                cache=False)
+    orig = build(original_schedule=True)
     n_c, n_s, fired = _count_steps(orig, out)
     assert (n_c, n_s) == (10, 0) and fired["style"] == 0
     # alpha = 0.5: t in {401,...,1} are style steps
-    half = Stylizer.from_config(get_config("smoke", backbone={"alpha": 0.5}), device="cpu", cache=False)
+    half = build(alpha=0.5)
     assert _count_steps(half, out)[:2] == (5, 5)
     # injection changes the result; without it no hook fires
     sty.state.fired = {"content": 0, "style": 0}
@@ -188,12 +198,11 @@ def test_ddim_move_matches_scheduler(sty):
     x, eps = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     for t in (901, 1):
         ref = sty.scheduler.step(eps, t, x).prev_sample
-        assert torch.allclose(ddim_move(x, eps, sty._alpha(t), sty._alpha(sty._prev(t))), ref, atol=1e-5)
+        assert torch.allclose(ddim_move(x, eps, sty.sampler.alpha(t), sty.sampler.alpha(sty.sampler.prev(t))), ref, atol=1e-5)
 
 
 def test_xT_round_trip(home, frames):
-    cfg = get_config("smoke", backbone={"num_inference_steps": 50, "num_inversion_steps": 50})
-    s = Stylizer.from_config(cfg, device="cpu", cache=False)
+    s = build(num_inference_steps=50, num_inversion_steps=50)
     inv = s.invert(frames[:1])
     z = s.denoise(inv.xT, inv, None, inject=False, guidance_scale=1.0)
     noise = torch.randn(inv.xT.shape, generator=torch.Generator().manual_seed(0))
@@ -210,7 +219,7 @@ def test_render_zero_delta_equals_baseline(sty, out, frames, style):
     img = sty.render(out.z0[idx], out, idx)
     assert torch.allclose(img, out.images[idx], atol=1e-5)
     # same seed -> same weights: the xT variant can render the baseline computed by ``sty``
-    xt = Stylizer.from_config(sty.cfg.override(backbone={"injection": "xT"}), device="cpu", cache=False)
+    xt = build(sty.cfg, injection="xT")
     assert torch.equal(xt.policy_latents(out), out.xT)
     calls = xt.unet_calls
     img = xt.render(out.xT[idx], out, idx)                      # full denoise of those 2 frames
@@ -227,7 +236,7 @@ def test_paper_profile_offline_error(tmp_path, monkeypatch):
     monkeypatch.setenv("VSTLIB_HOME", str(tmp_path))
     t0 = time.time()
     with pytest.raises(MissingWeightsError, match="Salesforce/blipdiffusion") as err:
-        Stylizer.from_config(get_config("paper"), device="cpu")
+        DiffuseST.from_config(get_config("paper").backbone, device="cpu", cache_dir=tmp_path / "bb")
     assert "hf download Salesforce/blipdiffusion" in str(err.value)
     # the command we tell people to run ships with the installed huggingface_hub (its old
     # `huggingface-cli` no longer ships with recent huggingface_hub releases)

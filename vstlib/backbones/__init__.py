@@ -1,0 +1,12 @@
+"""Per-frame stylizers behind one interface (``base.py``); ``cfg.backbone.name`` picks one.
+
+    from vstlib.backbones import make_backbone
+    bb = make_backbone(cfg.backbone, device, paths.cache_dir(cfg.profile) / "backbone")
+    out = bb.stylize(frames, style)
+
+Importing this package registers every implementation in :data:`BACKBONES`.
+"""
+from .base import BACKBONES, Backbone, BaselineOutput, make_backbone, register
+from .diffusest import DiffuseST  # noqa: F401  (registers "diffusest")
+
+__all__ = ["BACKBONES", "Backbone", "BaselineOutput", "make_backbone", "register", "DiffuseST"]

@@ -1,0 +1,108 @@
+"""The backbone interface: what the rest of vstlib may ask of a per-frame stylizer.
+
+A backbone stylizes every frame of a clip on its own (the flickering baseline), exposes the
+latent the policy acts on, and renders perturbed latents back to frames:
+
+    out = backbone.stylize(frames, style)            # frames (T,3,H,W), style (1,3,S,S) in [0,1]
+    L = backbone.policy_latents(out)                 # (T,C,h,w) what the policy sees
+    S = backbone.render(L[idx] + delta, out, idx)    # (n,3,H,W) in [0,1]; differentiable in delta
+
+Implementations register under a name (``@register("diffusest")``) and the config picks one
+(``cfg.backbone.name``); :func:`make_backbone` builds it from the backbone's own config section,
+a device and a cache folder. Nothing outside ``vstlib/backbones`` needs more than this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+from vstlib.utils import InputError
+
+
+@dataclass
+class BaselineOutput:
+    """The per-frame baseline of one clip; backbones subclass it to carry their own state."""
+
+    images: torch.Tensor                       # (T,3,H,W) the per-frame baseline D(L_t), float, contiguous
+    per_frame: Optional[torch.Tensor] = None   # (T,3,H,W) the stylizer's own frames before the latent
+                                               # round trip; None where it equals ``images``
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """A per-frame stylizer with a latent the policy can perturb."""
+
+    name: str                                  # registry name (``cfg.backbone.name``)
+    latent_channels: int                       # channels of the latent the policy sees and acts on
+
+    def stylize(self, frames: torch.Tensor, style: torch.Tensor) -> BaselineOutput:
+        """frames (T,3,H,W) in [0,1], style (1,3,S,S) in [0,1] -> the baseline (batched, disk-cached)."""
+        ...
+
+    def policy_latents(self, out: BaselineOutput) -> torch.Tensor:
+        """(T,C,h,w): the latents L_t the policy observes and adds its residual to."""
+        ...
+
+    def render(self, latents: torch.Tensor, out: BaselineOutput, idx: torch.Tensor) -> torch.Tensor:
+        """latents (n,C,h,w) (= policy_latents(out)[idx] + delta) of frames ``idx`` (n,) -> (n,3,H,W) in [0,1].
+
+        Must stay differentiable w.r.t. ``latents`` when called with grad enabled (pathwise
+        learners); callers that only score frames wrap it in ``torch.no_grad()``.
+        """
+        ...
+
+
+BACKBONES: dict[str, type] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator: ``@register("diffusest")`` makes ``cfg.backbone.name = "diffusest"`` build it."""
+    def deco(cls: type) -> type:
+        old = BACKBONES.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"backbone name {name!r} is taken by {BACKBONES[name].__qualname__}")
+        cls.name = name
+        BACKBONES[name] = cls
+        return cls
+    return deco
+
+
+def make_backbone(cfg_backbone, device=None, cache_dir: Optional[Path] = None) -> Backbone:
+    """The backbone ``cfg_backbone.name`` names, built by its ``from_config(cfg_backbone, device, cache_dir)``.
+
+    ``cache_dir`` is a folder the backbone owns for its disk cache; ``None`` caches nothing.
+    """
+    cls = BACKBONES.get(cfg_backbone.name)
+    if cls is None:
+        choices = ", ".join(sorted(BACKBONES))
+        raise InputError(f"unknown backbone.name {cfg_backbone.name!r} (choices: {choices})",
+                         fix=f"set backbone.name to one of: {choices}")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    return cls.from_config(cfg_backbone, device=device, cache_dir=cache_dir)
+
+
+def check_images(images, resolution: int, device, what: str = "frames") -> torch.Tensor:
+    """Validate (T,3,H,W) [or (3,H,W)] in [0,1] and resize to ``resolution`` -> (T,3,r,r) float32."""
+    if not isinstance(images, torch.Tensor):
+        raise InputError(f"{what} must be a torch tensor (T,3,H,W) in [0,1], got {type(images).__name__}",
+                         fix="convert with torch.from_numpy(x).permute(0,3,1,2).float()/255")
+    x = images[None] if images.ndim == 3 else images
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[0] == 0:
+        raise InputError(f"{what} must have shape (T,3,H,W), got {tuple(images.shape)}",
+                         fix="drop alpha / repeat grayscale to 3 channels, channels first")
+    x = x.to(device, torch.float32)
+    if not torch.isfinite(x).all():
+        raise InputError(f"{what} contain NaN or inf values", fix="check the decoder / input file")
+    if x.min() < -1e-3 or x.max() > 1 + 1e-3:
+        raise InputError(f"{what} must lie in [0,1] (got {x.min():.3g}..{x.max():.3g})",
+                         fix="divide uint8 images by 255")
+    if x.shape[-2:] != (resolution, resolution):
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(0, 1)
+
+
+__all__ = ["Backbone", "BaselineOutput", "BACKBONES", "register", "make_backbone", "check_images"]
