@@ -148,7 +148,8 @@ def _count_steps(sty, out):
 def test_injection_schedule(sty, out, home):
     n_attn1 = sum(isinstance(p, InjectionAttnProcessor) for p in sty.unet.attn_processors.values())
     n_res = len(sty.unet.up_blocks[1].resnets) + len(sty.unet.up_blocks[2].resnets)
-    assert n_attn1 == sum(len(sty.unet.up_blocks[b].attentions) for b in (1, 2, 3)) > 0
+    # the tiny twin has 2 attentions per up block; DiffuseST's set drops up_blocks[1].attentions[0]
+    assert n_attn1 == sum(len(sty.unet.up_blocks[b].attentions) for b in (1, 2, 3)) - 1 == 5
     # default: content on t >= 1000*alpha = 100 (901..101: 9 steps), style on t < 100 (t=1)
     n_c, n_s, fired = _count_steps(sty, out)
     assert (n_c, n_s) == (9, 1)
@@ -165,6 +166,31 @@ def test_injection_schedule(sty, out, home):
     plain = sty.denoise(out.xT[:1], out.inversion.select([0]), out.style_ctx, inject=False)
     assert sty.state.fired == {"content": 0, "style": 0}
     assert not torch.allclose(plain, out.z0[:1], atol=1e-4)
+
+
+def test_injection_layers_on_sd15_block_layout():
+    """SD-1.5's UNet block layout (layers_per_block 2, 3 attentions per up block), small widths, no
+    weights: the hooked attn1 set is exactly DiffuseST's 8 layers, and "all_up" (the old set) is not."""
+    from diffusers import UNet2DConditionModel
+
+    from vstlib.backbones.diffusest.injection import install_injection
+    from vstlib.backbones.diffusest.tiny import SD15_UNET
+
+    layout = {**SD15_UNET, "block_out_channels": (8, 8, 16, 16), "norm_num_groups": 4,
+              "cross_attention_dim": 8, "attention_head_dim": 2, "sample_size": 8}
+    diffusest = {f"up_blocks.{b}.attentions.{i}.transformer_blocks.0.attn1.processor"
+                 for b, i in [(1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2)]}
+
+    def hooked(layers):
+        unet = UNet2DConditionModel(**layout)
+        assert [len(unet.up_blocks[b].attentions) for b in (1, 2, 3)] == [3, 3, 3]
+        hooks = install_injection(unet, InjectionState(), layers)
+        assert len(hooks) == 6                                   # conv2 of up_blocks[1,2].resnets[0,1,2]
+        return {n for n, p in unet.attn_processors.items() if isinstance(p, InjectionAttnProcessor)}
+
+    assert hooked("diffusest") == diffusest
+    old = hooked("all_up")
+    assert len(old) == 9 and old != diffusest and "up_blocks.1.attentions.0.transformer_blocks.0.attn1.processor" in old
 
 
 def test_attention_processor_semantics():

@@ -57,7 +57,10 @@ class BackboneConfig:
     alpha: float = 0.1                 # share of style-injection steps (t < 1000 * alpha)
     original_schedule: bool = False    # reproduce the authors' content-step bug (see README)
     prompt: str = ""                   # target prompt; the style embedding is spliced in
-    style_subject: str = "style"       # BLIP-Diffusion subject word for the style image
+    style_subject: str = ""            # BLIP-Diffusion subject word for the style image (DiffuseST: "")
+    negative_prompt: str = ""          # text of the unconditional and reference branches (paper: DiffuseST's)
+    injection_layers: str = "diffusest"  # attn1 layers that inject: "diffusest" (DiffuseST's 8) | "all_up"
+    sampler: str = "ddim"              # "ddim" | "pndm" (BLIP-Diffusion/DiffuseST's scheduler)
     injection: str = "z0"              # where the policy's residual goes: "z0" or "xT"
     dtype: str = "float32"             # "float16" / "bfloat16" on a GPU
     batch_size: int = 8                # frames per UNet batch (chunked to fit memory)

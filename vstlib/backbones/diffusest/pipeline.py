@@ -138,7 +138,7 @@ class DiffuseST:
         self.unet_images = 0                # images through the UNet (sum of batch sizes)
         self.step_log: list = []            # (timestep, mode) of the latest denoising steps
         self.state = InjectionState()
-        self._hooks = install_injection(self.unet, self.state)
+        self._hooks = install_injection(self.unet, self.state, cfg.injection_layers)
         self.unet.register_forward_pre_hook(self._count)
         self.sampler = DDIMSampler(self.scheduler, cfg.num_inference_steps, cfg.num_inversion_steps)
         self.timesteps = self.sampler.timesteps                               # sampling, descending
