@@ -198,7 +198,24 @@ def test_warping_error_on_sintel_ground_truth():
     mask = (occ < 128).float()[None, None]
     err = float(warping_error(a, b, fw, mask))
     no_warp = float(warping_error(a, b, torch.zeros_like(fw), mask))
-    assert err < 0.001 and no_warp > 3 * err                      # README: ~0.0003 vs ~0.005
+    assert err < 0.003 and no_warp > 3 * err                      # Lai's (RGB summed): ~0.001 vs ~0.015
+
+
+def test_warping_error_is_lais_definition():
+    """Hand-computed: 2x2 frames, zero flow, one pixel occluded. prev - cur on the 3 visible pixels:
+    (0.1,0.2,0.2), (0,0,0.3), (0.5,0,0): squared RGB distances 0.09, 0.09, 0.25 -> Lai = 0.43/3."""
+    prev = torch.zeros(1, 3, 2, 2)
+    cur = torch.zeros(1, 3, 2, 2)
+    cur[0, :, 0, 0] = torch.tensor([0.1, 0.2, 0.2])
+    cur[0, :, 0, 1] = torch.tensor([0.0, 0.0, 0.3])
+    cur[0, :, 1, 0] = torch.tensor([0.5, 0.0, 0.0])
+    cur[0, :, 1, 1] = torch.tensor([9.0, 9.0, 9.0])               # occluded: must not count
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])[None, None]
+    fw = torch.zeros(1, 2, 2, 2)
+    assert float(warping_error(prev, cur, fw, mask)) == pytest.approx(0.43 / 3, abs=1e-6)
+    assert float(warping_error(prev, cur, fw, mask, "rgb_mean")) == pytest.approx(0.43 / 9, abs=1e-6)
+    with pytest.raises(ValueError, match="eval.warp_error"):
+        warping_error(prev, cur, fw, mask, "mse")
 
 
 # --------------------------------------------------------------------------- RewardModel

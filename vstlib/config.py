@@ -42,7 +42,7 @@ class FlowConfig:
     raft: str = "raft_small"           # torchvision model: "raft_small" or "raft_large"
     raft_weights: Optional[str] = None  # None = random weights (tests only); "DEFAULT" = pretrained
     raft_iters: int = 12
-    occlusion: str = "sundaram"        # "sundaram" (Sundaram/Ruder) or "simple" (|F_fw + F_bw| < 1 px)
+    occlusion: str = "sundaram"        # "sundaram" (Sundaram et al.), "ruder" (+ motion boundaries) or "simple" (1 px)
     batch_size: int = 8
 
 
@@ -105,6 +105,7 @@ class EvalConfig:
     embedder: str = "clip"             # models.EMBEDDERS: the Table 2 image embedder
     clip_model: str = TINY             # open_clip architecture; "ViT-B-32" in the paper profile
     clip_pretrained: Optional[str] = None  # "openai" in the paper profile
+    warp_error: str = "lai"            # Table 1 warp_error: "lai" (Lai et al. 2018, RGB summed) | "rgb_mean"
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,10 @@ class Config:
 
 
 # --------------------------------------------------------------------------- presets
+# DiffuseST's (= BLIP-Diffusion's example) negative prompt: unconditional and reference branches
+DIFFUSEST_NEGATIVE_PROMPT = ("over-exposure, under-exposure, saturated, duplicate, out of frame, lowres, cropped, "
+                             "worst quality, low quality, jpeg artifacts, morbid, mutilated, out of frame, ugly, "
+                             "bad anatomy, bad proportions, deformed, blurry, duplicate")
 SMOKE = Config()  # CPU, offline, tiny random models, synthetic clips with exact flow
 
 PAPER = Config(
@@ -155,7 +160,7 @@ PAPER = Config(
     flow=FlowConfig(source="raft", raft="raft_large", raft_weights="DEFAULT", raft_iters=12),
     backbone=BackboneConfig(model_id="Salesforce/blipdiffusion", resolution=256,
                             num_inference_steps=50, num_inversion_steps=50, dtype="float16",
-                            batch_size=8),
+                            batch_size=8, negative_prompt=DIFFUSEST_NEGATIVE_PROMPT),
     reward=RewardConfig(vgg_weights="IMAGENET1K_V1", lpips_pretrained=True),
     train=TrainConfig(epochs=10, checkpoint_every=10),
     eval=EvalConfig(clip_model="ViT-B-32", clip_pretrained="openai"),

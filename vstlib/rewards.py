@@ -118,10 +118,21 @@ def temporal_loss(prev: torch.Tensor, cur: torch.Tensor, fw: torch.Tensor, bw: t
     return 0.5 * (l_fw + l_bw)
 
 
+WARP_ERRORS = ("lai", "rgb_mean")
+
+
 def warping_error(prev: torch.Tensor, cur: torch.Tensor, fw: torch.Tensor,
-                  mask_fw: torch.Tensor) -> torch.Tensor:
-    """Warping error (Lai et al. 2018): MSE between prev and warp(cur, fw) on visible pixels: (N,)."""
-    return _masked_mean((prev - warp(cur, fw)).pow(2), mask_fw)
+                  mask_fw: torch.Tensor, definition: str = "lai") -> torch.Tensor:
+    """Warping error on visible pixels: (N,).
+
+    ``"lai"`` (Lai et al. 2018, the published metric): mean over visible pixels of the squared RGB
+    distance ||prev - warp(cur, fw)||^2 summed over the 3 channels. ``"rgb_mean"``: also averaged
+    over channels (this repository's first definition, exactly 1/3 of Lai's).
+    """
+    if definition not in WARP_ERRORS:
+        raise ValueError(f"eval.warp_error must be one of {WARP_ERRORS}, got {definition!r}")
+    per_channel = _masked_mean((prev - warp(cur, fw)).pow(2), mask_fw)       # (N,) mean over C too
+    return per_channel * prev.shape[1] if definition == "lai" else per_channel
 
 
 class TemporalLoss(nn.Module):
@@ -244,5 +255,5 @@ def _check_clip(stylized: torch.Tensor, originals: torch.Tensor, flows: dict) ->
         raise InputError("frames contain NaN/inf values", fix="check the decoder output")
 
 
-__all__ = ["gram", "StyleLoss", "ContentLoss", "TemporalLoss", "temporal_loss", "warping_error",
+__all__ = ["gram", "StyleLoss", "ContentLoss", "TemporalLoss", "temporal_loss", "warping_error", "WARP_ERRORS",
            "REWARDS", "register_reward", "weight", "weighted_reward", "RewardModel"]

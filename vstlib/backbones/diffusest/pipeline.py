@@ -51,7 +51,7 @@ from .tiny import tiny_components
 class StyleContext:
     """Prompt embeddings with the style image spliced in, and the style image's inversion."""
     cond: torch.Tensor                    # (1,L,D) prompt embedding with the 16 style queries
-    uncond: torch.Tensor                  # (1,L,D) empty prompt (classifier-free guidance)
+    uncond: torch.Tensor                  # (1,L,D) negative prompt (classifier-free guidance; "" = empty)
     inversion: Inversion                  # of the style image (T=1): style-step references
 
     def tensors(self) -> dict:
@@ -146,6 +146,9 @@ class DiffuseST:
                                                                   cfg.original_schedule)
         with torch.no_grad():
             self.null_emb = empty_prompt_embedding(self.tokenizer, self.text_encoder, self.device)  # (1,77,D)
+            # unconditional + reference branches: DiffuseST uses its negative prompt there
+            self.neg_emb = (empty_prompt_embedding(self.tokenizer, self.text_encoder, self.device, cfg.negative_prompt)
+                            if cfg.negative_prompt else self.null_emb)                          # (1,77,D)
         key_fields = {k: v for k, v in asdict(cfg).items() if k not in self._KEY_IGNORES}
         digest = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
         self._cache = _StageCache(Path(cache_dir) if cache_dir is not None else None, cfg.model_id, digest,
@@ -253,7 +256,7 @@ class DiffuseST:
         key = self._cache.key("style", _hash_tensor(s), self.cfg.prompt, self.cfg.style_subject)
 
         def build():
-            return StyleContext(self.style_embedding(s), self.null_emb.clone(),
+            return StyleContext(self.style_embedding(s), self.neg_emb.clone(),
                                 self.invert_latents(self.encode(s)))
         return self._cache(key, build, StyleContext.tensors, StyleContext.from_tensors)
 
@@ -291,7 +294,8 @@ class DiffuseST:
                 self.state.mode, self.state.groups = mode, len(groups)
                 self.state.n_ref = 0 if mode is None else len(ref)
                 parts = [x] * len(groups) if mode is None else [ref] + [x] * len(groups)
-                emb = targets if mode is None else torch.cat([self.null_emb.expand(len(ref), -1, -1), targets])
+                ref_emb = self.neg_emb if style_ctx is not None else self.null_emb   # DiffuseST: [uncond, uncond, cond]
+                emb = targets if mode is None else torch.cat([ref_emb.expand(len(ref), -1, -1), targets])
                 try:
                     eps = self._eps(torch.cat(parts), t, emb)[self.state.n_ref:]  # drop the reference rows
                 finally:
