@@ -268,3 +268,36 @@ def test_paper_profile_offline_error(tmp_path, monkeypatch):
     # `huggingface-cli` no longer ships with recent huggingface_hub releases)
     assert (Path(sys.executable).parent / "hf").exists()
     assert time.time() - t0 < 10
+
+
+def test_ddim_inversion_takes_eps_at_the_target_timestep():
+    """Analytic linear eps-model eps(x, t) = (t/1000) x: every DDIM move multiplies x by a scalar, so
+    the exact inversion is z times a product of known factors. Inverting from alpha_bar a to a' with
+    eps evaluated at the TARGET timestep t' (DDIM inversion: x_t' from x_t with eps(x_t, t')):
+        r = sqrt(a'/a) (1 - sqrt(1-a) g) + sqrt(1-a') g,   g = t'/1000.
+    Evaluating eps one step behind (g = t/1000) gives a different product; the test tells them apart."""
+    from diffusers import DDIMScheduler
+
+    from vstlib.backbones.diffusest.components import SD_SCHEDULER
+    from vstlib.backbones.diffusest.sampler import DDIMSampler
+
+    sampler = DDIMSampler(DDIMScheduler(**SD_SCHEDULER), 4, 4)
+    assert sampler.timesteps == [751, 501, 251, 1]
+    ac = DDIMScheduler(**SD_SCHEDULER).alphas_cumprod.double()
+    a_final = float(ac[0])                                     # set_alpha_to_one=False: alpha_bar_0
+    z = torch.full((1, 4, 2, 2), 0.7, dtype=torch.float64)
+    traj = sampler.invert(z, lambda x, t: (t / 1000) * x)
+
+    def expected(lag: bool) -> dict:
+        out, x, a, t_prev = {}, 0.7, a_final, 0
+        for t in (1, 251, 501, 751):
+            a2 = float(ac[t])
+            g = (t_prev if lag else t) / 1000
+            x = x * ((a2 / a) ** 0.5 * (1 - (1 - a) ** 0.5 * g) + (1 - a2) ** 0.5 * g)
+            out[t], a, t_prev = x, a2, t
+        return out
+
+    right, behind = expected(False), expected(True)
+    for t in (1, 251, 501, 751):
+        assert float(traj[t].mean()) == pytest.approx(right[t], rel=1e-9)
+    assert abs(right[751] - behind[751]) > 0.05               # the two conventions are far apart

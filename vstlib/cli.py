@@ -255,10 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vst", description="Video style transfer with reinforcement learning.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
+    from vstlib.config import PRESETS
+
     def add(name, func, help):
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--profile", default="smoke", choices=["smoke", "paper"],
-                       help="smoke: CPU, offline, tiny models (default); paper: GPU, real weights")
+        p.add_argument("--profile", default="smoke", choices=sorted(PRESETS),
+                       help="smoke: CPU, offline, tiny models (default); paper: GPU, real weights, the authors' "
+                            "choices where the paper text is silent; paper-text: the paper text's")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="override one config field (repeatable), e.g. --set train.lr=5e-4")
         p.set_defaults(func=func)

@@ -15,7 +15,7 @@ Entry points (cli, notebooks) call ``load(profile, sets)`` once; modules get the
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional, Sequence
 
 from vstlib.cache import json_digest
@@ -85,6 +85,7 @@ class RewardConfig:
     style_net: str = "vgg19"           # models.STYLE_NETS: the Gram-matrix feature network
     content_net: str = "lpips_alex"    # models.CONTENT_NETS: the perceptual distance
     style_layers: tuple = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    style_variant: str = "vgg5"        # "vgg5" (paper text: style_layers, Gram/(CHW)) | "relu1_1" (authors)
     vgg_weights: Optional[str] = None  # None = random VGG19 (smoke); "IMAGENET1K_V1" (paper)
     lpips_pretrained: bool = False     # AlexNet trunk: random (smoke) or ImageNet (paper)
 
@@ -160,13 +161,18 @@ PAPER = Config(
     flow=FlowConfig(source="raft", raft="raft_large", raft_weights="DEFAULT", raft_iters=12),
     backbone=BackboneConfig(model_id="Salesforce/blipdiffusion", resolution=256,
                             num_inference_steps=50, num_inversion_steps=50, dtype="float16",
-                            batch_size=8, negative_prompt=DIFFUSEST_NEGATIVE_PROMPT),
+                            batch_size=8, negative_prompt=DIFFUSEST_NEGATIVE_PROMPT,
+                            injection="xT"),        # the authors perturb x_T (docs/deviations.md B1)
     reward=RewardConfig(vgg_weights="IMAGENET1K_V1", lpips_pretrained=True),
     train=TrainConfig(epochs=10, checkpoint_every=10),
     eval=EvalConfig(clip_model="ViT-B-32", clip_pretrained="openai"),
 )
 
-PRESETS: dict[str, Config] = {"smoke": SMOKE, "paper": PAPER}
+# the paper text where it decides against the authors' code: "S_t = D(L_t + delta)", the adjusted
+# latent is decoded (z0), not re-denoised from x_T
+PAPER_TEXT = replace(PAPER, profile="paper-text", backbone=replace(PAPER.backbone, injection="z0"))
+
+PRESETS: dict[str, Config] = {"smoke": SMOKE, "paper": PAPER, "paper-text": PAPER_TEXT}
 
 
 def get_config(name: str = "smoke", **overrides: Any) -> Config:
@@ -251,5 +257,5 @@ def load(profile: str = "smoke", sets: Sequence[str] = (), **overrides: Any) -> 
 
 
 __all__ = ["Config", "DataConfig", "FlowConfig", "BackboneConfig", "PolicyConfig", "RewardConfig",
-           "TrainConfig", "EvalConfig", "PRESETS", "SMOKE", "PAPER", "TINY", "get_config",
+           "TrainConfig", "EvalConfig", "PRESETS", "SMOKE", "PAPER", "PAPER_TEXT", "TINY", "get_config",
            "ablations", "from_dict", "section_from_dict", "parse_overrides", "load"]

@@ -33,13 +33,37 @@ def gram(feat: torch.Tensor) -> torch.Tensor:
     return f @ f.transpose(1, 2) / (c * h * w)                    # (N, C, C)
 
 
+STYLE_VARIANTS = ("vgg5", "relu1_1")
+
+
+def layer_style_loss(feat: torch.Tensor, style_gram: torch.Tensor, variant: str = "vgg5") -> torch.Tensor:
+    """One layer's style distance of features (N,C,H,W) to the style's ``gram`` (1,C,C): (N,).
+
+    ``"vgg5"`` (paper text): ||G - G_s||_F^2 with G = F F^T / (CHW). ``"relu1_1"`` (the authors):
+    ``MSELoss`` between Grams normalised by HW only, i.e. mean over C^2 of (C (G - G_s))^2 (the same
+    number for one layer; the variant differs in using relu1_1 alone).
+    """
+    d = gram(feat) - style_gram                                   # (N, C, C)
+    if variant == "vgg5":
+        return d.pow(2).sum((1, 2))
+    if variant == "relu1_1":
+        return (d * feat.shape[1]).pow(2).mean((1, 2))
+    raise ValueError(f"reward.style_variant must be one of {STYLE_VARIANTS}, got {variant!r}")
+
+
 class StyleLoss(nn.Module):
-    """Sum over feature layers (VGG19 by default) of ||G(x) - G(style)||_F^2; style Grams once."""
+    """Sum over feature layers (VGG19 by default) of ||G(x) - G(style)||_F^2; style Grams once.
+
+    ``cfg_reward.style_variant = "relu1_1"``: the authors' loss, relu1_1 only (``layer_style_loss``).
+    """
 
     def __init__(self, cfg_reward, style: torch.Tensor, device: Device = "cpu"):
         super().__init__()
         net, names = pick(STYLE_NETS, cfg_reward.style_net, "style network")(cfg_reward, device)
-        layers = tuple(cfg_reward.style_layers)
+        self.variant = cfg_reward.style_variant
+        if self.variant not in STYLE_VARIANTS:
+            raise ValueError(f"reward.style_variant must be one of {STYLE_VARIANTS}, got {self.variant!r}")
+        layers = ("relu1_1",) if self.variant == "relu1_1" else tuple(cfg_reward.style_layers)
         unknown = [n for n in layers if n not in names]
         if not layers or unknown:
             raise ValueError(f"unknown {cfg_reward.style_net} style layers {unknown or layers}; "
@@ -73,7 +97,7 @@ class StyleLoss(nn.Module):
         loss = x.new_zeros(x.shape[0])                            # (N,)
         for name, f in zip(self.layers, self.features(x)):
             g_s = getattr(self, f"style_gram_{name}")             # (1, C, C)
-            loss = loss + (gram(f) - g_s).pow(2).sum((1, 2))
+            loss = loss + layer_style_loss(f, g_s, self.variant)
         return loss
 
 
@@ -256,4 +280,5 @@ def _check_clip(stylized: torch.Tensor, originals: torch.Tensor, flows: dict) ->
 
 
 __all__ = ["gram", "StyleLoss", "ContentLoss", "TemporalLoss", "temporal_loss", "warping_error", "WARP_ERRORS",
+           "layer_style_loss", "STYLE_VARIANTS",
            "REWARDS", "register_reward", "weight", "weighted_reward", "RewardModel"]
