@@ -301,3 +301,20 @@ def test_ddim_inversion_takes_eps_at_the_target_timestep():
     for t in (1, 251, 501, 751):
         assert float(traj[t].mean()) == pytest.approx(right[t], rel=1e-9)
     assert abs(right[751] - behind[751]) > 0.05               # the two conventions are far apart
+
+
+def test_pndm_sampler_visits_a_timestep_twice_and_keeps_no_state(frames, style):
+    """backbone.sampler="pndm" (DiffuseST): PLMS visits 500 twice for 4 steps; the trajectory and the
+    injection schedule are keyed by distinct timesteps; the multistep state does not leak between
+    calls (denoising the same x_T twice gives the same z0)."""
+    pndm = build(sampler="pndm", num_inference_steps=4, num_inversion_steps=4)
+    assert pndm.sampler.plms_timesteps == [750, 500, 500, 250, 0]
+    assert pndm.timesteps == [750, 500, 250, 0]
+    out = pndm(frames[:2], style)
+    assert sorted(out.inversion.trajectory) == [0, 250, 500, 750]
+    assert [t for t, _ in pndm.step_log] == [750, 500, 500, 250, 0]
+    assert torch.isfinite(out.images).all()
+    again = pndm.denoise(out.xT, out.inversion, out.style_ctx)
+    assert torch.equal(again, out.z0)
+    ddim = build(num_inference_steps=4, num_inversion_steps=4)
+    assert not torch.allclose(ddim(frames[:2], style).z0, out.z0, atol=1e-3)

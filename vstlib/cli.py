@@ -245,9 +245,20 @@ def cmd_download_weights(args) -> int:
 
 
 def cmd_stand_in_weights(args) -> int:
+    """``vst stand-in-weights --profile paper DIR [--scale full|tiny] [--dtype ...]``."""
     from vstlib import standin
+    from vstlib.config import TINY
 
-    return standin.run_cli(args)
+    cfg = make_config(args.profile, args.set)
+    if cfg.backbone.model_id == TINY:
+        print(f"profile {cfg.profile!r} uses only tiny random models built in code: no weights to stand in")
+        return 0
+    out = standin.write_standin_weights(args.dir, scale=args.scale, dtype=args.dtype)
+    for part, path in out.items():
+        print(f"{part}: {path}")
+    env = " ".join(f"{k}={v}" for k, v in standin.standin_env(args.dir).items())
+    print(f"STAND-IN weights (random; nothing computed from them is a result). Use them with:\n  {env}")
+    return 0
 
 
 # --------------------------------------------------------------------------- parser

@@ -162,7 +162,8 @@ PAPER = Config(
     backbone=BackboneConfig(model_id="Salesforce/blipdiffusion", resolution=256,
                             num_inference_steps=50, num_inversion_steps=50, dtype="float16",
                             batch_size=8, negative_prompt=DIFFUSEST_NEGATIVE_PROMPT,
-                            injection="xT"),        # the authors perturb x_T (docs/deviations.md B1)
+                            injection="xT",         # the authors perturb x_T (docs/deviations.md B1)
+                            sampler="pndm"),        # DiffuseST samples with BLIP-Diffusion's PNDM (A4)
     reward=RewardConfig(vgg_weights="IMAGENET1K_V1", lpips_pretrained=True),
     train=TrainConfig(epochs=10, checkpoint_every=10),
     eval=EvalConfig(clip_model="ViT-B-32", clip_pretrained="openai"),

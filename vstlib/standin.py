@@ -307,23 +307,6 @@ def write_standin_weights(root: os.PathLike, scale: str = "full", parts: Iterabl
     return out
 
 
-def run_cli(args) -> int:
-    """``vst stand-in-weights --profile paper DIR [--scale full|tiny] [--dtype ...]``."""
-    from .cli import make_config
-    from .config import TINY
-
-    cfg = make_config(args.profile, args.set)
-    if cfg.backbone.model_id == TINY:
-        print(f"profile {cfg.profile!r} uses only tiny random models built in code: no weights to stand in")
-        return 0
-    out = write_standin_weights(args.dir, scale=args.scale, dtype=args.dtype)
-    for part, path in out.items():
-        print(f"{part}: {path}")
-    env = " ".join(f"{k}={v}" for k, v in standin_env(args.dir).items())
-    print(f"STAND-IN weights (random; nothing computed from them is a result). Use them with:\n  {env}")
-    return 0
-
-
 def is_standin(path: os.PathLike) -> bool:
     """True when ``path`` lies inside a stand-in folder (a parent holds the marker)."""
     p = Path(path).resolve()

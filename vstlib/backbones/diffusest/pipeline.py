@@ -40,10 +40,10 @@ from vstlib.utils import atomic_save_tensors, load_tensors, torch_dtype
 
 from ..base import BaselineOutput, check_images, register
 from .blip import empty_prompt_embedding, style_prompt_embedding
-from .components import Components
+from .components import Components, make_scheduler
 from .hub import load_blipdiffusion
 from .injection import InjectionState, injection_schedule, install_injection
-from .sampler import DDIMSampler, Inversion
+from .sampler import SAMPLERS, Inversion
 from .tiny import tiny_components
 
 
@@ -128,7 +128,8 @@ class DiffuseST:
         # half precision only on an accelerator (slow or unsupported on CPU)
         self.dtype = torch_dtype(cfg.dtype) if self.device.type != "cpu" else torch.float32
         c = components
-        self.tokenizer, self.scheduler = c.tokenizer, c.scheduler
+        self.tokenizer = c.tokenizer
+        self.scheduler = make_scheduler(cfg.sampler, c.scheduler)          # backbone.sampler: ddim | pndm
         self.text_encoder, self.qformer, self.unet, self.vae = (
             self._place(m) for m in (c.text_encoder, c.qformer, c.unet, c.vae))
         self.image_mean, self.image_std, self.ctx_begin_pos = c.image_mean, c.image_std, c.ctx_begin_pos
@@ -140,8 +141,8 @@ class DiffuseST:
         self.state = InjectionState()
         self._hooks = install_injection(self.unet, self.state, cfg.injection_layers)
         self.unet.register_forward_pre_hook(self._count)
-        self.sampler = DDIMSampler(self.scheduler, cfg.num_inference_steps, cfg.num_inversion_steps)
-        self.timesteps = self.sampler.timesteps                               # sampling, descending
+        self.sampler = SAMPLERS[cfg.sampler](self.scheduler, cfg.num_inference_steps, cfg.num_inversion_steps)
+        self.timesteps = self.sampler.timesteps                               # distinct sampling, descending
         self.content_steps, self.style_steps = injection_schedule(self.timesteps, cfg.alpha,
                                                                   cfg.original_schedule)
         with torch.no_grad():
