@@ -308,6 +308,7 @@ def test_clip_tiny_features():
     torch.manual_seed(123)
     model2, _ = models.clip_model("tiny", None, "cpu")
     assert torch.allclose(models.clip_image_features(model2, pre, x), feats[:2], atol=1e-6)
+    assert model2 is model                                     # built once per process (issue 14.6)
 
 
 # --------------------------------------------------------------------------- paper profile, offline

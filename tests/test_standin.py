@@ -215,3 +215,40 @@ def test_paper_profile_backbone_loads_the_snapshot(hf_env, tmp_path):
     out = bb.stylize(torch.rand(2, 3, 64, 64, generator=g), torch.rand(1, 3, 80, 64, generator=g))
     assert out.images.shape == (2, 3, 64, 64) and torch.isfinite(out.images).all()
     assert bb.unet_calls > 0
+
+
+# --------------------------------------------------------------------------- damaged caches (issue 14.5)
+def test_truncated_torchvision_checkpoint_is_one_line(tmp_path, monkeypatch):
+    """A cut-off vgg19-dcbb9e9d.pth (a real zip's first bytes) names the file and the fix."""
+    import io
+
+    from vstlib.models import vgg19_features
+
+    ckpt = tmp_path / "torch" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
+    ckpt.parent.mkdir(parents=True)
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(1000)}, buf)
+    ckpt.write_bytes(buf.getvalue()[:600])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(VstError, match="damaged or truncated") as err:
+        vgg19_features("IMAGENET1K_V1", "cpu")
+    msg = str(err.value)
+    assert "\n" not in msg and "vgg19-dcbb9e9d.pth" in msg and "delete" in msg
+
+
+def test_download_weights_checks_the_snapshot_and_names_hf_hub_offline(tiny_root, tmp_path, monkeypatch, capsys):
+    from vstlib.backbones.diffusest.hub import missing_files
+    from vstlib.cli import main
+
+    root = _copy(tiny_root, tmp_path)
+    for k, v in standin.standin_env(root).items():
+        monkeypatch.setenv(k, v)
+    snap = resolve_snapshot()
+    assert missing_files(snap) == []
+    (snap / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    assert missing_files(snap) == ["unet/diffusion_pytorch_model.safetensors"]
+    assert main(["download-weights", "--profile", "paper"]) == 2
+    err = capsys.readouterr().err
+    assert "lacks unet/diffusion_pytorch_model.safetensors" in err
+    assert "unset HF_HUB_OFFLINE" in err.strip().splitlines()[-1]

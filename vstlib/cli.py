@@ -201,14 +201,22 @@ def cmd_download_weights(args) -> int:
     if cfg.backbone.model_id != TINY:
         from huggingface_hub import hf_hub_download, snapshot_download
 
-        from vstlib.backbones.diffusest.hub import QFORMER_TOKENIZER, hf_cache_dir
+        from vstlib.backbones.diffusest.hub import QFORMER_TOKENIZER, hf_cache_dir, missing_files
 
         def hub(repo, files=None):
             with weights_guard(repo, model_ids=[repo]):
                 if files is None:
                     return Path(snapshot_download(repo, cache_dir=hf_cache_dir()))
                 return Path([hf_hub_download(repo, f, cache_dir=hf_cache_dir()) for f in files][0]).parent
-        jobs.append((cfg.backbone.model_id, lambda: hub(cfg.backbone.model_id)))
+
+        def blip():
+            root = hub(cfg.backbone.model_id)
+            gone = missing_files(root)       # snapshot_download offline returns an incomplete folder as is
+            if gone:
+                raise VstError(f"the snapshot lacks {', '.join(gone)}", root,
+                               f"delete {root.parent.parent} and download it again")
+            return root
+        jobs.append((cfg.backbone.model_id, blip))
         jobs.append((f"{QFORMER_TOKENIZER} (Q-Former tokenizer)",
                      lambda: hub(QFORMER_TOKENIZER, ["vocab.txt", "tokenizer_config.json", "config.json"])))
     if cfg.reward.vgg_weights:
@@ -239,8 +247,12 @@ def cmd_download_weights(args) -> int:
             failed.append(what)
             print(f"{what}: FAILED: {' '.join(str(err).split())}", file=sys.stderr)
     if failed:
-        raise VstError(f"{len(failed)} of {len(jobs)} downloads failed ({', '.join(failed)})",
-                       fix="check the network connection and rerun `vst download-weights`")
+        from vstlib.backbones.diffusest.hub import offline
+
+        fix = ("HF_HUB_OFFLINE is set, so nothing can be downloaded: unset it (`unset HF_HUB_OFFLINE`) on a "
+               "machine with network and rerun `vst download-weights`" if offline() else
+               "check the network connection and rerun `vst download-weights`")
+        raise VstError(f"{len(failed)} of {len(jobs)} downloads failed ({', '.join(failed)})", fix=fix)
     return 0
 
 

@@ -176,13 +176,25 @@ def clip_quick_gelu(name: str, pretrained: Optional[str]) -> bool:
     return bool((open_clip.get_pretrained_cfg(name, pretrained) or {}).get("quick_gelu", False))
 
 
+_CLIP_BUILT: dict = {}   # (name, pretrained, device) -> (model, preprocess): built once per process
+
+
 def clip_model(name: str, pretrained: Optional[str], device: Device = "cpu"):
     """(model, preprocess) where ``preprocess`` maps (N,3,H,W) in [0,1] to the model's input.
 
     ``name="tiny"``: a tiny random ViT CLIP, always the same (seeded here, so CLIP scores of
     different smoke runs are comparable). Otherwise an open_clip architecture, e.g.
     ``("ViT-B-32", "openai")``; offline without cached weights -> MissingWeightsError.
+    The model is frozen, so one build per (name, pretrained, device) is shared within a process
+    (notebook 04 evaluates many runs).
     """
+    key = (name, pretrained, str(torch.device(device)))
+    if key not in _CLIP_BUILT:
+        _CLIP_BUILT[key] = _build_clip(name, pretrained, device)
+    return _CLIP_BUILT[key]
+
+
+def _build_clip(name: str, pretrained: Optional[str], device: Device):
     import open_clip
 
     if name == TINY:

@@ -94,6 +94,27 @@ def _bert_folder(cache: str) -> str:
                                   f"cache {cache} ({type(err).__name__})", fix=_fix(PAPER_MODEL, cache)) from None
 
 
+# files each component folder must hold (weights in safetensors or the older .bin)
+_REQUIRED = {"tokenizer": (("vocab.json",), ("merges.txt",)),
+             "text_encoder": (("config.json",), ("model.safetensors", "pytorch_model.bin")),
+             "qformer": (("config.json",), ("model.safetensors", "pytorch_model.bin")),
+             "unet": (("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")),
+             "vae": (("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")),
+             "scheduler": (("scheduler_config.json",),)}
+
+
+def missing_files(root: Path) -> list[str]:
+    """Files a BLIP-Diffusion snapshot folder lacks (one of each alternative group), e.g.
+    ``["unet/diffusion_pytorch_model.safetensors"]``; [] when complete."""
+    root = Path(root)
+    out = [] if (root / "model_index.json").is_file() else ["model_index.json"]
+    for comp, groups in _REQUIRED.items():
+        for alts in groups:
+            if not any((root / comp / f).is_file() and (root / comp / f).stat().st_size > 0 for f in alts):
+                out.append(f"{comp}/{alts[0]}")
+    return out
+
+
 def load_blipdiffusion(model_id: str = PAPER_MODEL, dtype: torch.dtype = torch.float16,
                        cache_dir: Optional[str] = None) -> Components:
     """Every BLIP-Diffusion component from its own subfolder with its own class.
@@ -161,4 +182,4 @@ blipdiffusion_components = load_blipdiffusion   # the name the pipeline imports
 
 
 __all__ = ["load_blipdiffusion", "blipdiffusion_components", "resolve_snapshot", "read_model_index", "hf_cache_dir",
-           "offline", "PAPER_MODEL", "QFORMER_TOKENIZER", "COMPONENTS"]
+           "offline", "missing_files", "PAPER_MODEL", "QFORMER_TOKENIZER", "COMPONENTS"]
