@@ -307,11 +307,17 @@ def write_standin_weights(root: os.PathLike, scale: str = "full", parts: Iterabl
     return out
 
 
+def weights_are_standin() -> bool:
+    """True when the Hugging Face or torch cache in use lies in a stand-in folder (tables mark it)."""
+    roots = [os.environ.get(k) for k in ("HF_HUB_CACHE", "HF_HOME", "TORCH_HOME")]
+    return any(is_standin(r) for r in roots if r)
+
+
 def is_standin(path: os.PathLike) -> bool:
     """True when ``path`` lies inside a stand-in folder (a parent holds the marker)."""
     p = Path(path).resolve()
     return any((q / MARKER).exists() for q in (p, *p.parents))
 
 
-__all__ = ["write_standin_weights", "standin_env", "hub_cache", "torch_checkpoints", "is_standin",
+__all__ = ["write_standin_weights", "standin_env", "hub_cache", "torch_checkpoints", "is_standin", "weights_are_standin",
            "MODEL_INDEX", "PNDM_CONFIG", "SD15_TEXT", "BLIP2_QFORMER", "MARKER", "PARTS"]

@@ -54,6 +54,16 @@ def reinforce_loss(policy, prev: torch.Tensor, cur: torch.Tensor, actions: torch
     return loss, advantage
 
 
+def _finished(meta_path: Path, cfg) -> bool:
+    """A finished run's checkpoint metadata says so (read before any model is loaded)."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        same_cfg = meta["config"] == json.loads(json.dumps(cfg.to_dict(), default=list))
+        return same_cfg and bool(meta["done"]) and int(meta["epoch"]) >= cfg.train.epochs
+    except (OSError, ValueError, KeyError, TypeError):
+        return False                        # unreadable: the full checkpoint load decides
+
+
 def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int] = None) -> Path:
     """Train the policy of ``cfg`` as run ``run``; returns the run folder.
 
@@ -72,6 +82,8 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
     if not train_ids:
         raise InputError("the manifest has no train clips", paths.manifest_path(cfg.profile),
                          "re-run `vst prepare` with more clips (data.n_clips) or data.train_fraction")
+    if resume and ckpt_path.exists() and _finished(out / CKPT_JSON, cfg):
+        return out                          # nothing to do: do not load DiffuseST and the reward nets
     stylizer, reward_model, _ = make_env(cfg, device)
 
     # 3. the agent
