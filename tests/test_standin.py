@@ -252,3 +252,15 @@ def test_download_weights_checks_the_snapshot_and_names_hf_hub_offline(tiny_root
     err = capsys.readouterr().err
     assert "lacks unet/diffusion_pytorch_model.safetensors" in err
     assert "unset HF_HUB_OFFLINE" in err.strip().splitlines()[-1]
+
+
+def test_tables_say_stand_in_weights(tmp_path, monkeypatch):
+    from vstlib.tables import profile_note
+
+    for k in ("HF_HUB_CACHE", "HF_HOME", "TORCH_HOME"):
+        monkeypatch.delenv(k, raising=False)
+    assert profile_note("paper") == "paper profile"
+    (tmp_path / standin.MARKER).write_text("STAND-IN WEIGHTS\n")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert profile_note("paper").startswith("STAND-IN WEIGHTS")
+    assert "STAND-IN" not in profile_note("smoke")              # smoke has its own note, no real weights
