@@ -11,7 +11,7 @@ export HF_HOME="$W/huggingface" HF_HUB_CACHE="$W/huggingface/hub" TORCH_HOME="$W
 export VSTLIB_HOME="$DIR/home"
 mkdir -p "$VSTLIB_HOME/videos"
 cp vstlib/assets/clips/wolf.mp4 vstlib/assets/clips/woman-running.mp4 "$VSTLIB_HOME/videos/"
-STYLE=vstlib/assets/styles/starry_night.jpg
+STYLE="$PWD/vstlib/assets/styles/starry_night.jpg"
 SET=(--profile paper --set data.n_clips=2 --set data.n_frames=4 --set data.motion_threshold=0.0
      --set backbone.num_inference_steps=3 --set backbone.num_inversion_steps=3 --set train.epochs=1)
 step() { local t0=$SECONDS; echo "== vst $*"; $PY -m vstlib.cli "$@"; echo "== $1: $((SECONDS - t0)) s" | tee -a "$DIR/times.txt"; }
