@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vstlib-installed
 
-.PHONY: install reproduce test unit nbval clean-results lab paper
+.PHONY: install reproduce test unit nbval clean-results lab paper rehearse
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(STAMP)
 ## the main job: regenerate every table and figure (PROFILE=cpu|smoke|paper)
 reproduce: $(STAMP)
 	$(PY) -m vstlib.cli reproduce --profile $(PROFILE) $(foreach s,$(SET),--set $(s))
+
+## the paper profile end to end on stand-in weights (random, real layouts; not results): .rehearse/
+rehearse: $(STAMP)
+	PYTHON=$(PY) scripts/rehearse.sh
 
 ## unit tests + strict notebook regression tests (nbval), one pytest run
 test: $(STAMP)

@@ -148,7 +148,8 @@ def _count_steps(sty, out):
 def test_injection_schedule(sty, out, home):
     n_attn1 = sum(isinstance(p, InjectionAttnProcessor) for p in sty.unet.attn_processors.values())
     n_res = len(sty.unet.up_blocks[1].resnets) + len(sty.unet.up_blocks[2].resnets)
-    assert n_attn1 == sum(len(sty.unet.up_blocks[b].attentions) for b in (1, 2, 3)) > 0
+    # the tiny twin has 2 attentions per up block; DiffuseST's set drops up_blocks[1].attentions[0]
+    assert n_attn1 == sum(len(sty.unet.up_blocks[b].attentions) for b in (1, 2, 3)) - 1 == 5
     # default: content on t >= 1000*alpha = 100 (901..101: 9 steps), style on t < 100 (t=1)
     n_c, n_s, fired = _count_steps(sty, out)
     assert (n_c, n_s) == (9, 1)
@@ -165,6 +166,31 @@ def test_injection_schedule(sty, out, home):
     plain = sty.denoise(out.xT[:1], out.inversion.select([0]), out.style_ctx, inject=False)
     assert sty.state.fired == {"content": 0, "style": 0}
     assert not torch.allclose(plain, out.z0[:1], atol=1e-4)
+
+
+def test_injection_layers_on_sd15_block_layout():
+    """SD-1.5's UNet block layout (layers_per_block 2, 3 attentions per up block), small widths, no
+    weights: the hooked attn1 set is exactly DiffuseST's 8 layers, and "all_up" (the old set) is not."""
+    from diffusers import UNet2DConditionModel
+
+    from vstlib.backbones.diffusest.injection import install_injection
+    from vstlib.backbones.diffusest.tiny import SD15_UNET
+
+    layout = {**SD15_UNET, "block_out_channels": (8, 8, 16, 16), "norm_num_groups": 4,
+              "cross_attention_dim": 8, "attention_head_dim": 2, "sample_size": 8}
+    diffusest = {f"up_blocks.{b}.attentions.{i}.transformer_blocks.0.attn1.processor"
+                 for b, i in [(1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2)]}
+
+    def hooked(layers):
+        unet = UNet2DConditionModel(**layout)
+        assert [len(unet.up_blocks[b].attentions) for b in (1, 2, 3)] == [3, 3, 3]
+        hooks = install_injection(unet, InjectionState(), layers)
+        assert len(hooks) == 6                                   # conv2 of up_blocks[1,2].resnets[0,1,2]
+        return {n for n, p in unet.attn_processors.items() if isinstance(p, InjectionAttnProcessor)}
+
+    assert hooked("diffusest") == diffusest
+    old = hooked("all_up")
+    assert len(old) == 9 and old != diffusest and "up_blocks.1.attentions.0.transformer_blocks.0.attn1.processor" in old
 
 
 def test_attention_processor_semantics():
@@ -242,3 +268,53 @@ def test_paper_profile_offline_error(tmp_path, monkeypatch):
     # `huggingface-cli` no longer ships with recent huggingface_hub releases)
     assert (Path(sys.executable).parent / "hf").exists()
     assert time.time() - t0 < 10
+
+
+def test_ddim_inversion_takes_eps_at_the_target_timestep():
+    """Analytic linear eps-model eps(x, t) = (t/1000) x: every DDIM move multiplies x by a scalar, so
+    the exact inversion is z times a product of known factors. Inverting from alpha_bar a to a' with
+    eps evaluated at the TARGET timestep t' (DDIM inversion: x_t' from x_t with eps(x_t, t')):
+        r = sqrt(a'/a) (1 - sqrt(1-a) g) + sqrt(1-a') g,   g = t'/1000.
+    Evaluating eps one step behind (g = t/1000) gives a different product; the test tells them apart."""
+    from diffusers import DDIMScheduler
+
+    from vstlib.backbones.diffusest.components import SD_SCHEDULER
+    from vstlib.backbones.diffusest.sampler import DDIMSampler
+
+    sampler = DDIMSampler(DDIMScheduler(**SD_SCHEDULER), 4, 4)
+    assert sampler.timesteps == [751, 501, 251, 1]
+    ac = DDIMScheduler(**SD_SCHEDULER).alphas_cumprod.double()
+    a_final = float(ac[0])                                     # set_alpha_to_one=False: alpha_bar_0
+    z = torch.full((1, 4, 2, 2), 0.7, dtype=torch.float64)
+    traj = sampler.invert(z, lambda x, t: (t / 1000) * x)
+
+    def expected(lag: bool) -> dict:
+        out, x, a, t_prev = {}, 0.7, a_final, 0
+        for t in (1, 251, 501, 751):
+            a2 = float(ac[t])
+            g = (t_prev if lag else t) / 1000
+            x = x * ((a2 / a) ** 0.5 * (1 - (1 - a) ** 0.5 * g) + (1 - a2) ** 0.5 * g)
+            out[t], a, t_prev = x, a2, t
+        return out
+
+    right, behind = expected(False), expected(True)
+    for t in (1, 251, 501, 751):
+        assert float(traj[t].mean()) == pytest.approx(right[t], rel=1e-9)
+    assert abs(right[751] - behind[751]) > 0.05               # the two conventions are far apart
+
+
+def test_pndm_sampler_visits_a_timestep_twice_and_keeps_no_state(frames, style):
+    """backbone.sampler="pndm" (DiffuseST): PLMS visits 500 twice for 4 steps; the trajectory and the
+    injection schedule are keyed by distinct timesteps; the multistep state does not leak between
+    calls (denoising the same x_T twice gives the same z0)."""
+    pndm = build(sampler="pndm", num_inference_steps=4, num_inversion_steps=4)
+    assert pndm.sampler.plms_timesteps == [750, 500, 500, 250, 0]
+    assert pndm.timesteps == [750, 500, 250, 0]
+    out = pndm(frames[:2], style)
+    assert sorted(out.inversion.trajectory) == [0, 250, 500, 750]
+    assert [t for t, _ in pndm.step_log] == [750, 500, 500, 250, 0]
+    assert torch.isfinite(out.images).all()
+    again = pndm.denoise(out.xT, out.inversion, out.style_ctx)
+    assert torch.equal(again, out.z0)
+    ddim = build(num_inference_steps=4, num_inversion_steps=4)
+    assert not torch.allclose(ddim(frames[:2], style).z0, out.z0, atol=1e-3)

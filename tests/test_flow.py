@@ -255,3 +255,23 @@ def test_pretrained_raft_offline_gives_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError, match="raft"):
         flow.estimate_flow(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), weights="DEFAULT")
     assert ("raft_small", "DEFAULT") not in flow._MODELS
+
+
+def test_occlusion_ruder_adds_motion_boundaries():
+    """Analytic flow with a motion boundary: columns x < 8 move 3 px right, x >= 8 stand still
+    (backward flow = -forward flow). Central differences of u are -1.5 at columns 7 and 8 only, so
+    |grad u|^2 = 2.25 > 0.01|w|^2 + 0.002 there: "ruder" = "sundaram" with columns 7 and 8 occluded."""
+    from vstlib.flow import motion_boundary, occlusion_mask
+
+    fw = torch.zeros(1, 2, 8, 16)
+    fw[:, 0, :, :8] = 3.0
+    bw = -fw
+    boundary = motion_boundary(fw)[0, 0]
+    assert boundary[:, 7].all() and boundary[:, 8].all()
+    assert not boundary[:, :7].any() and not boundary[:, 9:].any()
+    sund = occlusion_mask(fw, bw, "sundaram")
+    ruder = occlusion_mask(fw, bw, "ruder")
+    expect = sund.clone()
+    expect[..., 7:9] = 0
+    assert torch.equal(ruder, expect)
+    assert sund[..., 8].all()                                  # the boundary term is what removes column 8

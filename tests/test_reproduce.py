@@ -144,7 +144,7 @@ def test_store_outputs_in_source_keeps_no_timestamps_or_durations(tmp_path):
     nb = nbformat.read(source, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "injected-parameters" not in text
-    assert [o["text"] for o in code[0].outputs] == [f"cell 1 a\ncell 1 b\n"]     # chunks merged
+    assert [o["text"] for o in code[0].outputs] == ["cell 1 a\ncell 1 b\n"]     # chunks merged
     first = source.read_bytes()
     reproduce.store_outputs_in_source(_executed_like(source, tmp_path), source)
     assert source.read_bytes() == first                        # same run -> same bytes

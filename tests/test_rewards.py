@@ -5,6 +5,7 @@ import sys
 import textwrap
 
 import pytest
+from dataclasses import replace
 import torch
 import torch.nn.functional as F
 from skimage import data as skdata
@@ -51,6 +52,39 @@ def test_gram_by_hand():
     assert torch.allclose(gram(two)[1], 4 * expected[0])
 
 
+def test_layer_style_loss_by_hand():
+    """F = [[1,2],[3,4]] (C=2, HW=2) against a zero style Gram. F F^T = [[5,11],[11,25]].
+    vgg5: Gram/(CHW=4) -> 1.25^2 + 2*2.75^2 + 6.25^2 = 55.75. relu1_1 (authors): MSE of Gram/(HW=2)
+    = (2.5^2 + 2*5.5^2 + 12.5^2)/4 = 55.75 too (same number per layer, by the normalisations)."""
+    from vstlib.rewards import layer_style_loss
+
+    f = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])                 # (1,2,1,2)
+    zero = torch.zeros(1, 2, 2)
+    assert float(layer_style_loss(f, zero, "vgg5")) == pytest.approx(55.75)
+    assert float(layer_style_loss(f, zero, "relu1_1")) == pytest.approx(55.75)
+    # against a non-zero target G_s/(HW) = [[1,0],[0,1]] (Gram/(CHW) = 0.5 I):
+    # relu1_1 = (1.5^2 + 2*5.5^2 + 11.5^2)/4 = 195/4 = 48.75
+    target = torch.eye(2)[None] * 0.5
+    assert float(layer_style_loss(f, target, "relu1_1")) == pytest.approx(48.75)
+    assert float(layer_style_loss(f, target, "vgg5")) == pytest.approx(48.75)
+
+
+def test_style_variant_relu1_1_uses_one_layer(style_img):
+    """The authors' variant: relu1_1 alone, with torch's MSELoss on Gram / (HW)."""
+    torch.manual_seed(0)
+    authors = StyleLoss(replace(CFG.reward, style_variant="relu1_1"), style_img)
+    assert authors.layers == ("relu1_1",) and len(authors.vgg) == models.VGG19_LAYERS["relu1_1"] + 1
+    x = photo("astronaut")
+    f, fs = authors.features(x)[0], authors.features(style_img)[0]      # (1,64,H,W)
+    hw = f.shape[2] * f.shape[3]
+    g = (f.flatten(2) @ f.flatten(2).transpose(1, 2)) / hw
+    gs = (fs.flatten(2) @ fs.flatten(2).transpose(1, 2)) / (fs.shape[2] * fs.shape[3])
+    expect = torch.nn.functional.mse_loss(g, gs)
+    assert float(authors(x)) == pytest.approx(float(expect), rel=1e-4)
+    with pytest.raises(ValueError, match="style_variant"):
+        StyleLoss(replace(CFG.reward, style_variant="vgg3"), style_img)
+
+
 def test_vgg_layer_names_match_torchvision():
     import torchvision
 
@@ -67,8 +101,12 @@ def test_style_loss(style_loss, style_img):
     x = torch.cat([photo("astronaut"), photo("chelsea"), photo("rocket")])
     loss = style_loss(x)
     assert loss.shape == (3,) and torch.isfinite(loss).all() and (loss > 1e-6).all()
-    # = sum over layers of squared Frobenius distances of Grams (Grams stored once, as buffers)
-    manual = sum((gram(f) - gram(g)).pow(2).sum((1, 2))
+    # = sum over layers of squared Frobenius distances of Grams F F^T/(CHW), written out here
+    # without gram() (einsum over pixels); Grams stored once, as buffers
+    def g_indep(f):
+        n, c, h, w = f.shape
+        return torch.einsum("nchw,ndhw->ncd", f, f) / (c * h * w)
+    manual = sum((g_indep(f) - g_indep(g)).pow(2).sum((1, 2))
                  for f, g in zip(style_loss.features(x), style_loss.features(style_img)))
     assert torch.allclose(loss, manual, rtol=1e-4)
     assert sum(1 for n, _ in style_loss.named_buffers() if n.startswith("style_gram_")) == 5
@@ -198,7 +236,24 @@ def test_warping_error_on_sintel_ground_truth():
     mask = (occ < 128).float()[None, None]
     err = float(warping_error(a, b, fw, mask))
     no_warp = float(warping_error(a, b, torch.zeros_like(fw), mask))
-    assert err < 0.001 and no_warp > 3 * err                      # README: ~0.0003 vs ~0.005
+    assert err < 0.003 and no_warp > 3 * err                      # Lai's (RGB summed): ~0.001 vs ~0.015
+
+
+def test_warping_error_is_lais_definition():
+    """Hand-computed: 2x2 frames, zero flow, one pixel occluded. prev - cur on the 3 visible pixels:
+    (0.1,0.2,0.2), (0,0,0.3), (0.5,0,0): squared RGB distances 0.09, 0.09, 0.25 -> Lai = 0.43/3."""
+    prev = torch.zeros(1, 3, 2, 2)
+    cur = torch.zeros(1, 3, 2, 2)
+    cur[0, :, 0, 0] = torch.tensor([0.1, 0.2, 0.2])
+    cur[0, :, 0, 1] = torch.tensor([0.0, 0.0, 0.3])
+    cur[0, :, 1, 0] = torch.tensor([0.5, 0.0, 0.0])
+    cur[0, :, 1, 1] = torch.tensor([9.0, 9.0, 9.0])               # occluded: must not count
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])[None, None]
+    fw = torch.zeros(1, 2, 2, 2)
+    assert float(warping_error(prev, cur, fw, mask)) == pytest.approx(0.43 / 3, abs=1e-6)
+    assert float(warping_error(prev, cur, fw, mask, "rgb_mean")) == pytest.approx(0.43 / 9, abs=1e-6)
+    with pytest.raises(ValueError, match="eval.warp_error"):
+        warping_error(prev, cur, fw, mask, "mse")
 
 
 # --------------------------------------------------------------------------- RewardModel
@@ -253,6 +308,7 @@ def test_clip_tiny_features():
     torch.manual_seed(123)
     model2, _ = models.clip_model("tiny", None, "cpu")
     assert torch.allclose(models.clip_image_features(model2, pre, x), feats[:2], atol=1e-6)
+    assert model2 is model                                     # built once per process (issue 14.6)
 
 
 # --------------------------------------------------------------------------- paper profile, offline

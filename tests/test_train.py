@@ -92,7 +92,8 @@ def test_training_is_seeded_and_logs_every_update(cfg, run_a):
     assert all(torch.equal(wb[k], w[k]) for k in w)
 
 
-def test_resume_after_interruption_continues_the_same_curve(cfg, run_a):
+def test_resume_after_interruption_continues_the_same_curve(cfg, run_a, monkeypatch):
+    import vstlib.train as tr
     from vstlib.train import train
 
     run_c = train(cfg, run="c", max_updates=3)                                 # "crash" mid-clip
@@ -103,7 +104,10 @@ def test_resume_after_interruption_continues_the_same_curve(cfg, run_a):
     assert _log(run_c) == _log(run_a)
     wc, wa = _weights(run_c), _weights(run_a)
     assert all(torch.equal(wc[k], wa[k]) for k in wa)
-    # resuming a finished run is a no-op
+    # resuming a finished run is a no-op, and loads no model (issue 14.6)
+    def no_models(*a, **k):
+        raise AssertionError("a finished run loaded the models")
+    monkeypatch.setattr(tr, "make_env", no_models)
     train(cfg, run="c")
     assert len(read_jsonl(run_c / "log.jsonl")) == 8
 

@@ -7,6 +7,7 @@
     vst stylize   --video IN.mp4 --out OUT.mp4 [--style STYLE] [--policy policy.safetensors] [--size N]
     vst reproduce [--profile ...] [--videos DIR] [--style IMG] [--set ...]   # every notebook
     vst download-weights --profile paper   # fetch every pretrained weight once, with network
+    vst stand-in-weights --profile paper DIR  # random weights, real layouts (rehearsals)
 
 Bad input ends with exit status 2 and one line naming the file and the fix (no traceback).
 """
@@ -176,14 +177,22 @@ def cmd_download_weights(args) -> int:
     if cfg.backbone.model_id != TINY:
         from huggingface_hub import hf_hub_download, snapshot_download
 
-        from vstlib.backbones.diffusest.hub import QFORMER_TOKENIZER, hf_cache_dir
+        from vstlib.backbones.diffusest.hub import QFORMER_TOKENIZER, hf_cache_dir, missing_files
 
         def hub(repo, files=None):
             with weights_guard(repo, model_ids=[repo]):
                 if files is None:
                     return Path(snapshot_download(repo, cache_dir=hf_cache_dir()))
                 return Path([hf_hub_download(repo, f, cache_dir=hf_cache_dir()) for f in files][0]).parent
-        jobs.append((cfg.backbone.model_id, lambda: hub(cfg.backbone.model_id)))
+
+        def blip():
+            root = hub(cfg.backbone.model_id)
+            gone = missing_files(root)       # snapshot_download offline returns an incomplete folder as is
+            if gone:
+                raise VstError(f"the snapshot lacks {', '.join(gone)}", root,
+                               f"delete {root.parent.parent} and download it again")
+            return root
+        jobs.append((cfg.backbone.model_id, blip))
         jobs.append((f"{QFORMER_TOKENIZER} (Q-Former tokenizer)",
                      lambda: hub(QFORMER_TOKENIZER, ["vocab.txt", "tokenizer_config.json", "config.json"])))
     if cfg.reward.vgg_weights:
@@ -214,8 +223,29 @@ def cmd_download_weights(args) -> int:
             failed.append(what)
             print(f"{what}: FAILED: {' '.join(str(err).split())}", file=sys.stderr)
     if failed:
-        raise VstError(f"{len(failed)} of {len(jobs)} downloads failed ({', '.join(failed)})",
-                       fix="check the network connection and rerun `vst download-weights`")
+        from vstlib.backbones.diffusest.hub import offline
+
+        fix = ("HF_HUB_OFFLINE is set, so nothing can be downloaded: unset it (`unset HF_HUB_OFFLINE`) on a "
+               "machine with network and rerun `vst download-weights`" if offline() else
+               "check the network connection and rerun `vst download-weights`")
+        raise VstError(f"{len(failed)} of {len(jobs)} downloads failed ({', '.join(failed)})", fix=fix)
+    return 0
+
+
+def cmd_stand_in_weights(args) -> int:
+    """``vst stand-in-weights --profile paper DIR [--scale full|tiny] [--dtype ...]``."""
+    from vstlib import standin
+    from vstlib.config import TINY
+
+    cfg = make_config(args.profile, args.set)
+    if cfg.backbone.model_id == TINY:
+        print(f"profile {cfg.profile!r} uses only tiny random models built in code: no weights to stand in")
+        return 0
+    out = standin.write_standin_weights(args.dir, scale=args.scale, dtype=args.dtype)
+    for part, path in out.items():
+        print(f"{part}: {path}")
+    env = " ".join(f"{k}={v}" for k, v in standin.standin_env(args.dir).items())
+    print(f"STAND-IN weights (random; nothing computed from them is a result). Use them with:\n  {env}")
     return 0
 
 
@@ -224,13 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vst", description="Video style transfer with reinforcement learning.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
+    from vstlib.config import PRESETS
+
     def add(name, func, help):
         p = sub.add_parser(name, help=help, description=help)
-        from vstlib.config import DEFAULT_PROFILE, PRESETS
+        from vstlib.config import DEFAULT_PROFILE
 
         p.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PRESETS),
                        help="cpu: real small vendored models on real clips (default); smoke: tiny random "
-                            "models for unit tests; paper: GPU, DiffuseST weights")
+                            "models for unit tests; paper: GPU, DiffuseST weights, the authors' "
+                            "choices where the paper text is silent; paper-text: the paper text's")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                        help="override one config field (repeatable), e.g. --set train.lr=5e-4")
         p.set_defaults(func=func)
@@ -265,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", default=None, help="folder of videos for notebook 01 (= --set data.source=DIR)")
     p.add_argument("--style", default=None, help="style image (= --set data.style=IMAGE)")
     add("download-weights", cmd_download_weights, "download every pretrained weight of the profile")
+    p = add("stand-in-weights", cmd_stand_in_weights,
+            "write RANDOM weights with the real architectures in the real cache layouts (rehearsals)")
+    p.add_argument("dir", help="new or empty folder (gets a STAND-IN-WEIGHTS.txt marker)")
+    p.add_argument("--scale", default="full", choices=["full", "tiny"], help="tiny: BLIP-Diffusion at tiny widths")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage dtype")
     return ap
 
 

@@ -15,7 +15,7 @@ Entry points (cli, notebooks) call ``load(profile, sets)`` once; modules get the
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional, Sequence
 
 from vstlib.cache import json_digest
@@ -42,7 +42,7 @@ class FlowConfig:
     raft: str = "raft_small"           # torchvision model: "raft_small" or "raft_large"
     raft_weights: Optional[str] = None  # None = random weights (tests only); "DEFAULT" = pretrained
     raft_iters: int = 12
-    occlusion: str = "sundaram"        # "sundaram" (Sundaram/Ruder) or "simple" (|F_fw + F_bw| < 1 px)
+    occlusion: str = "sundaram"        # "sundaram" (Sundaram et al.), "ruder" (+ motion boundaries) or "simple" (1 px)
     batch_size: int = 8
     dis_preset: str = "medium"         # OpenCV DIS preset: "ultrafast", "fast" or "medium"
 
@@ -58,7 +58,10 @@ class BackboneConfig:
     alpha: float = 0.1                 # share of style-injection steps (t < 1000 * alpha)
     original_schedule: bool = False    # reproduce the authors' content-step bug (see README)
     prompt: str = ""                   # target prompt; the style embedding is spliced in
-    style_subject: str = "style"       # BLIP-Diffusion subject word for the style image
+    style_subject: str = ""            # BLIP-Diffusion subject word for the style image (DiffuseST: "")
+    negative_prompt: str = ""          # text of the unconditional and reference branches (paper: DiffuseST's)
+    injection_layers: str = "diffusest"  # attn1 layers that inject: "diffusest" (DiffuseST's 8) | "all_up"
+    sampler: str = "ddim"              # "ddim" | "pndm" (BLIP-Diffusion/DiffuseST's scheduler)
     injection: str = "z0"              # where the policy's residual goes: "z0" or "xT"
     dtype: str = "float32"             # "float16" / "bfloat16" on a GPU
     batch_size: int = 8                # frames per UNet batch (chunked to fit memory)
@@ -86,6 +89,7 @@ class RewardConfig:
     style_net: str = "vgg19"           # models.STYLE_NETS: the Gram-matrix feature network
     content_net: str = "lpips_alex"    # models.CONTENT_NETS: the perceptual distance
     style_layers: tuple = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    style_variant: str = "vgg5"        # "vgg5" (paper text: style_layers, Gram/(CHW)) | "relu1_1" (authors)
     vgg_weights: Optional[str] = None  # None = random VGG19 (smoke); "IMAGENET1K_V1" (paper)
     lpips_pretrained: bool = False     # AlexNet trunk: random (smoke) or ImageNet (paper)
     normalize: str = "none"            # "none" (the paper's raw sum) or "baseline": each term divided by
@@ -113,6 +117,7 @@ class EvalConfig:
     embedder: str = "clip"             # models.EMBEDDERS: the Table 2 image embedder
     clip_model: str = TINY             # open_clip architecture; "ViT-B-32" in the paper profile
     clip_pretrained: Optional[str] = None  # "openai" in the paper profile
+    warp_error: str = "lai"            # Table 1 warp_error: "lai" (Lai et al. 2018, RGB summed) | "rgb_mean"
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,10 @@ class Config:
 
 
 # --------------------------------------------------------------------------- presets
+# DiffuseST's (= BLIP-Diffusion's example) negative prompt: unconditional and reference branches
+DIFFUSEST_NEGATIVE_PROMPT = ("over-exposure, under-exposure, saturated, duplicate, out of frame, lowres, cropped, "
+                             "worst quality, low quality, jpeg artifacts, morbid, mutilated, out of frame, ugly, "
+                             "bad anatomy, bad proportions, deformed, blurry, duplicate")
 SMOKE = Config()  # CPU, offline, tiny random models, synthetic clips with exact flow
 
 PAPER = Config(
@@ -163,7 +172,9 @@ PAPER = Config(
     flow=FlowConfig(source="raft", raft="raft_large", raft_weights="DEFAULT", raft_iters=12),
     backbone=BackboneConfig(model_id="Salesforce/blipdiffusion", resolution=256,
                             num_inference_steps=50, num_inversion_steps=50, dtype="float16",
-                            batch_size=8),
+                            batch_size=8, negative_prompt=DIFFUSEST_NEGATIVE_PROMPT,
+                            injection="xT",         # the authors perturb x_T (docs/deviations.md B1)
+                            sampler="pndm"),        # DiffuseST samples with BLIP-Diffusion's PNDM (A4)
     reward=RewardConfig(vgg_weights="IMAGENET1K_V1", lpips_pretrained=True),
     train=TrainConfig(epochs=10, checkpoint_every=10),
     eval=EvalConfig(clip_model="ViT-B-32", clip_pretrained="openai"),
@@ -185,7 +196,11 @@ CPU = Config(
     eval=EvalConfig(embedder="darknet"),
 )
 
-PRESETS: dict[str, Config] = {"smoke": SMOKE, "paper": PAPER, "cpu": CPU}
+# the paper text where it decides against the authors' code: "S_t = D(L_t + delta)", the adjusted
+# latent is decoded (z0), not re-denoised from x_T
+PAPER_TEXT = replace(PAPER, profile="paper-text", backbone=replace(PAPER.backbone, injection="z0"))
+
+PRESETS: dict[str, Config] = {"smoke": SMOKE, "paper": PAPER, "paper-text": PAPER_TEXT, "cpu": CPU}
 DEFAULT_PROFILE = "cpu"  # `make reproduce`, every `vst` step and the notebooks' parameters cells
 
 
@@ -273,5 +288,5 @@ def load(profile: str = "smoke", sets: Sequence[str] = (), **overrides: Any) -> 
 
 
 __all__ = ["Config", "DataConfig", "FlowConfig", "BackboneConfig", "PolicyConfig", "RewardConfig",
-           "TrainConfig", "EvalConfig", "PRESETS", "SMOKE", "PAPER", "CPU", "DEFAULT_PROFILE", "TINY", "get_config",
+           "TrainConfig", "EvalConfig", "PRESETS", "SMOKE", "PAPER", "PAPER_TEXT", "CPU", "DEFAULT_PROFILE", "TINY", "get_config",
            "ablations", "from_dict", "section_from_dict", "parse_overrides", "load"]

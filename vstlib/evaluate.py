@@ -33,8 +33,10 @@ COLUMNS2 = ["method", "split", "content", "style", "temporal"]
 
 
 @torch.no_grad()
-def clip_losses(S: torch.Tensor, frames: torch.Tensor, flows: dict, reward_model) -> dict:
-    """Table 1 metrics of stylized frames S (T,3,H,W) against originals (T,3,H,W): floats."""
+def clip_losses(S: torch.Tensor, frames: torch.Tensor, flows: dict, reward_model, warp_error: str = "lai") -> dict:
+    """Table 1 metrics of stylized frames S (T,3,H,W) against originals (T,3,H,W): floats.
+
+    ``warp_error``: its definition (rewards.warping_error; "lai" = Lai et al. 2018, summed over RGB)."""
     from vstlib.rewards import temporal_loss, warping_error
 
     f = {k: flows[k].to(S) for k in ("fw", "bw", "mask_fw", "mask_bw")}        # (T-1,...) each
@@ -43,7 +45,7 @@ def clip_losses(S: torch.Tensor, frames: torch.Tensor, flows: dict, reward_model
         "content": reward_model.content(S, frames.to(S)).mean().item(),        # LPIPS, over T frames
         "style": reward_model.style(S).mean().item(),                           # Gram, over T frames
         "temporal": temporal_loss(prev, cur, f["fw"], f["bw"], f["mask_fw"], f["mask_bw"]).mean().item(),
-        "warp_error": warping_error(prev, cur, f["fw"], f["mask_fw"]).mean().item(),
+        "warp_error": warping_error(prev, cur, f["fw"], f["mask_fw"], warp_error).mean().item(),
     }
 
 
@@ -103,7 +105,7 @@ def evaluate(cfg, run: str = "main", policy=None) -> dict:
         for method, S in {**reference, **stylized}.items():
             S = S.clamp(0, 1)
             key = {"method": method, "split": split, "clip": cid, "n_frames": S.shape[0]}
-            rows1.append({**key, **clip_losses(S, frames, ep.flows, reward_model)})
+            rows1.append({**key, **clip_losses(S, frames, ep.flows, reward_model, cfg.eval.warp_error)})
             if method in METHODS:
                 rows2.append({**key, **clip_similarities(S, frames, style_feat, embed)})
 

@@ -62,25 +62,38 @@ def inside_mask(flow: torch.Tensor) -> torch.Tensor:
     return ok[:, None].to(flow.dtype)
 
 
+def motion_boundary(flow: torch.Tensor) -> torch.Tensor:
+    """(N,1,H,W) bool: Ruder et al.'s motion boundaries, |grad u|^2 + |grad v|^2 > 0.01 |flow|^2 + 0.002."""
+    du_dy, du_dx = torch.gradient(flow[:, 0], dim=(1, 2))              # (N,H,W) each, central differences
+    dv_dy, dv_dx = torch.gradient(flow[:, 1], dim=(1, 2))
+    grad2 = du_dx ** 2 + du_dy ** 2 + dv_dx ** 2 + dv_dy ** 2          # (N,H,W)
+    return (grad2 > 0.01 * (flow ** 2).sum(1) + 0.002)[:, None]
+
+
 def occlusion_mask(flow_fw: torch.Tensor, flow_bw: torch.Tensor, method: str = "sundaram") -> torch.Tensor:
     """(N,1,H,W) float in {0,1}: 1 where the forward-backward check passes (pixel visible).
 
     ``flow_fw`` maps frame a -> b, ``flow_bw`` maps b -> a. With F_bw~ = F_bw(x + F_fw):
     - ``"sundaram"`` (Sundaram et al. 2010, as in Ruder et al. 2016):
       |F_fw + F_bw~|^2 < 0.01 (|F_fw|^2 + |F_bw~|^2) + 0.5 (tolerance grows with motion);
-    - ``"simple"``: |F_fw + F_bw~| < 1 px.
-    Pixels whose target x + F_fw leaves the frame are occluded in both methods.
+    - ``"simple"``: |F_fw + F_bw~| < 1 px;
+    - ``"ruder"``: Sundaram's check plus Ruder et al.'s (2016) motion-boundary term: pixels with
+      |grad u|^2 + |grad v|^2 > 0.01 |F_fw|^2 + 0.002 (flow gradients by central differences) are
+      occluded too (a boundary pixel's neighbours move differently, so its warp is unreliable).
+    Pixels whose target x + F_fw leaves the frame are occluded in every method.
     """
     bw_at = warp(flow_bw, flow_fw)                                      # (N,2,H,W)
     s = flow_fw + bw_at
     err2 = (s ** 2).sum(1, keepdim=True)
-    if method == "sundaram":
+    if method in ("sundaram", "ruder"):
         tol = 0.01 * ((flow_fw ** 2).sum(1, keepdim=True) + (bw_at ** 2).sum(1, keepdim=True)) + 0.5
         ok = err2 < tol
+        if method == "ruder":
+            ok = ok & ~motion_boundary(flow_fw)
     elif method == "simple":
         ok = err2 < 1.0
     else:
-        raise ValueError(f"unknown occlusion method {method!r}; use 'sundaram' or 'simple'")
+        raise ValueError(f"unknown occlusion method {method!r}; use 'sundaram', 'ruder' or 'simple'")
     return ok.to(flow_fw.dtype) * inside_mask(flow_fw)
 
 
@@ -262,6 +275,6 @@ def dis_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> d
     return with_masks(fw, bw, cfg_flow.occlusion)
 
 
-__all__ = ["warp", "inside_mask", "occlusion_mask", "mean_motion", "read_flo", "get_raft", "estimate_flow",
+__all__ = ["warp", "inside_mask", "motion_boundary", "occlusion_mask", "mean_motion", "read_flo", "get_raft", "estimate_flow",
            "pixel_grid", "RAFT_MIN_SIZE", "FLOW_ESTIMATORS", "register_flow", "get_estimator",
            "with_masks", "exact_flows", "raft_flows", "dis_flows", "dis_flow", "DIS_PRESETS"]

@@ -240,13 +240,38 @@ def _clip_preprocess(image_size: int, mean, std) -> Callable[[torch.Tensor], tor
     return preprocess
 
 
+def clip_quick_gelu(name: str, pretrained: Optional[str]) -> bool:
+    """Whether the weights of ``pretrained`` were trained with QuickGELU (OpenAI's CLIPs were).
+
+    open_clip's plain ``ViT-B-32`` config uses nn.GELU; loading the ``openai`` tag into it gives
+    different embeddings from the real model (open_clip only warns), so the flag follows the tag.
+    """
+    import open_clip
+
+    if not pretrained:
+        return False
+    return bool((open_clip.get_pretrained_cfg(name, pretrained) or {}).get("quick_gelu", False))
+
+
+_CLIP_BUILT: dict = {}   # (name, pretrained, device) -> (model, preprocess): built once per process
+
+
 def clip_model(name: str, pretrained: Optional[str], device: Device = "cpu"):
     """(model, preprocess) where ``preprocess`` maps (N,3,H,W) in [0,1] to the model's input.
 
     ``name="tiny"``: a tiny random ViT CLIP, always the same (seeded here, so CLIP scores of
     different smoke runs are comparable). Otherwise an open_clip architecture, e.g.
     ``("ViT-B-32", "openai")``; offline without cached weights -> MissingWeightsError.
+    The model is frozen, so one build per (name, pretrained, device) is shared within a process
+    (notebook 04 evaluates many runs).
     """
+    key = (name, pretrained, str(torch.device(device)))
+    if key not in _CLIP_BUILT:
+        _CLIP_BUILT[key] = _build_clip(name, pretrained, device)
+    return _CLIP_BUILT[key]
+
+
+def _build_clip(name: str, pretrained: Optional[str], device: Device):
     import open_clip
 
     if name == TINY:
@@ -260,7 +285,8 @@ def clip_model(name: str, pretrained: Optional[str], device: Device = "cpu"):
             cfg = open_clip.get_pretrained_cfg(name, pretrained) or {}
             ids = tuple(x for x in [cfg.get("hf_hub", "").strip("/")] if x)
         with weights_guard(f"CLIP {name} ({pretrained})", model_ids=ids):
-            model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+            model, _, _ = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, force_quick_gelu=clip_quick_gelu(name, pretrained))
         mean = getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
         std = getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD
     size = model.visual.image_size
@@ -282,4 +308,4 @@ def clip_image_features(model: nn.Module, preprocess: Callable, images: torch.Te
 
 __all__ = ["STYLE_NETS", "CONTENT_NETS", "EMBEDDERS", "EMBEDDER_NAMES", "pick", "DarknetPerceptual",
            "darknet_sequential", "darknet_embedder", "DARKNET_STYLE_LAYERS", "DARKNET_CONTENT_LAYERS", "IMAGENET_MEAN", "IMAGENET_STD", "VGG19_LAYERS", "vgg19_layer_indices",
-           "vgg19_features", "lpips_alex", "TINY_CLIP", "clip_model", "clip_image_features"]
+           "vgg19_features", "lpips_alex", "TINY_CLIP", "clip_quick_gelu", "clip_model", "clip_image_features"]

@@ -33,13 +33,37 @@ def gram(feat: torch.Tensor) -> torch.Tensor:
     return f @ f.transpose(1, 2) / (c * h * w)                    # (N, C, C)
 
 
+STYLE_VARIANTS = ("vgg5", "relu1_1")
+
+
+def layer_style_loss(feat: torch.Tensor, style_gram: torch.Tensor, variant: str = "vgg5") -> torch.Tensor:
+    """One layer's style distance of features (N,C,H,W) to the style's ``gram`` (1,C,C): (N,).
+
+    ``"vgg5"`` (paper text): ||G - G_s||_F^2 with G = F F^T / (CHW). ``"relu1_1"`` (the authors):
+    ``MSELoss`` between Grams normalised by HW only, i.e. mean over C^2 of (C (G - G_s))^2 (the same
+    number for one layer; the variant differs in using relu1_1 alone).
+    """
+    d = gram(feat) - style_gram                                   # (N, C, C)
+    if variant == "vgg5":
+        return d.pow(2).sum((1, 2))
+    if variant == "relu1_1":
+        return (d * feat.shape[1]).pow(2).mean((1, 2))
+    raise ValueError(f"reward.style_variant must be one of {STYLE_VARIANTS}, got {variant!r}")
+
+
 class StyleLoss(nn.Module):
-    """Sum over feature layers (VGG19 by default) of ||G(x) - G(style)||_F^2; style Grams once."""
+    """Sum over feature layers (VGG19 by default) of ||G(x) - G(style)||_F^2; style Grams once.
+
+    ``cfg_reward.style_variant = "relu1_1"``: the authors' loss, relu1_1 only (``layer_style_loss``).
+    """
 
     def __init__(self, cfg_reward, style: torch.Tensor, device: Device = "cpu"):
         super().__init__()
         net, names = pick(STYLE_NETS, cfg_reward.style_net, "style network")(cfg_reward, device)
-        layers = tuple(cfg_reward.style_layers)
+        self.variant = cfg_reward.style_variant
+        if self.variant not in STYLE_VARIANTS:
+            raise ValueError(f"reward.style_variant must be one of {STYLE_VARIANTS}, got {self.variant!r}")
+        layers = ("relu1_1",) if self.variant == "relu1_1" else tuple(cfg_reward.style_layers)
         unknown = [n for n in layers if n not in names]
         if not layers or unknown:
             raise ValueError(f"unknown {cfg_reward.style_net} style layers {unknown or layers}; "
@@ -73,7 +97,7 @@ class StyleLoss(nn.Module):
         loss = x.new_zeros(x.shape[0])                            # (N,)
         for name, f in zip(self.layers, self.features(x)):
             g_s = getattr(self, f"style_gram_{name}")             # (1, C, C)
-            loss = loss + (gram(f) - g_s).pow(2).sum((1, 2))
+            loss = loss + layer_style_loss(f, g_s, self.variant)
         return loss
 
 
@@ -118,10 +142,21 @@ def temporal_loss(prev: torch.Tensor, cur: torch.Tensor, fw: torch.Tensor, bw: t
     return 0.5 * (l_fw + l_bw)
 
 
+WARP_ERRORS = ("lai", "rgb_mean")
+
+
 def warping_error(prev: torch.Tensor, cur: torch.Tensor, fw: torch.Tensor,
-                  mask_fw: torch.Tensor) -> torch.Tensor:
-    """Warping error (Lai et al. 2018): MSE between prev and warp(cur, fw) on visible pixels: (N,)."""
-    return _masked_mean((prev - warp(cur, fw)).pow(2), mask_fw)
+                  mask_fw: torch.Tensor, definition: str = "lai") -> torch.Tensor:
+    """Warping error on visible pixels: (N,).
+
+    ``"lai"`` (Lai et al. 2018, the published metric): mean over visible pixels of the squared RGB
+    distance ||prev - warp(cur, fw)||^2 summed over the 3 channels. ``"rgb_mean"``: also averaged
+    over channels (this repository's first definition, exactly 1/3 of Lai's).
+    """
+    if definition not in WARP_ERRORS:
+        raise ValueError(f"eval.warp_error must be one of {WARP_ERRORS}, got {definition!r}")
+    per_channel = _masked_mean((prev - warp(cur, fw)).pow(2), mask_fw)       # (N,) mean over C too
+    return per_channel * prev.shape[1] if definition == "lai" else per_channel
 
 
 class TemporalLoss(nn.Module):
@@ -269,5 +304,5 @@ def _check_clip(stylized: torch.Tensor, originals: torch.Tensor, flows: dict) ->
         raise InputError("frames contain NaN/inf values", fix="check the decoder output")
 
 
-__all__ = ["gram", "StyleLoss", "ContentLoss", "TemporalLoss", "temporal_loss", "warping_error",
+__all__ = ["gram", "StyleLoss", "ContentLoss", "TemporalLoss", "temporal_loss", "warping_error", "WARP_ERRORS", "layer_style_loss", "STYLE_VARIANTS",
            "REWARDS", "register_reward", "weight", "weighted_reward", "RewardModel", "NORMALIZATIONS"]

@@ -13,7 +13,11 @@ SMOKE_NOTE = ("smoke profile: tiny randomly initialised models on synthetic clip
 
 
 def profile_note(profile: str) -> str:
-    return SMOKE_NOTE if profile == "smoke" else f"{profile} profile"
+    from vstlib.standin import weights_are_standin
+
+    note = SMOKE_NOTE if profile == "smoke" else f"{profile} profile"
+    # a rehearsal on random stand-in weights must never pass for a result
+    return f"STAND-IN WEIGHTS, not results; {note}" if profile != "smoke" and weights_are_standin() else note
 
 
 def recorded_overrides(profile: str) -> list[str]:

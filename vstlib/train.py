@@ -56,6 +56,7 @@ def reinforce_loss(policy, prev: torch.Tensor, cur: torch.Tensor, actions: torch
     return -(logp * advantage).sum() / advantage.numel(), advantage
 
 
+
 def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int] = None) -> Path:
     """Train the policy of ``cfg`` as run ``run``; returns the run folder.
 

@@ -316,5 +316,15 @@ def load_torchvision_weights(weights, what: str):
            f"or copy the file there); or use the smoke profile")
     if not cached.exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise MissingWeightsError(f"{what} weights {fname} are not cached", cached, fix)
-    with weights_guard(what, fix=fix):
-        return weights.get_state_dict(progress=progress_enabled(), check_hash=False)
+    was_cached = cached.exists()
+    try:
+        with weights_guard(what, fix=fix):
+            return weights.get_state_dict(progress=progress_enabled(), check_hash=False)
+    except (RuntimeError, EOFError, ValueError, MissingWeightsError) as err:
+        if not was_cached:
+            raise
+        # a truncated or damaged cached file: torch.load's PytorchStreamReader / unpickling error
+        raise VstError(f"cached {what} weights {fname} are damaged or truncated "
+                       f"({type(err).__name__}: {' '.join(str(err).split())[:120]})", cached,
+                       f"delete {cached} and download it again (`vst download-weights`, or copy the file "
+                       f"from {weights.url})") from None

@@ -57,9 +57,10 @@ def build_prompt(prompt: str, subject: str, reps: int = 20) -> str:
     return ", ".join([f"a {subject} {prompt.strip()}"] * reps)
 
 
-def empty_prompt_embedding(tokenizer, text_encoder, device) -> torch.Tensor:
-    """(1,77,D): the empty prompt (inversion and the unconditional guidance branch)."""
-    ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
+def empty_prompt_embedding(tokenizer, text_encoder, device, text: str = "") -> torch.Tensor:
+    """(1,77,D): a plain prompt, by default the empty one (inversion); DiffuseST's negative prompt
+    for the unconditional guidance branch and the reference branch."""
+    ids = tokenizer([text], padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids.to(device)
     return encode_text(text_encoder, ids).float()
 

@@ -1,7 +1,7 @@
 """DiffuseST's feature injection inside the UNet: self-attention processors and resnet hooks.
 
 On *content* steps the reference (the frame's inverted latent at that timestep) lends its
-self-attention query+key (``attn1`` of up_blocks 1-3) and the ``conv2`` features of the up_blocks 1-2
+self-attention query+key (``attn1`` of the layers in :data:`INJECTION_LAYERS`) and the ``conv2`` features of the up_blocks 1-2
 resnets to the targets; on *style* steps the style image's reference lends its self-attention
 key+value. :func:`injection_schedule` says which sampling steps are which; the pipeline sets
 :class:`InjectionState` before each UNet call.
@@ -97,13 +97,34 @@ class InjectionAttnProcessor:
         return out / attn.rescale_output_factor
 
 
-def install_injection(unet, state: InjectionState) -> list:
-    """attn1 of up_blocks 1-3 -> InjectionAttnProcessor; conv2 of up_blocks 1-2 resnets -> hooks."""
+# which up-block self-attentions receive injected features: (up_block, attentions index) pairs.
+# "diffusest": DiffuseST's (= Plug-and-Play's) set, up_blocks[1].attentions[1,2], up_blocks[2] and
+# up_blocks[3].attentions[0,1,2]; "all_up": every attn1 of up_blocks 1-3 (this repository's first build).
+INJECTION_LAYERS = {
+    "diffusest": {(1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2)},
+    "all_up": None,
+}
+
+
+def injected_attention(name: str, layers: str = "diffusest") -> bool:
+    """Whether the attention processor ``name`` (diffusers' dotted name) injects, under ``layers``."""
+    if layers not in INJECTION_LAYERS:
+        raise ValueError(f"backbone.injection_layers must be one of {sorted(INJECTION_LAYERS)}, got {layers!r}")
+    parts = name.split(".")
+    if parts[0] != "up_blocks" or ".attn1." not in name or parts[2] != "attentions":
+        return False
+    block, idx = int(parts[1]), int(parts[3])
+    allowed = INJECTION_LAYERS[layers]
+    return block in (1, 2, 3) if allowed is None else (block, idx) in allowed
+
+
+def install_injection(unet, state: InjectionState, layers: str = "diffusest") -> list:
+    """attn1 of the ``layers`` set -> InjectionAttnProcessor; conv2 of up_blocks 1-2 resnets -> hooks."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     procs = {}
     for name in unet.attn_processors:
-        hit = name.startswith(("up_blocks.1.", "up_blocks.2.", "up_blocks.3.")) and ".attn1." in name
+        hit = injected_attention(name, layers)
         procs[name] = InjectionAttnProcessor(state) if hit else AttnProcessor2_0()
     unet.set_attn_processor(procs)
 
@@ -117,4 +138,4 @@ def install_injection(unet, state: InjectionState) -> list:
             for b in (1, 2) for r in unet.up_blocks[b].resnets]
 
 
-__all__ = ["injection_schedule", "InjectionState", "InjectionAttnProcessor", "install_injection"]
+__all__ = ["INJECTION_LAYERS", "injected_attention", "injection_schedule", "InjectionState", "InjectionAttnProcessor", "install_injection"]

@@ -41,10 +41,10 @@ from vstlib.utils import torch_dtype
 
 from ..base import BaselineOutput, check_images, register
 from .blip import empty_prompt_embedding, style_prompt_embedding
-from .components import Components
-from .hub import blipdiffusion_components
+from .components import Components, make_scheduler
+from .hub import load_blipdiffusion
 from .injection import InjectionState, injection_schedule, install_injection
-from .sampler import DDIMSampler, Inversion
+from .sampler import SAMPLERS, Inversion
 from .tiny import tiny_components
 
 
@@ -52,7 +52,7 @@ from .tiny import tiny_components
 class StyleContext:
     """Prompt embeddings with the style image spliced in, and the style image's inversion."""
     cond: torch.Tensor                    # (1,L,D) prompt embedding with the 16 style queries
-    uncond: torch.Tensor                  # (1,L,D) empty prompt (classifier-free guidance)
+    uncond: torch.Tensor                  # (1,L,D) negative prompt (classifier-free guidance; "" = empty)
     inversion: Inversion                  # of the style image (T=1): style-step references
 
     def tensors(self) -> dict:
@@ -130,7 +130,8 @@ class DiffuseST:
         # half precision only on an accelerator (slow or unsupported on CPU)
         self.dtype = torch_dtype(cfg.dtype) if self.device.type != "cpu" else torch.float32
         c = components
-        self.tokenizer, self.scheduler = c.tokenizer, c.scheduler
+        self.tokenizer = c.tokenizer
+        self.scheduler = make_scheduler(cfg.sampler, c.scheduler)          # backbone.sampler: ddim | pndm
         self.text_encoder, self.qformer, self.unet, self.vae = (
             self._place(m) for m in (c.text_encoder, c.qformer, c.unet, c.vae))
         self.image_mean, self.image_std, self.ctx_begin_pos = c.image_mean, c.image_std, c.ctx_begin_pos
@@ -140,14 +141,17 @@ class DiffuseST:
         self.unet_images = 0                # images through the UNet (sum of batch sizes)
         self.step_log: list = []            # (timestep, mode) of the latest denoising steps
         self.state = InjectionState()
-        self._hooks = install_injection(self.unet, self.state)
+        self._hooks = install_injection(self.unet, self.state, cfg.injection_layers)
         self.unet.register_forward_pre_hook(self._count)
-        self.sampler = DDIMSampler(self.scheduler, cfg.num_inference_steps, cfg.num_inversion_steps)
-        self.timesteps = self.sampler.timesteps                               # sampling, descending
+        self.sampler = SAMPLERS[cfg.sampler](self.scheduler, cfg.num_inference_steps, cfg.num_inversion_steps)
+        self.timesteps = self.sampler.timesteps                               # distinct sampling, descending
         self.content_steps, self.style_steps = injection_schedule(self.timesteps, cfg.alpha,
                                                                   cfg.original_schedule)
         with torch.no_grad():
             self.null_emb = empty_prompt_embedding(self.tokenizer, self.text_encoder, self.device)  # (1,77,D)
+            # unconditional + reference branches: DiffuseST uses its negative prompt there
+            self.neg_emb = (empty_prompt_embedding(self.tokenizer, self.text_encoder, self.device, cfg.negative_prompt)
+                            if cfg.negative_prompt else self.null_emb)                          # (1,77,D)
         key_fields = {k: v for k, v in asdict(cfg).items() if k not in self._KEY_IGNORES}
         digest = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
         self._cache = _StageCache(Path(cache_dir) if cache_dir is not None else None, cfg.model_id, digest,
@@ -161,7 +165,7 @@ class DiffuseST:
             comps = tiny_components(cfg.seed, Path(cache_dir) / "tokenizers" if cache_dir is not None else None)
         else:
             dtype = torch_dtype(cfg.dtype) if device.type != "cpu" else torch.float32
-            comps = blipdiffusion_components(cfg.model_id, dtype)
+            comps = load_blipdiffusion(cfg.model_id, dtype)
         return cls(cfg, comps, device, cache_dir)
 
     # ------------------------------------------------------------------ the pipeline
@@ -255,7 +259,7 @@ class DiffuseST:
         key = self._cache.key("style", _hash_tensor(s), self.cfg.prompt, self.cfg.style_subject)
 
         def build():
-            return StyleContext(self.style_embedding(s), self.null_emb.clone(),
+            return StyleContext(self.style_embedding(s), self.neg_emb.clone(),
                                 self.invert_latents(self.encode(s)))
         return self._cache(key, build, StyleContext.tensors, StyleContext.from_tensors)
 
@@ -293,7 +297,8 @@ class DiffuseST:
                 self.state.mode, self.state.groups = mode, len(groups)
                 self.state.n_ref = 0 if mode is None else len(ref)
                 parts = [x] * len(groups) if mode is None else [ref] + [x] * len(groups)
-                emb = targets if mode is None else torch.cat([self.null_emb.expand(len(ref), -1, -1), targets])
+                ref_emb = self.neg_emb if style_ctx is not None else self.null_emb   # DiffuseST: [uncond, uncond, cond]
+                emb = targets if mode is None else torch.cat([ref_emb.expand(len(ref), -1, -1), targets])
                 try:
                     eps = self._eps(torch.cat(parts), t, emb)[self.state.n_ref:]  # drop the reference rows
                 finally:

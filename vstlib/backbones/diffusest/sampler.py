@@ -89,4 +89,38 @@ class DDIMSampler:
         return x
 
 
-__all__ = ["ddim_move", "Inversion", "DDIMSampler"]
+class PNDMSampler(DDIMSampler):
+    """BLIP-Diffusion's / DiffuseST's sampler: PNDM (PLMS, ``skip_prk_steps``) from x_T; the
+    inversion stays DDIM, on the distinct sampling timesteps.
+
+    PLMS visits one timestep twice (4 steps: [750, 500, 500, 250, 0]); ``timesteps`` lists each
+    once (what the injection schedule and the inversion trajectory are keyed by: the reference
+    latent at a noise level is the same for both visits), ``plms_timesteps`` the visits.
+    """
+
+    def __init__(self, scheduler, num_inference_steps: int, num_inversion_steps: int):
+        self.scheduler, self.num_inference_steps = scheduler, num_inference_steps
+        scheduler.set_timesteps(num_inference_steps)
+        self.plms_timesteps = [int(t) for t in scheduler.timesteps]          # sampling visits, may repeat
+        self.timesteps = sorted(set(self.plms_timesteps), reverse=True)      # distinct, descending
+        grid = set(self.timesteps)
+        if num_inversion_steps != num_inference_steps:
+            inv = scheduler.__class__.from_config(scheduler.config)
+            inv.set_timesteps(num_inversion_steps)
+            grid |= {int(t) for t in inv.timesteps if int(t) <= self.timesteps[0]}
+        self.inversion_timesteps = sorted(grid)
+
+    def sample(self, x: torch.Tensor, eps_fn: EpsFn) -> torch.Tensor:
+        # a fresh scheduler per call: PLMS keeps past eps in its state, which must not leak
+        # between chunks, frames or renders
+        sched = self.scheduler.__class__.from_config(self.scheduler.config)
+        sched.set_timesteps(self.num_inference_steps)
+        for t in progress(sched.timesteps, desc="denoise"):
+            x = sched.step(eps_fn(x, int(t)), t, x).prev_sample
+        return x
+
+
+SAMPLERS = {"ddim": DDIMSampler, "pndm": PNDMSampler}
+
+
+__all__ = ["ddim_move", "Inversion", "DDIMSampler", "PNDMSampler", "SAMPLERS"]
