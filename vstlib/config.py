@@ -110,6 +110,8 @@ class TrainConfig:
     checkpoint_every: int = 4          # updates between atomic checkpoints
     seed: int = 0
     device: str = "auto"               # "auto" = cuda if available, else cpu
+    ablation_grids: tuple = ("lr_epochs", "weights", "accumulation", "injection")  # config.ablations
+                                       # grids notebook 04 trains (a preset value: each cell is a run)
 
 
 @dataclass(frozen=True)
@@ -188,11 +190,15 @@ CPU = Config(
                     split_seed=0, motion_threshold=0.3, style="assets:styles/wave.jpg"),
     flow=FlowConfig(source="dis", dis_preset="medium"),
     backbone=BackboneConfig(name="faststyle", model_id=TINY, style_net="wave", resolution=256, batch_size=4),  # model_id unused
-    policy=PolicyConfig(latent_channels=32, hidden=32),
+    # the best learner found (issue 11): pathwise (the reward backpropagated through the decoder),
+    # the flow-aware observation, per-frame-baseline-normalised terms (10/1/10 then trade real
+    # percentages; raw Darknet terms make style ~93 % of the reward), lr 1e-3, gate open
+    policy=PolicyConfig(latent_channels=32, hidden=32, gate_init=0.0, observation="flow"),
     reward=RewardConfig(style_net="darknet", content_net="darknet",
                         style_layers=("leaky_re_lu_1", "leaky_re_lu_2", "leaky_re_lu_6", "leaky_re_lu_10",
-                                      "leaky_re_lu_14")),
-    train=TrainConfig(epochs=2, checkpoint_every=10),
+                                      "leaky_re_lu_14"), normalize="baseline"),
+    train=TrainConfig(epochs=2, checkpoint_every=10, learner="pathwise", lr=1e-3,
+                      ablation_grids=("learner",)),                # a grid cell is a run: CPU budget
     eval=EvalConfig(embedder="darknet"),
 )
 
@@ -231,8 +237,20 @@ def ablations(base: Config) -> dict[str, dict[str, Config]]:
         },
         "accumulation": {f"accum{a}": base.override(train={"accumulation": a}) for a in (1, 4)},
         "injection": {f"inject_{p}": base.override(backbone={"injection": p}) for p in ("xT", "z0")},
+        # beyond the paper (issue 11): the learner, the observation and the reward normalisation
+        # the paper's learner as published (REINFORCE, lr 1e-4, gate 5, paper observation, raw reward)
+        # against the pathwise learner on the profile's other settings
+        "learner": {"reinforce_paper": base.override(train={"learner": "reinforce", "lr": 1e-4},
+                                                     policy={"gate_init": 5.0, "observation": "pair"},
+                                                     reward={"normalize": "none"}),
+                    "pathwise": base.override(train={"learner": "pathwise"})},
+        "observation": {f"obs_{o}": base.override(policy={"observation": o}) for o in ("pair", "flow")},
+        "normalize": {f"norm_{n}": base.override(reward={"normalize": n}) for n in ("none", "baseline")},
     }
-    return grids
+    unknown = set(base.train.ablation_grids) - set(grids)
+    if unknown:
+        raise KeyError(f"train.ablation_grids names unknown grids {sorted(unknown)}; choose from {sorted(grids)}")
+    return {name: grids[name] for name in base.train.ablation_grids}
 
 
 def _float(v):

@@ -55,6 +55,12 @@ def save(fig, name: str, profile: str) -> list[Path]:
     return files
 
 
+def remove(name: str) -> None:
+    """Delete figures/<name>.png and .pdf (a figure the current profile does not make)."""
+    for suffix in (".png", ".pdf"):
+        (paths.FIGURES / f"{name}{suffix}").unlink(missing_ok=True)
+
+
 def image_grid(rows: Mapping[str, Sequence], col_labels: Sequence[str] | None = None, cell: float = 1.4):
     """A grid of images: one row per label, one column per frame."""
     plt = _plt()

@@ -65,10 +65,36 @@ def ablation_table(cfg):
             t1 = evaluate(c, run=run)["table1"].set_index(["method", "split"])
             pol, base = t1.loc[("policy", "test")], t1.loc[("baseline", "test")]
             rows.append({"grid": grid, "setting": setting, "lr": c.train.lr, "epochs": c.train.epochs,
-                         "reward": float(weighted_reward(pol, cfg.reward)), "content": pol["content"],
+                         "reward": float(weighted_reward(pol, cfg.reward, base)), "content": pol["content"],
                          "style": pol["style"], "temporal": pol["temporal"],
                          "d_temporal": pol["temporal"] - base["temporal"]})
     return pd.DataFrame(rows)
+
+
+def ablation_figures(abl, profile: str) -> list:
+    """The ablation figures of the grids the profile ran (``train.ablation_grids``): the lr x
+    epochs grid as its own figure, every other grid in one; returns the PNG paths. A figure
+    whose grid did not run is removed, so no stale figure of another profile stays behind."""
+    from . import figures
+
+    pngs = []
+    lr_ep = abl[abl.grid == "lr_epochs"]
+    if len(lr_ep):
+        fig = figures.ablation_bars(lr_ep.assign(lr=lr_ep.lr.map("lr {:g}".format)), x="epochs", hue="lr",
+                                    metrics=("reward", "temporal", "d_temporal"),
+                                    title="learning rate x epochs (test clips)")
+        pngs.append(figures.save(fig, "ablation_lr_epochs", profile)[0])
+    else:
+        figures.remove("ablation_lr_epochs")
+    other = abl[abl.grid != "lr_epochs"]
+    if len(other):
+        grids = ", ".join(dict.fromkeys(other.grid))
+        fig = figures.ablation_bars(other, x="setting", hue="grid", metrics=("reward", "temporal", "d_temporal"),
+                                    title=f"ablations: {grids} (test clips)")
+        pngs.append(figures.save(fig, "ablation_other", profile)[0])
+    else:
+        figures.remove("ablation_other")
+    return pngs
 
 
 def write_ablation_table(abl, cfg):

@@ -127,7 +127,7 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
 
                 optimizer.zero_grad(set_to_none=True)
                 reason = None
-                if not torch.isfinite(tr.stylized[chunk + 1]).all():
+                if not torch.isfinite(tr.stylized[:, chunk + 1]).all():               # (K,n,3,H,W)
                     reason = "non-finite rendered frames"
                     grad_norm = float("nan")
                 elif not torch.isfinite(adv).all():
