@@ -85,3 +85,21 @@ def test_select_style_by_name_and_painting():
     assert FastStyle.select_style(cfg, None)[0].style_net == "wave"
     with pytest.raises(InputError, match="no fast style network"):
         FastStyle.select_style(cfg, "starry_night.jpg")
+
+
+def test_flow_policy_streams_with_flows_carried_across_chunks(wide_clip):
+    """A flow-aware policy (the cpu main run's) stylizes a user's video: chunks of 2 frames give
+    the frames of one chunk (last frame, latent and OUTPUT latent carried), and it needs flows."""
+    from vstlib.stylize import _flows_fn
+
+    cfg = get_config("cpu")
+    bb = make_backbone(cfg.backbone.__class__(**{**cfg.backbone.__dict__, "resolution": 40}), "cpu", None)
+    torch.manual_seed(0)
+    policy = LatentPolicy(latent_channels=bb.latent_channels, hidden=8, gate_init=-3.0, observation="flow").eval()
+    style, flows_fn = torch.zeros(1, 3, 8, 8), _flows_fn(cfg.flow)
+    runs = {chunk: torch.cat(list(stylized_chunks(bb, frame_chunks(wide_clip, 40, chunk), style, policy,
+                                                  flows_fn=flows_fn))) for chunk in (5, 2)}
+    assert runs[5].shape == (5, 3, 40, 72)
+    assert torch.allclose(runs[2], runs[5], atol=1e-5)
+    with pytest.raises(ValueError, match="flows_fn"):
+        next(stylized_chunks(bb, frame_chunks(wide_clip, 40, 2), style, policy))

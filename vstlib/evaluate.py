@@ -136,7 +136,7 @@ def flicker_curves(cfg, clip_id: str, policy=None) -> dict:
         runs["per-frame"] = ep.base.per_frame.float()
     runs["baseline"] = ep.base.images.float()
     if policy is not None:
-        runs["policy"] = policy_frames(policy.to(device).eval(), stylizer, ep.base).float()
+        runs["policy"] = policy_frames(policy.to(device).eval(), stylizer, ep.base, ep.flows).float()
     fw, mask = ep.flows["fw"].to(device), ep.flows["mask_fw"].to(device)
     return {k: warping_error(S[:-1].clamp(0, 1), S[1:].clamp(0, 1), fw, mask).flatten().cpu().numpy()
             for k, S in runs.items()}

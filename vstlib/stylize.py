@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -63,26 +63,59 @@ def latent_chunks(backbone, chunks: Iterable[torch.Tensor], style: torch.Tensor,
 
 @torch.no_grad()
 def stylized_chunks(backbone, chunks: Iterable[torch.Tensor], style: torch.Tensor, policy=None,
-                    device=None) -> Iterator[torch.Tensor]:
+                    device=None, flows_fn: Optional[Callable] = None) -> Iterator[torch.Tensor]:
     """Yields the stylized frames (n,3,H,W) in [0,1] of each chunk: the per-frame baseline D(L_t),
-    or with ``policy`` S_t = D(L_t + mu(L_{t-1}, L_t)) from the video's frame 1 on (mean action)."""
-    prev = None                                                            # (1,C,h,w) L_{t-1} of the last chunk
+    or with ``policy`` S_t = D(L_t + mu(obs_t)) from the video's frame 1 on (mean action).
+
+    The policy's observation is (L_{t-1}, L_t), plus, for ``observation="flow"``, the previous
+    OUTPUT latent warped along the input's flow and its visibility; ``flows_fn(frames (m,3,H,W))``
+    gives that flow (fw, bw, masks of consecutive pairs). Everything carries across chunk
+    boundaries (last frame, latent and output latent), so chunking never changes the output."""
+    from .flow import warp
+    from .rollout import latent_flow
+
+    use_flow = policy is not None and getattr(policy, "observation", "pair") == "flow"
+    if use_flow and flows_fn is None:
+        raise ValueError("a policy with observation='flow' needs flows_fn")
+    prev = prev_frame = out_prev = None              # (1,C,h,w) L_{t-1}, (1,3,H,W), (1,C,h,w) L^out_{t-1}
     for frames, out in latent_chunks(backbone, chunks, style, device):
         images = out.images.float()                                        # (n,3,H',W')
         if policy is not None:
             L = backbone.policy_latents(out).float()                       # (n,C,h,w)
             first = prev is None
-            prevs = L[:-1] if first else torch.cat([prev, L[:-1]])        # (m,C,h,w)
-            curs = L[1:] if first else L
-            if len(curs):
+            Lx = L if first else torch.cat([prev, L])                      # (m,C,h,w), m = n or n+1
+            if len(Lx) > 1:
+                if use_flow:
+                    fx = frames if first else torch.cat([prev_frame, frames])        # (m,3,H,W)
+                    lat_bw, lat_mask = latent_flow(flows_fn(fx), *L.shape[-2:])      # (m-1,2,h,w), (m-1,1,h,w)
+                    out_prev = Lx[:1] if first else out_prev
+                    acts = []
+                    for t in range(1, len(Lx)):                            # sequential: obs needs a_{t-1}
+                        warped = warp(out_prev, lat_bw[t - 1:t])           # (1,C,h,w)
+                        a = policy(Lx[t - 1:t], Lx[t:t + 1], warped, lat_mask[t - 1:t]).mean
+                        acts.append(a)
+                        out_prev = Lx[t:t + 1] + a
+                    a = torch.cat(acts)                                    # (m-1,C,h,w)
+                else:
+                    a = policy(Lx[:-1], Lx[1:]).mean                       # (m-1,C,h,w)
                 idx = torch.arange(1 if first else 0, len(L), device=L.device)
-                S = backbone.render(curs + policy(prevs, curs).mean, out, idx).float()
+                S = backbone.render(Lx[1:] + a, out, idx).float()
                 images = torch.cat([images[:1], S]) if first else S
-            prev = L[-1:]
+            prev, prev_frame = L[-1:], frames[-1:]
         if images.shape[-2:] != frames.shape[-2:]:                         # square-only backbones
             images = F.interpolate(images, size=frames.shape[-2:], mode="bilinear", antialias=True,
                                    align_corners=False)
         yield images.clamp(0, 1)
+
+
+def _flows_fn(cfg_flow) -> Callable:
+    """Flows of a user's video for a flow-aware policy: the profile's estimator, or OpenCV DIS
+    where the profile's flows only exist for synthetic clips ("exact")."""
+    from .flow import get_estimator
+
+    cfg_flow = cfg_flow if cfg_flow.source != "exact" else dataclasses.replace(cfg_flow, source="dis")
+    estimate = get_estimator(cfg_flow.source)
+    return lambda frames: estimate(frames, cfg_flow)
 
 
 def _video_meta(video) -> tuple[float, Optional[int]]:
@@ -190,6 +223,7 @@ def stylize_video(cfg, video, out, style: Optional[str] = None, policy=None, siz
                              f"{cfg_bb.name!r} has {backbone.latent_channels}-channel latents",
                              fix="pass a policy trained on this profile")
         policy = policy.to(device).eval()
+    flows_fn = _flows_fn(cfg.flow)
 
     def all_chunks():
         yield first
@@ -198,7 +232,7 @@ def stylize_video(cfg, video, out, style: Optional[str] = None, policy=None, siz
     total = min(total, max_frames) if total and max_frames else total
     bar = progress(None, desc=f"stylize {Path(video).name}", total=total, unit="frame")
     with Mp4Writer(out, fps) as writer:
-        for images in stylized_chunks(backbone, all_chunks(), style_img, policy, device):
+        for images in stylized_chunks(backbone, all_chunks(), style_img, policy, device, flows_fn):
             writer.write(images)
             bar.update(len(images))
     bar.close()
