@@ -376,7 +376,11 @@ def _sources(cfg, videos: Optional[PathLike]) -> list[tuple[str, str, Optional[P
     if not entries:
         raise InputError("video folder holds no videos", folder, fix)
     taken: set = set()
-    return [(_clip_id(e.stem, taken), str(e), e) for e in entries]
+    # vendored clips are labelled "assets:clips/<name>": the manifest and cache keys stay the same
+    # wherever the checkout lives (an absolute path would differ between clones)
+    src = cfg.data.source if videos is None else None
+    vendored = isinstance(src, str) and src.startswith(ASSET_PREFIX)
+    return [(_clip_id(e.stem, taken), f"{src.rstrip('/')}/{e.name}" if vendored else str(e), e) for e in entries]
 
 
 def _clip_key(cfg, source: str) -> str:

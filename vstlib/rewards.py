@@ -114,7 +114,7 @@ class ContentLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         for name, t in (("stylized", x), ("reference", ref)):
-            lo, hi = float(t.min()), float(t.max())
+            lo, hi = float(t.detach().min()), float(t.detach().max())   # no grad: no scalar warning
             if lo < -1e-4 or hi > 1 + 1e-4:
                 raise ValueError(f"ContentLoss expects {name} frames in [0,1], got range "
                                  f"[{lo:.3g}, {hi:.3g}]; convert with (x + 1) / 2 or clamp(0, 1)")
