@@ -14,6 +14,23 @@ def vst_home(tmp_path, monkeypatch):
     return home
 
 
+def isolated_home(root):
+    """Point VSTLIB_HOME at ``root`` (progress bars off) for as long as the generator is open:
+    the body of every module-scoped ``home`` fixture."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VSTLIB_HOME", str(root))
+        mp.setenv("VSTLIB_PROGRESS", "0")
+        yield root
+
+
+@pytest.fixture
+def home(tmp_path):
+    """A fresh VSTLIB_HOME at tmp_path/home for one test (progress off); returns tmp_path.
+    Modules that share one prepared home override it with a module-scoped fixture."""
+    for _ in isolated_home(tmp_path / "home"):
+        yield tmp_path                                  # inputs are written beside the home
+
+
 @pytest.fixture
 def write_video():
     """write_video(path, frames uint8 (T,H,W,3)) -> path: a real mp4/gif/... via imageio + PyAV."""

@@ -19,13 +19,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("VSTLIB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("VSTLIB_PROGRESS", "0")
-    return tmp_path
-
-
-@pytest.fixture
 def clip(home):
     """A 5-frame synthetic mp4 at 12 fps (a textured disc moving over a photo) and a style image."""
     from vstlib.data import make_style_image, make_synthetic_clip

@@ -14,6 +14,7 @@ from vstlib.backbones.diffusest.injection import InjectionAttnProcessor, Injecti
 from vstlib.backbones.diffusest.sampler import ddim_move
 from vstlib.config import get_config
 from vstlib.utils import InputError, MissingWeightsError
+from conftest import isolated_home
 
 T = 4  # frames per test clip
 
@@ -47,11 +48,7 @@ def style():
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        path = tmp_path_factory.mktemp("vsthome")
-        mp.setenv("VSTLIB_HOME", str(path))
-        mp.setenv("VSTLIB_PROGRESS", "0")
-        yield path
+    yield from isolated_home(tmp_path_factory.mktemp("vsthome"))
 
 
 SMOKE = get_config("smoke").backbone

@@ -16,6 +16,7 @@ import torch
 from vstlib import paths
 from vstlib.cli import main
 from vstlib.config import get_config
+from conftest import isolated_home
 
 TINY = dict(
     data={"n_clips": 2, "n_frames": 3, "size": 32, "motion_threshold": 0.0, "train_fraction": 0.5,
@@ -32,12 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("relhome")
-    mp.setenv("VSTLIB_HOME", str(root))
-    mp.setenv("VSTLIB_PROGRESS", "0")
-    yield root
-    mp.undo()
+    yield from isolated_home(tmp_path_factory.mktemp("relhome"))
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,6 @@ REDUCED = ["backbone.num_inference_steps=5", "train.epochs=1"]
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("VSTLIB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("VSTLIB_PROGRESS", "0")
-    return tmp_path
-
-
-@pytest.fixture
 def calls(monkeypatch):
     """Record what papermill would run (notebook, parameters) instead of running it."""
     import papermill

@@ -15,13 +15,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("VSTLIB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("VSTLIB_PROGRESS", "0")
-    return tmp_path
-
-
-@pytest.fixture
 def wide_clip(home, write_video):
     """A 5-frame 40x72 (non-square) mp4: a smooth pattern sliding right by 2 px per frame."""
     g = np.random.default_rng(0)

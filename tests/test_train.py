@@ -9,6 +9,7 @@ import torch
 from vstlib import paths
 from vstlib.config import get_config
 from vstlib.utils import read_jsonl, seed_everything
+from conftest import isolated_home
 
 # 3 clips of 4 frames at 32 px (2 train, 1 test), 2 DDIM steps: each update is a fraction of a second.
 # accumulation 2 over 3 transitions -> 2 updates per clip, 4 per epoch; checkpoint after every clip.
@@ -25,12 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    root = tmp_path_factory.mktemp("vsthome")
-    mp.setenv("VSTLIB_HOME", str(root))
-    mp.setenv("VSTLIB_PROGRESS", "0")
-    yield root
-    mp.undo()
+    yield from isolated_home(tmp_path_factory.mktemp("vsthome"))
 
 
 @pytest.fixture(scope="module")
