@@ -29,6 +29,11 @@ CASES = {
     "reinforce": {},
     "rloo": {"train": {"epochs": 15, "normalize_advantage": True}, "reward": {"normalize": "baseline"}},
     "pathwise": {"train": {"epochs": 30}, "policy": {"observation": "flow"}},
+    # the gated-blend head (starts at the latent blend: its residual must still find c) and the
+    # constant-offset control (c is exactly what it can represent), both trained pathwise
+    "pathwise_blend": {"train": {"epochs": 30, "learner": "pathwise"},
+                       "policy": {"observation": "flow", "head": "blend", "blend_init": -2.0}},
+    "constant": {"train": {"epochs": 30, "learner": "pathwise"}, "policy": {"head": "constant"}},
 }
 OFFSET = 0.5     # |c| per latent channel
 COS_SAMPLES, COS_MIN = 32, 0.2
@@ -71,7 +76,7 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("learner", ["pathwise"])
+@pytest.mark.parametrize("learner", ["pathwise", "pathwise_blend", "constant"])
 def test_learner_moves_toward_the_known_optimum(toy_home, monkeypatch, learner, sign=1.0):
     from vstlib import clips, rewards, rollout
     from vstlib.checkpoint import load_policy
@@ -80,7 +85,7 @@ def test_learner_moves_toward_the_known_optimum(toy_home, monkeypatch, learner, 
 
     over = _merge(TOY, CASES[learner])
     over["reward"] = {**over.get("reward", {}), "terms": ["target"], "weights": {"target": 1.0}}
-    over["train"]["learner"] = learner
+    over["train"].setdefault("learner", learner)
     cfg = get_config("smoke", **over)
     # the optimum: delta = c, one value per latent channel
     c = sign * torch.tensor([OFFSET, -OFFSET, OFFSET, -OFFSET]).view(1, 4, 1, 1)

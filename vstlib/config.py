@@ -77,6 +77,9 @@ class PolicyConfig:
     sigma_init: float = 0.1
     observation: str = "pair"          # "pair" (L_{t-1}, L_t: the paper) or "flow" (+ the previous OUTPUT
                                        # latent warped along the input's flow and its visibility mask)
+    head: str = "residual"             # "residual" (the paper), "blend" (gated blend toward the warped previous
+                                       # output + residual; needs "flow"), "constant" (control: one offset)
+    blend_init: float = 0.0            # blend head: the untrained policy is the latent blend b = sigmoid(this)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,10 @@ class TrainConfig:
     normalize_advantage: bool = False  # rloo: divide leave-one-out advantages by their std over K
     max_ratio: float = 10.0            # truncated importance ratio pi_new/pi_old for chunks sampled under
                                        # older weights (0 = no correction: the pre-fix behaviour)
+    crop: int = 0                      # train on a random window of crop x crop latent cells per clip visit
+                                       # (0 = whole frames); decoding cost is linear in pixels
+    seeds: tuple = (0,)                # seeds of the main run reported with their spread (run "main" is the
+                                       # first; the others are runs "seeds/<seed>")
     checkpoint_every: int = 4          # updates between atomic checkpoints
     seed: int = 0
     device: str = "auto"               # "auto" = cuda if available, else cpu
@@ -120,6 +127,11 @@ class EvalConfig:
     clip_model: str = TINY             # open_clip architecture; "ViT-B-32" in the paper profile
     clip_pretrained: Optional[str] = None  # "openai" in the paper profile
     warp_error: str = "lai"            # Table 1 warp_error: "lai" (Lai et al. 2018, RGB summed) | "rgb_mean"
+    # issue 11's comparison (vstlib.compare): the competitors and controls scored beside the policy
+    compare: tuple = ("reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first", "direct")
+    blend_grid: tuple = (0.25, 0.5, 0.75)  # blend weights b tried on the train clips
+    direct_steps: int = 10             # Adam steps of the per-clip direct optimisation (upper bound)
+    direct_lr: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -241,10 +253,13 @@ def ablations(base: Config) -> dict[str, dict[str, Config]]:
         # the paper's learner as published (REINFORCE, lr 1e-4, gate 5, paper observation, raw reward)
         # against the pathwise learner on the profile's other settings
         "learner": {"reinforce_paper": base.override(train={"learner": "reinforce", "lr": 1e-4},
-                                                     policy={"gate_init": 5.0, "observation": "pair"},
+                                                     policy={"gate_init": 5.0, "observation": "pair",
+                                                             "head": "residual", "sigma_init": 0.1},
                                                      reward={"normalize": "none"}),
                     "pathwise": base.override(train={"learner": "pathwise"})},
-        "observation": {f"obs_{o}": base.override(policy={"observation": o}) for o in ("pair", "flow")},
+        # the paper's observation needs the paper's head (the blend head blends toward the warped output)
+        "observation": {"obs_pair": base.override(policy={"observation": "pair", "head": "residual"}),
+                        "obs_flow": base.override(policy={"observation": "flow"})},
         "normalize": {f"norm_{n}": base.override(reward={"normalize": n}) for n in ("none", "baseline")},
     }
     unknown = set(base.train.ablation_grids) - set(grids)

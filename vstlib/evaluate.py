@@ -22,13 +22,13 @@ from vstlib import paths
 from vstlib.checkpoint import CKPT, POLICY, load_policy
 from vstlib.clips import load_manifest
 from vstlib.rollout import build_episode, make_env, policy_frames
-from vstlib.utils import InputError, atomic_path, progress, resolve_device
+from vstlib.utils import InputError, atomic_path, atomic_write_json, progress, resolve_device
 
 METHODS = ("baseline", "policy")
 REFERENCES = ("input", "per-frame")            # Table 1 only: the clip itself, the stylizer's own frames
 ORDER = REFERENCES + METHODS
 SPLITS = ("train", "test")
-COLUMNS1 = ["method", "split", "content", "style", "temporal", "warp_error"]
+COLUMNS1 = ["method", "split", "content", "style", "temporal", "warp_error", "edge_corr"]
 COLUMNS2 = ["method", "split", "content", "style", "temporal"]
 
 
@@ -46,7 +46,28 @@ def clip_losses(S: torch.Tensor, frames: torch.Tensor, flows: dict, reward_model
         "style": reward_model.style(S).mean().item(),                           # Gram, over T frames
         "temporal": temporal_loss(prev, cur, f["fw"], f["bw"], f["mask_fw"], f["mask_bw"]).mean().item(),
         "warp_error": warping_error(prev, cur, f["fw"], f["mask_fw"], warp_error).mean().item(),
+        "edge_corr": edge_correlation(S, frames.to(S)).mean().item(),
     }
+
+
+def edge_correlation(S: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of the Sobel edge magnitudes of S_t and I_t (grey), per frame: (T,).
+
+    A reward-hacking check (issue 11): a method whose frames stop following the input (a frozen
+    frame, a fixed pattern) loses edge correlation; one that only removes flicker keeps it.
+    """
+    import torch.nn.functional as F
+
+    def edges(x):                                                              # (T,3,H,W) -> (T,H*W)
+        g = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]     # (T,1,H,W) luma
+        k = torch.tensor([[1., 0., -1.], [2., 0., -2.], [1., 0., -1.]], device=x.device, dtype=x.dtype)
+        gx = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), k[None, None])
+        gy = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), k.T[None, None])
+        return (gx ** 2 + gy ** 2).sqrt().flatten(1)
+
+    a, b = edges(S.float()), edges(frames.float())
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-12)
 
 
 @torch.no_grad()
@@ -61,20 +82,25 @@ def clip_similarities(S: torch.Tensor, frames: torch.Tensor, style_feat: torch.T
     }
 
 
-def evaluate(cfg, run: str = "main", policy=None) -> dict:
-    """Score the baseline and the trained policy of ``run`` on the train and test clips.
+def evaluate(cfg, run: str = "main", policy=None, splits: tuple = SPLITS) -> dict:
+    """Score the baseline and the trained policy of ``run`` on the clips of ``splits``.
 
     Returns {"table1", "table2", "table1_per_clip", "table2_per_clip"} as pandas DataFrames,
     also written as CSV to ``results/<profile>/`` (run "main") or the run's folder (others).
     ``policy`` overrides the run's ``policy.safetensors`` (e.g. a fresh policy in tests).
+    The per-clip scores of a run's policy file are cached in the run folder (``evaluation.json``,
+    keyed by the policy file's bytes, the scoring config and the clips; rebuilt when the key or
+    the file does not match): notebooks 04, 05 and 06 score the main run once.
     """
     import pandas as pd
 
-    from vstlib.models import EMBEDDER_NAMES, EMBEDDERS, pick
+    from vstlib.models import EMBEDDER_NAMES
     from vstlib.tables import profile_note
 
     device = resolve_device(cfg.train.device)
     manifest = load_manifest(cfg.profile)                                      # prepared data first
+    clips = [(split, cid) for split in splits for cid in manifest.get(split, [])]
+    cache_path = key = None
     if policy is None:
         ckpt = paths.run_dir(cfg.profile, run) / POLICY
         if not ckpt.exists():
@@ -85,20 +111,83 @@ def evaluate(cfg, run: str = "main", policy=None) -> dict:
             raise InputError("no trained policy", ckpt,
                              f"train it first: `vst train --profile {cfg.profile} --run {run}`")
         policy = load_policy(ckpt, cfg.policy, device)
+        cache_path = ckpt.parent / EVAL_CACHE
+        key = evaluation_key(cfg, ckpt, manifest, clips)
     policy = policy.to(device).eval()
+
+    cached = _read_eval_cache(cache_path, key)
+    if cached is not None:
+        rows1, rows2 = cached
+    else:
+        rows1, rows2 = _score_clips(cfg, policy, clips, device)
+        if cache_path is not None:                                             # one entry per split set
+            entries = _read_eval_entries(cache_path)
+            entries[key] = {"table1": rows1, "table2": rows2}
+            atomic_write_json(cache_path, {"entries": entries})
+
+    note = profile_note(cfg.profile)
+    per1, per2 = pd.DataFrame(rows1), pd.DataFrame(rows2)
+    per2["embedder"] = EMBEDDER_NAMES.get(cfg.eval.embedder, cfg.eval.embedder)
+    out = {"table1": _summarise(per1, COLUMNS1), "table2": _summarise(per2, COLUMNS2, extra=["embedder"]),
+           "table1_per_clip": per1, "table2_per_clip": per2}
+    # the paper's tables come from the main run scored on every split; anything else stays in its run folder
+    full = run == "main" and tuple(splits) == SPLITS
+    dest = paths.results_dir(cfg.profile) if full else paths.run_dir(cfg.profile, run)
+    for name, df in out.items():
+        df["profile"] = cfg.profile
+        df["note"] = note
+        _write_csv(df, paths.ensure(dest) / f"{name}.csv")
+    return out
+
+
+EVAL_CACHE = "evaluation.json"
+
+
+def evaluation_key(cfg, policy_file: Path, manifest: dict, clips: list) -> str:
+    """What the scores of a policy file depend on: its bytes, the scoring config, the clips."""
+    import hashlib
+
+    from vstlib.cache import json_digest
+
+    digest = hashlib.sha256(Path(policy_file).read_bytes()).hexdigest()
+    part = {k: v for k, v in cfg.to_dict().items() if k not in ("train", "profile")}
+    return json_digest({"policy": digest, "config": part, "profile": cfg.profile, "clips": clips,
+                        "manifest": json_digest(manifest), "version": 1})
+
+
+def _read_eval_entries(path) -> dict:
+    """{key: {"table1": rows, "table2": rows}} of a run's evaluation cache; {} if absent or damaged."""
+    import json
+
+    try:
+        d = json.loads(Path(path).read_text())
+        entries = d.get("entries", {})
+        return {k: v for k, v in entries.items()
+                if isinstance(v, dict) and isinstance(v.get("table1"), list) and isinstance(v.get("table2"), list)}
+    except (OSError, ValueError, AttributeError):
+        return {}                                                              # absent or damaged: rescore
+
+
+def _read_eval_cache(path, key):
+    if path is None or key is None:
+        return None
+    hit = _read_eval_entries(path).get(key)
+    return (hit["table1"], hit["table2"]) if hit else None
+
+
+@torch.no_grad()
+def _score_clips(cfg, policy, clips: list, device) -> tuple:
+    from vstlib.models import EMBEDDERS, pick
 
     stylizer, reward_model, style = make_env(cfg, device)
     embed = pick(EMBEDDERS, cfg.eval.embedder, "evaluation embedder")(cfg.eval, device)
     style_feat = embed(style)                                                  # (1,D)
-
     rows1, rows2 = [], []
-    clips = [(split, cid) for split in SPLITS for cid in manifest.get(split, [])]
     for split, cid in progress(clips, desc="evaluate"):
         ep = build_episode(cfg, cid, stylizer, reward_model, device)
         frames = ep.frames                                                     # (T,3,H,W)
-        with torch.no_grad():
-            stylized = {"baseline": ep.base.images.float(),                    # (T,3,H,W)
-                        "policy": policy_frames(policy, stylizer, ep.base, ep.flows).float()}
+        stylized = {"baseline": ep.base.images.float(),                        # (T,3,H,W)
+                    "policy": policy_frames(policy, stylizer, ep.base, ep.flows).float()}
         reference = {"input": frames.float()}
         if getattr(ep.base, "per_frame", None) is not None:
             reference["per-frame"] = ep.base.per_frame.float()                 # (T,3,H,W) N(I_t)
@@ -108,18 +197,7 @@ def evaluate(cfg, run: str = "main", policy=None) -> dict:
             rows1.append({**key, **clip_losses(S, frames, ep.flows, reward_model, cfg.eval.warp_error)})
             if method in METHODS:
                 rows2.append({**key, **clip_similarities(S, frames, style_feat, embed)})
-
-    note = profile_note(cfg.profile)
-    per1, per2 = pd.DataFrame(rows1), pd.DataFrame(rows2)
-    per2["embedder"] = EMBEDDER_NAMES.get(cfg.eval.embedder, cfg.eval.embedder)
-    out = {"table1": _summarise(per1, COLUMNS1), "table2": _summarise(per2, COLUMNS2, extra=["embedder"]),
-           "table1_per_clip": per1, "table2_per_clip": per2}
-    dest = paths.results_dir(cfg.profile) if run == "main" else paths.run_dir(cfg.profile, run)
-    for name, df in out.items():
-        df["profile"] = cfg.profile
-        df["note"] = note
-        _write_csv(df, paths.ensure(dest) / f"{name}.csv")
-    return out
+    return rows1, rows2
 
 
 @torch.no_grad()
@@ -164,4 +242,4 @@ def _write_csv(df, path: Path) -> Path:
     return path
 
 
-__all__ = ["evaluate", "flicker_curves", "clip_losses", "clip_similarities", "METHODS", "REFERENCES", "SPLITS"]
+__all__ = ["evaluate", "flicker_curves", "clip_losses", "clip_similarities", "edge_correlation", "evaluation_key", "METHODS", "REFERENCES", "SPLITS"]

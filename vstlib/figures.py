@@ -156,3 +156,31 @@ def ablation_bars(df, x: str, metrics: Sequence[str] = ("reward", "content", "st
         fig.suptitle(title, y=1.04, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def pareto(df, title: str = ""):
+    """Warping-error change vs style change (% of the per-frame baseline, test clips), one marker
+    per method, mean +- std over seeds; the goal region (warp <= -30 %, style <= +5 %) shaded."""
+    plt = _plt()
+    t = df[(df.split == "test") & (df.method != "baseline")]
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    ax.axvspan(-100, 5, ymin=0, ymax=1, color="0.93", zorder=0)
+    ax.axhline(-30, color="0.6", lw=0.8, ls="--", zorder=1)
+    ax.axvline(5, color="0.6", lw=0.8, ls="--", zorder=1)
+    ax.axhline(0, color="0.3", lw=0.6), ax.axvline(0, color="0.3", lw=0.6)
+    for i, (method, g) in enumerate(t.groupby("method", sort=False)):
+        x, y = g["d_style"].astype(float), g["d_warp_error"].astype(float)
+        err = dict(xerr=x.std(), yerr=y.std()) if len(g) > 1 else {}
+        ax.errorbar(x.mean(), y.mean(), fmt="o", ms=6, capsize=3, color=f"C{i}",
+                    label=f"{method} ({len(g)} seeds)" if len(g) > 1 else method, **err)
+        if len(g) > 1:
+            ax.scatter(x, y, s=10, color=f"C{i}", alpha=0.5)
+    lo = min(-40.0, float(t["d_warp_error"].min()) - 5)
+    ax.set_ylim(lo, max(10.0, float(t["d_warp_error"].max()) + 5))
+    xs = t["d_style"].astype(float)
+    ax.set_xlim(min(-20.0, float(xs.min()) - 5), max(20.0, float(xs.max()) + 5))
+    ax.set_xlabel("style loss change vs per-frame baseline (%)"), ax.set_ylabel("warping error change (%)")
+    ax.set_title(title or "held-out clips: flicker vs style (goal: shaded, below the dashed line)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig

@@ -72,7 +72,8 @@ def policy_gradient_loss(advantage_fn: Callable):
         logp = policy_lib.log_prob(dist, tr.actions[:, chunk].flatten(0, 1)).view(K, n)  # (K,n)
         w = importance_weight(logp, tr.logp[:, chunk], cfg.train.max_ratio)           # (K,n)
         loss = -(w * logp * adv).sum() / (K * n)                                       # mean over k, t
-        return loss, {"advantage": adv, "reward": rewards, "ratio": w}
+        terms = {k: v[:, chunk] for k, v in tr.terms.items()}                          # (K,n) each
+        return loss, {"advantage": adv, "reward": rewards, "ratio": w, "terms": terms}
 
     return loss
 
@@ -95,7 +96,7 @@ def pathwise_loss(policy, ep, tr, chunk, stylizer, reward_model, cfg):
     rewards = terms["reward"][None]                                            # (1,n)
     loss = -rewards.sum() / chunk.numel()
     return loss, {"advantage": (rewards - base["reward"]).detach(), "reward": rewards.detach(),
-                  "ratio": torch.ones_like(rewards)}
+                  "ratio": torch.ones_like(rewards), "terms": {k: v.detach()[None] for k, v in terms.items()}}
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,13 @@ class Learner:
     name: str
     loss: Callable                 # (policy, ep, tr, chunk, stylizer, reward_model, cfg) -> (loss, info)
     samples: Callable              # cfg_train -> K rollouts per clip
+    render: bool = True            # does the loss need the rollout's rendered frames and rewards?
 
 
 LEARNERS: dict[str, Learner] = {
     "reinforce": Learner("reinforce", policy_gradient_loss(baseline_advantage), lambda c: 1),
     "rloo": Learner("rloo", policy_gradient_loss(leave_one_out_advantage), lambda c: int(c.samples)),
-    "pathwise": Learner("pathwise", pathwise_loss, lambda c: 1),
+    "pathwise": Learner("pathwise", pathwise_loss, lambda c: 1, render=False),   # renders its own chunks
 }
 
 

@@ -11,6 +11,16 @@ log-parametrised, so no gradient step can make it negative).
 
 ``observation="flow"`` (beyond the paper) also feeds the previous OUTPUT latent warped along the
 input video's flow and the visibility mask, so the policy sees what frame t must agree with.
+
+``head`` picks how the mean is formed (still a Gaussian residual delta, so every learner applies):
+- ``"residual"`` (the paper): mu = (1 - sigmoid(gate)) * raw(x);
+- ``"blend"`` (beyond the paper; needs observation "flow"): a per-pixel gated blend toward the
+  motion-compensated previous output plus a free residual,
+  mu = v * sigmoid(o + blend_init) * (warp(L^out_{t-1}) - L_t) + (1 - sigmoid(gate)) * r,
+  with (r, o) = raw(x) zero-initialised, so an untrained policy IS the latent blend with
+  b = sigmoid(blend_init) (issue 11: the best training-free point; the learner moves away from it);
+- ``"constant"`` (a reward-hacking control): mu = one learned offset per latent channel that never
+  looks at the input.
 """
 from __future__ import annotations
 
@@ -45,24 +55,35 @@ class LatentPolicy(nn.Module):
     """Gaussian policy over latent residuals: mean from a conv net, one learned scalar sigma."""
 
     def __init__(self, latent_channels: int = 4, hidden: int = 16, gate_init: float = 5.0,
-                 sigma_init: float = 0.1, observation: str = "pair"):
+                 sigma_init: float = 0.1, observation: str = "pair", head: str = "residual",
+                 blend_init: float = 0.0):
         super().__init__()
         if sigma_init <= 0:
             raise ValueError(f"sigma_init must be > 0, got {sigma_init}")
         if observation not in OBSERVATIONS:
             raise ValueError(f"unknown policy.observation {observation!r}; choose one of {OBSERVATIONS}")
+        if head not in HEADS:
+            raise ValueError(f"unknown policy.head {head!r}; choose one of {HEADS}")
+        if head == "blend" and observation != "flow":
+            raise ValueError("policy.head='blend' blends toward the warped previous output: it needs "
+                             "policy.observation='flow'")
         c = latent_channels
-        self.observation = observation
-        cin = 2 * c if observation == "pair" else 3 * c + 1
-        self.trunk = nn.Sequential(
-            *_conv_in(cin, hidden), nn.ReLU(inplace=True),
-            *_conv_in(hidden, hidden), nn.ReLU(inplace=True),
-            ResidualBlock(hidden),
-        )
-        self.head = nn.Conv2d(hidden, c, 1)
-        # tiny raw mean at init (with the gate, actions start near zero)
-        nn.init.xavier_uniform_(self.head.weight, gain=0.01)
-        nn.init.zeros_(self.head.bias)
+        self.observation, self.head_kind, self.blend_init = observation, head, float(blend_init)
+        if head == "constant":                                   # no trunk: it never sees the input
+            self.offset = nn.Parameter(torch.zeros(1, c, 1, 1))
+        else:
+            cin = 2 * c if observation == "pair" else 3 * c + 1
+            self.trunk = nn.Sequential(
+                *_conv_in(cin, hidden), nn.ReLU(inplace=True),
+                *_conv_in(hidden, hidden), nn.ReLU(inplace=True),
+                ResidualBlock(hidden),
+            )
+            self.head = nn.Conv2d(hidden, c + (head == "blend"), 1)   # blend: + the gate logit o
+            if head == "blend":                                  # start exactly at the latent blend
+                nn.init.zeros_(self.head.weight)
+            else:                                                # tiny raw mean at init (with the gate)
+                nn.init.xavier_uniform_(self.head.weight, gain=0.01)
+            nn.init.zeros_(self.head.bias)
         self.gate_param = nn.Parameter(torch.tensor(float(gate_init)))
         self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init)))  # sigma = exp(.) > 0
 
@@ -70,7 +91,7 @@ class LatentPolicy(nn.Module):
     def from_config(cls, cfg_policy) -> "LatentPolicy":
         return cls(latent_channels=cfg_policy.latent_channels, hidden=cfg_policy.hidden,
                    gate_init=cfg_policy.gate_init, sigma_init=cfg_policy.sigma_init,
-                   observation=cfg_policy.observation)
+                   observation=cfg_policy.observation, head=cfg_policy.head, blend_init=cfg_policy.blend_init)
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -85,19 +106,27 @@ class LatentPolicy(nn.Module):
         if prev_latent.shape != cur_latent.shape:
             raise ValueError(f"prev/cur latents differ in shape: {tuple(prev_latent.shape)} vs "
                              f"{tuple(cur_latent.shape)}")
+        if self.head_kind == "constant":
+            mu = self.offset.expand_as(cur_latent)               # (N, C, h, w), input ignored
+            return Normal(mu, self.sigma.expand_as(mu))
         x = torch.cat([prev_latent, cur_latent], dim=1)         # (N, 2C, h, w)
         if self.observation == "flow":
             if warped is None or visible is None:
                 raise ValueError("a policy with observation='flow' needs the warped previous output "
                                  "latent and the visibility mask")
             x = torch.cat([x, warped, visible], dim=1)          # (N, 3C+1, h, w)
-        raw_mu = self.head(self.trunk(x))                        # (N, C, h, w)
-        mu = (1 - torch.sigmoid(self.gate_param)) * raw_mu       # (N, C, h, w)
+        raw = self.head(self.trunk(x))                           # (N, C (+1), h, w)
+        c = cur_latent.shape[1]
+        mu = (1 - torch.sigmoid(self.gate_param)) * raw[:, :c]   # (N, C, h, w) the residual
+        if self.head_kind == "blend":
+            b = visible * torch.sigmoid(raw[:, c:] + self.blend_init)   # (N, 1, h, w) per-pixel blend
+            mu = mu + b * (warped - cur_latent)                  # toward the warped previous output
         sigma = self.sigma.expand_as(mu)                         # (N, C, h, w)
         return Normal(mu, sigma)
 
 
 OBSERVATIONS = ("pair", "flow")
+HEADS = ("residual", "blend", "constant")
 
 
 def log_prob(dist: Normal, action: torch.Tensor) -> torch.Tensor:
@@ -105,4 +134,4 @@ def log_prob(dist: Normal, action: torch.Tensor) -> torch.Tensor:
     return dist.log_prob(action).flatten(1).sum(1)
 
 
-__all__ = ["LatentPolicy", "OBSERVATIONS", "ResidualBlock", "log_prob"]
+__all__ = ["LatentPolicy", "OBSERVATIONS", "HEADS", "ResidualBlock", "log_prob"]

@@ -62,7 +62,7 @@ def ablation_table(cfg):
         for setting, c in runs.items():
             run = "main" if c == cfg else f"ablations/{grid}/{setting}"
             train(c, run=run)
-            t1 = evaluate(c, run=run)["table1"].set_index(["method", "split"])
+            t1 = evaluate(c, run=run, splits=("test",))["table1"].set_index(["method", "split"])
             pol, base = t1.loc[("policy", "test")], t1.loc[("baseline", "test")]
             rows.append({"grid": grid, "setting": setting, "lr": c.train.lr, "epochs": c.train.epochs,
                          "reward": float(weighted_reward(pol, cfg.reward, base)), "content": pol["content"],
@@ -111,6 +111,44 @@ def write_ablation_table(abl, cfg):
     return tables.write_table("ablations", text)
 
 
+# --------------------------------------------------------------------------- notebook 04: issue 11
+LEARNER_COLUMNS = ["method", "param", "seeds", "d_warp_error_mean", "d_warp_error_std", "d_style_mean",
+                   "d_style_std", "d_content_mean", "d_content_std", "edge_corr_mean"]
+
+
+def learners_summary(df):
+    """``compare.summary`` rounded for display (test clips; mean and std over seeds)."""
+    from .compare import summary
+
+    return summary(df).round(2)
+
+
+def write_learners_table(df, cfg):
+    """``paper/tables/learners.tex``: every method's change relative to the per-frame baseline."""
+    from .compare import summary
+
+    rows = summary(df).to_dict("records")
+    for r in rows:
+        r["seeds"] = int(r["seeds"])
+    text = tables.latex_table(
+        rows, LEARNER_COLUMNS,
+        "Held-out test clips, change relative to the per-frame baseline (\\%, mean and std over seeds; "
+        "lower is better for all three): warping error (Lai et al.), Gram style loss, content loss; "
+        "edge correlation of the stylized frames with the input (higher follows the motion). Blend "
+        "weights $b$ were chosen on the train clips. Goal: warp $\\le -30$\\% with style and content "
+        "$\\le +5$\\%.", "tab:learners", cfg.profile,
+        headers=["Method", "Setting", "Seeds", "$\\Delta$warp", "std", "$\\Delta$style", "std",
+                 "$\\Delta$content", "std", "Edge corr."], digits=2)
+    return tables.write_table("learners", text)
+
+
+def learners_figure(df, profile: str):
+    """``figures/pareto.png``: warping error vs style change of every method (test clips)."""
+    from . import figures
+
+    return figures.save(figures.pareto(df), "pareto", profile)[0]
+
+
 # --------------------------------------------------------------------------- notebook 05
 def paper_numbers(cfg, table1, manifest: dict) -> dict:
     """The numbers the paper's text quotes (``\\vst<key>`` macros): settings and headline results.
@@ -135,4 +173,5 @@ def write_paper_outputs(cfg, table1, manifest: dict) -> list:
 
 
 __all__ = ["banner", "record_run", "start", "ablation_table", "write_ablation_table", "paper_numbers",
+           "learners_summary", "write_learners_table", "learners_figure", "LEARNER_COLUMNS",
            "write_paper_outputs", "ABLATION_COLUMNS"]

@@ -56,8 +56,8 @@ class Transitions:
     actions: torch.Tensor         # (K,T-1,C,h,w) residual deltas, no grad
     logp: torch.Tensor            # (K,T-1) log pi(a) under the weights that sampled them
     extra: Optional[torch.Tensor]  # (K,T-1,C+1,h,w) warped previous output latent + mask ("flow"), or None
-    stylized: torch.Tensor        # (K,T,3,H,W) S_0 (baseline) then S_1..S_{T-1}
-    terms: dict                   # policy frames: each reward term and "reward", (K,T-1) each
+    stylized: Optional[torch.Tensor]  # (K,T,3,H,W) S_0 (baseline) then S_1..S_{T-1}; None unrendered
+    terms: Optional[dict]         # policy frames: each reward term and "reward", (K,T-1) each; None unrendered
     base_terms: dict              # baseline frames: same keys (T-1,) each
 
 
@@ -118,6 +118,42 @@ def build_episode(cfg, clip_id: str, stylizer, reward_model, device=None) -> Epi
         lat_bw, lat_mask = latent_flow(flows, *obs.shape[-2:])                 # (T-1,2|1,h,w)
     return Episode(clip_id, frames, flows, base, obs, {k: v.detach() for k, v in base_terms.items()},
                    lat_bw, lat_mask)
+
+
+@torch.no_grad()
+def crop_episode(ep: Episode, box: tuple, reward_model) -> Episode:
+    """The episode on a window ``box`` = (y, x, h, w) in latent cells (training on random crops:
+    decoding cost is linear in pixels). Flows keep their values (pixel displacements); a pixel
+    whose correspondence leaves the window is masked out, and the baseline's reward terms are
+    recomputed on the window (the normalised reward divides by them)."""
+    from vstlib.flow import inside_mask
+
+    y, x, h, w = box
+    f = ep.frames.shape[-1] // ep.obs.shape[-1]                                # pixels per latent cell
+    px = (..., slice(y * f, (y + h) * f), slice(x * f, (x + w) * f))
+    frames = ep.frames[px].contiguous()                                        # (T,3,hf,wf)
+    flows = {k: ep.flows[k][px].contiguous() for k in ("fw", "bw", "mask_fw", "mask_bw")}
+    flows["mask_fw"] = flows["mask_fw"] * inside_mask(flows["fw"]).to(flows["mask_fw"])
+    flows["mask_bw"] = flows["mask_bw"] * inside_mask(flows["bw"]).to(flows["mask_bw"])
+    base = ep.base.crop(box, f)
+    obs = ep.obs[..., y:y + h, x:x + w].contiguous()                          # (T,C,h,w)
+    base_terms = reward_model.terms(base.images, frames, flows)               # (T-1,) each
+    lat_bw, lat_mask = latent_flow(flows, h, w)
+    return Episode(ep.clip_id, frames, flows, base, obs, {k: v.detach() for k, v in base_terms.items()},
+                   lat_bw, lat_mask)
+
+
+def random_box(ep: Episode, size: int, seed: tuple) -> tuple:
+    """A window of ``size`` x ``size`` latent cells, uniform over the clip, from its own RNG (a
+    resumed run crops the same windows); the whole latent when ``size`` is 0 or too large."""
+    import numpy as np
+
+    H, W = ep.obs.shape[-2:]
+    if size <= 0 or (size >= H and size >= W):
+        return (0, 0, H, W)
+    h, w = min(size, H), min(size, W)
+    rng = np.random.default_rng(list(seed))
+    return (int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1)), h, w)
 
 
 def make_stylizer(cfg, device):
@@ -226,9 +262,15 @@ def policy_frames(policy, stylizer, base, flows: Optional[dict] = None) -> torch
 
 @torch.no_grad()
 def rollout(policy, ep: Episode, stylizer, reward_model, deterministic: bool = False,
-            samples: int = 1) -> Transitions:
-    """Roll the policy out over one clip K = ``samples`` times (data only, no graph)."""
+            samples: int = 1, render: bool = True) -> Transitions:
+    """Roll the policy out over one clip K = ``samples`` times (data only, no graph).
+
+    ``render=False`` samples the actions (and the flow observations) only: the pathwise learner
+    renders and scores its own chunks with grad, so decoding here would be wasted work.
+    """
     a, logp, extra = act(policy, ep.obs, ep.lat_bw, ep.lat_mask, samples, deterministic)
+    if not render:
+        return Transitions(a, logp, extra, None, None, ep.base_terms)
     stylized, terms = [], []
     for k in range(samples):                                                   # one clip per sample
         S = render_actions(stylizer, ep.base, ep.obs, a[k])                    # (T,3,H,W)
@@ -247,4 +289,5 @@ def rollout(policy, ep: Episode, stylizer, reward_model, deterministic: bool = F
 
 
 __all__ = ["Episode", "Transitions", "make_env", "make_stylizer", "make_reward_model", "build_episode",
-           "rollout", "render_actions", "policy_frames", "act", "policy_dist", "latent_flow", "CRITIC_SEED"]
+           "rollout", "render_actions", "policy_frames", "act", "policy_dist", "latent_flow", "crop_episode",
+           "random_box", "CRITIC_SEED"]

@@ -37,7 +37,7 @@ from vstlib.checkpoint import (CKPT, CKPT_JSON, POLICY, load_checkpoint, repair_
                                save_policy)
 from vstlib.clips import load_manifest
 from vstlib.learners import get_learner
-from vstlib.rollout import build_episode, make_env, rollout
+from vstlib.rollout import build_episode, crop_episode, make_env, random_box, rollout
 from vstlib.utils import (InputError, append_jsonl, atomic_write_json, atomic_write_text, progress,
                           read_jsonl, resolve_device, seed_everything)
 
@@ -114,8 +114,11 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
             if cid not in episodes:
                 episodes[cid] = build_episode(cfg, cid, stylizer, reward_model, device)
             ep = episodes[cid]
+            if cfg.train.crop > 0:                                             # a random window per visit
+                box = random_box(ep, cfg.train.crop, (cfg.train.seed, epoch, pos))
+                ep = crop_episode(ep, box, reward_model)
             with torch.no_grad():                                              # collect data only
-                tr = rollout(policy, ep, stylizer, reward_model, samples=K)    # K x (T-1) transitions
+                tr = rollout(policy, ep, stylizer, reward_model, samples=K, render=learner.render)
 
             for chunk in torch.arange(ep.n_steps, device=device).split(acc):    # (<=acc,) indices t-1
                 if max_updates is not None and step >= max_updates:
@@ -127,7 +130,7 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
 
                 optimizer.zero_grad(set_to_none=True)
                 reason = None
-                if not torch.isfinite(tr.stylized[:, chunk + 1]).all():               # (K,n,3,H,W)
+                if tr.stylized is not None and not torch.isfinite(tr.stylized[:, chunk + 1]).all():  # (K,n,3,H,W)
                     reason = "non-finite rendered frames"
                     grad_norm = float("nan")
                 elif not torch.isfinite(adv).all():
@@ -147,8 +150,8 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
                           "frames": [int(i) + 1 for i in chunk],
                           "reward": _mean(info["reward"]), "advantage": _mean(adv),
                           "loss": _num(loss.item()), "ratio": _mean(info["ratio"])}
-                for k in (k for k in tr.terms if k != "reward"):               # the reward's terms
-                    record[k] = _mean(tr.terms[k][:, chunk])
+                for k in (k for k in info["terms"] if k != "reward"):          # the reward's terms
+                    record[k] = _mean(info["terms"][k])
                     record[f"base_{k}"] = _mean(tr.base_terms[k][chunk])
                 record["base_reward"] = _mean(tr.base_terms["reward"][chunk])
                 record.update(sigma=_scalar(policy.sigma), gate=_scalar(policy.gate),

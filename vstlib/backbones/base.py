@@ -31,6 +31,24 @@ class BaselineOutput:
     per_frame: Optional[torch.Tensor] = None   # (T,3,H,W) the stylizer's own frames before the latent
                                                # round trip; None where it equals ``images``
 
+    def crop(self, box: tuple, factor: int) -> "BaselineOutput":
+        """The same baseline on a window: ``box`` = (y, x, h, w) in latent cells, ``factor`` pixels
+        per cell. Tensor fields at pixel size are cropped to the pixel window, at latent size to
+        the cell window (training on random crops, ``train.crop``); backbones whose ``render``
+        needs more (e.g. the frame size) override it."""
+        import dataclasses
+
+        y, x, h, w = box
+        H, W = self.images.shape[-2:]
+        changes = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if torch.is_tensor(v) and v.ndim >= 3 and tuple(v.shape[-2:]) == (H, W):
+                changes[f.name] = v[..., y * factor:(y + h) * factor, x * factor:(x + w) * factor].contiguous()
+            elif torch.is_tensor(v) and v.ndim >= 3 and tuple(v.shape[-2:]) == (H // factor, W // factor):
+                changes[f.name] = v[..., y:y + h, x:x + w].contiguous()
+        return dataclasses.replace(self, **changes)
+
 
 @runtime_checkable
 class Backbone(Protocol):

@@ -34,6 +34,12 @@ class FastStyleOutput(BaselineOutput):
     latents: Optional[torch.Tensor] = None     # (T,32,h,w) L_t = E(N(I_t))
     size: Optional[tuple] = None               # (H, W) of the frames: D(L) is cropped to it
 
+    def crop(self, box: tuple, factor: int) -> "FastStyleOutput":
+        import dataclasses
+
+        out = super().crop(box, factor)
+        return dataclasses.replace(out, size=(box[2] * factor, box[3] * factor))
+
 
 @register("faststyle")
 class FastStyle:

@@ -1,0 +1,214 @@
+"""Issue 11's competitors and controls, the policy heads, random crops, edge correlation, the
+evaluation cache and the comparison table, on a tiny smoke setup with EXACT flows (known values)."""
+import math
+
+import pytest
+import torch
+
+from vstlib.config import get_config
+from conftest import isolated_home
+
+TINY = dict(
+    data={"n_clips": 3, "n_frames": 4, "size": 48, "motion_threshold": 0.0, "train_fraction": 0.67},
+    backbone={"resolution": 48, "num_inference_steps": 2, "num_inversion_steps": 2, "batch_size": 4},
+    policy={"hidden": 8, "gate_init": 0.0, "observation": "flow", "head": "blend"},
+    reward={"normalize": "baseline"},
+    train={"epochs": 1, "accumulation": 2, "checkpoint_every": 100, "lr": 1e-3, "device": "cpu",
+           "learner": "pathwise", "seeds": (0, 1)},
+    eval={"blend_grid": (0.0, 0.5), "direct_steps": 2, "direct_lr": 0.05},
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    yield from isolated_home(tmp_path_factory.mktemp("methods"))
+
+
+@pytest.fixture(scope="module")
+def cfg(home):
+    from vstlib.data import prepare
+
+    cfg = get_config("smoke", **TINY)
+    prepare(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def env(cfg):
+    from vstlib.clips import load_manifest
+    from vstlib.rollout import build_episode, make_env
+
+    stylizer, reward_model, _ = make_env(cfg, "cpu")
+    cid = load_manifest(cfg.profile)["train"][0]
+    return stylizer, reward_model, build_episode(cfg, cid, stylizer, reward_model, "cpu")
+
+
+def test_untrained_blend_head_is_the_latent_blend(cfg, env):
+    """Zero-initialised, the blend head's mean action gives exactly the latent blend with
+    b = sigmoid(blend_init); a wrong sign or a missing mask would not."""
+    from vstlib import methods
+    from vstlib.policy import LatentPolicy
+    from vstlib.rollout import policy_frames
+
+    stylizer, _, ep = env
+    for b_init in (0.0, 1.5):
+        pol = LatentPolicy.from_config(cfg.override(policy={"blend_init": b_init}).policy).eval()
+        S_pol = policy_frames(pol, stylizer, ep.base, ep.flows)
+        S_blend = methods.latent_blend(ep, stylizer, 1 / (1 + math.exp(-b_init)))
+        assert torch.allclose(S_pol, S_blend, atol=1e-5)
+    # and it is not the baseline: the blend moves frames 1.. (frame 0 is the baseline's)
+    assert not torch.allclose(S_blend[1:], ep.base.images[1:], atol=1e-4)
+    assert torch.equal(S_blend[0], ep.base.images[0])
+
+
+def test_blend_head_needs_the_flow_observation():
+    from vstlib.policy import LatentPolicy
+
+    with pytest.raises(ValueError, match="observation='flow'"):
+        LatentPolicy(head="blend", observation="pair")
+
+
+def test_constant_head_never_looks_at_the_input():
+    from vstlib.policy import LatentPolicy
+
+    pol = LatentPolicy(latent_channels=4, head="constant")
+    with torch.no_grad():
+        pol.offset.copy_(torch.arange(4.0).view(1, 4, 1, 1))
+    a, b = torch.randn(2, 4, 5, 6), torch.randn(2, 4, 5, 6)
+    mu1, mu2 = pol(a, b).mean, pol(b * 3, a - 1).mean
+    assert torch.equal(mu1, mu2) and torch.equal(mu1[1, 2], torch.full((5, 6), 2.0))
+
+
+def test_blends_with_b_zero_are_the_baseline_and_pixel_blend_one_removes_flicker(env):
+    """b = 0: the baseline exactly. b = 1 in pixel space on EXACT flows: every visible pixel of
+    S_t is S_{t-1} warped, so the warping error on visible pixels is ~0."""
+    from vstlib import methods
+    from vstlib.rewards import warping_error
+
+    stylizer, _, ep = env
+    D = ep.base.images.float()
+    assert torch.allclose(methods.latent_blend(ep, stylizer, 0.0), D, atol=1e-5)
+    assert torch.equal(methods.pixel_blend(ep, 0.0), D)
+    from vstlib.flow import warp
+
+    S = methods.pixel_blend(ep, 1.0)
+    f = ep.flows
+    before = warping_error(D[:-1], D[1:], f["fw"], f["mask_fw"]).mean()
+    after = warping_error(S[:-1], S[1:], f["fw"], f["mask_fw"]).mean()
+    assert before > 1e-4 and after < 0.5 * before
+    # in the direction the blend used (S_t vs S_{t-1} pulled along bw, visible pixels) it is exact
+    resid = ((S[1:] - warp(S[:-1], f["bw"])).abs() * f["mask_bw"]).sum() / f["mask_bw"].sum().clamp(min=1)
+    assert resid < 1e-5
+
+
+def test_frozen_first_repeats_frame_zero(env):
+    from vstlib import methods
+
+    _, _, ep = env
+    S = methods.frozen_first(ep)
+    assert S.shape == ep.base.images.shape and all(torch.equal(S[t], ep.base.images[0]) for t in range(len(S)))
+
+
+def test_direct_optimisation_improves_the_clips_reward(env):
+    """Gradient descent on the actions raises the clip's own reward; zero steps is the baseline."""
+    from vstlib import methods
+
+    stylizer, reward_model, ep = env
+    torch.manual_seed(0)
+    assert torch.allclose(methods.direct(ep, stylizer, reward_model, 0, 0.05), ep.base.images, atol=1e-5)
+    S = methods.direct(ep, stylizer, reward_model, 8, 0.05)
+    r = reward_model.terms(S.clamp(0, 1), ep.frames, ep.flows, ep.base_terms)["reward"].mean()
+    assert r > ep.base_terms["reward"].mean() + 1e-3
+
+
+def test_crop_episode_keeps_flow_values_and_masks_what_leaves_the_window(env):
+    """A window's flows are the full flows' values there; a pixel whose correspondence leaves the
+    window is masked out (else it would be compared with the border-padded warp); the baseline's
+    terms are recomputed on the window."""
+    from vstlib.flow import inside_mask
+    from vstlib.rollout import crop_episode, random_box
+
+    stylizer, reward_model, ep = env
+    box = (1, 2, 4, 4)                                                         # latent cells (factor 8)
+    c = crop_episode(ep, box, reward_model)
+    win = (..., slice(8, 40), slice(16, 48))
+    assert c.frames.shape[-2:] == (32, 32) and c.obs.shape[-2:] == (4, 4)
+    assert torch.equal(c.flows["fw"], ep.flows["fw"][win])
+    assert torch.equal(c.flows["mask_fw"], ep.flows["mask_fw"][win] * inside_mask(c.flows["fw"]))
+    assert c.flows["mask_fw"].sum() < ep.flows["mask_fw"][win].sum()           # the clip moves: some leave
+    assert torch.equal(c.base.images, ep.base.images[win])
+    with torch.no_grad():
+        R = stylizer.render(c.obs[1:], c.base, torch.arange(1, c.obs.shape[0]))  # a window renders at its size
+    assert R.shape[-2:] == (32, 32)
+    expect = reward_model.terms(c.base.images, c.frames, c.flows)
+    assert all(torch.allclose(expect[k], c.base_terms[k]) for k in expect)
+    # windows are reproducible and inside the latent
+    b1, b2 = random_box(ep, 4, (0, 1, 2)), random_box(ep, 4, (0, 1, 2))
+    assert b1 == b2 and b1[0] + 4 <= ep.obs.shape[-2] and b1[1] + 4 <= ep.obs.shape[-1]
+    assert random_box(ep, 0, (0,)) == (0, 0, *ep.obs.shape[-2:])
+
+
+def test_edge_correlation_known_values():
+    from vstlib.evaluate import edge_correlation
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 24, 24, generator=g)
+    assert torch.allclose(edge_correlation(x, x), torch.ones(2), atol=1e-5)
+    assert torch.allclose(edge_correlation(1 - x, x), torch.ones(2), atol=1e-5)   # same edges, inverted
+    noise = torch.rand(2, 3, 24, 24, generator=g)
+    assert edge_correlation(noise, x).abs().max() < 0.3
+
+
+def test_training_on_crops_is_seeded_and_renders_at_crop_size(cfg, monkeypatch):
+    from vstlib.train import read_log, train
+
+    c = cfg.override(train={"crop": 4, "seeds": (0,)})
+    a = read_log(train(c, run="crop_a", resume=False)).drop(columns="time")
+    b = read_log(train(c, run="crop_b", resume=False)).drop(columns="time")
+    assert len(a) > 0 and a.equals(b)
+    full = read_log(train(cfg.override(train={"seeds": (0,)}), run="full", resume=False))
+    assert not full["base_temporal"].equals(a["base_temporal"])                # windows, not whole frames
+
+
+def test_evaluation_cache_is_reused_keyed_and_rebuilt(cfg, monkeypatch):
+    from vstlib import evaluate as ev
+    from vstlib import paths
+    from vstlib.train import train
+
+    c = cfg.override(train={"seeds": (0,)})
+    run = train(c, run="evalcache")
+    first = ev.evaluate(c, run="evalcache", splits=("test",))["table1"]
+    calls = []
+    real = ev._score_clips
+    monkeypatch.setattr(ev, "_score_clips", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = ev.evaluate(c, run="evalcache", splits=("test",))["table1"]
+    assert calls == [] and again.round(8).equals(first.round(8))
+    ev.evaluate(c, run="evalcache", splits=("train", "test"))                 # other clips: scored
+    assert calls == [1]
+    (run / ev.EVAL_CACHE).write_text("{not json")                              # damaged: rescored
+    ev.evaluate(c, run="evalcache", splits=("test",))
+    assert calls == [1, 1]
+    # a partial-split evaluation of a non-main run stays in its folder: the paper's tables are untouched
+    assert (run / "table1.csv").exists() and not (paths.results_dir(c.profile) / "table1.csv").exists()
+
+
+def test_compare_writes_every_method_with_seeds(cfg):
+    from vstlib import paths
+    from vstlib.compare import COLUMNS, compare, summary
+
+    df = compare(cfg)
+    assert list(df.columns[:len(COLUMNS)]) == COLUMNS
+    test = df[df.split == "test"]
+    methods = set(test.method)
+    assert {"baseline", "policy", "reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first",
+            "direct"} <= methods
+    assert sorted(test[test.method == "policy"].seed) == [0, 1]
+    base = test[test.method == "baseline"].iloc[0]
+    assert abs(base.d_warp_error) < 1e-9 and abs(base.d_style) < 1e-9
+    frozen = test[test.method == "frozen_first"].iloc[0]
+    assert frozen.param == "" and math.isfinite(frozen.warp_error)
+    assert (paths.results_dir(cfg.profile) / "learners.csv").exists()
+    s = summary(df).set_index("method")
+    assert s.loc["policy", "seeds"] == 2 and math.isfinite(s.loc["policy", "d_warp_error_std"])

@@ -1,0 +1,172 @@
+"""The learners beside their competitors and controls, on held-out clips (issue 11).
+
+    df = compare(cfg)       # results/<profile>/learners.csv: one row per (method, seed, split)
+
+Rows (``eval.compare`` picks the optional ones; every name works on every profile):
+- ``baseline``          the per-frame baseline D(L_t) (every change is relative to it);
+- ``policy``            the main learner (cfg), one row per seed of ``train.seeds``;
+- ``reinforce_paper``   the paper's learner as published (REINFORCE, lr 1e-4, gate 5, pair
+                        observation, raw reward), the ablation grid's cell;
+- ``constant``          control: one learned latent offset that never looks at the input
+                        (``policy.head="constant"``, trained by the main learner);
+- ``latent_blend``, ``pixel_blend``  training-free, weight b chosen on the TRAIN clips (the best
+                        mean reward over ``eval.blend_grid``), reported on the test clips;
+- ``frozen_first``      control: frame 0 repeated;
+- ``direct``            per-clip gradient descent on the actions (``eval.direct_steps`` Adam steps).
+
+Relative columns (``d_<metric>``, %) compare a row with the baseline on the same split: the
+goal is d_warp_error <= -30 with d_style and d_content <= +5. ``edge_corr`` (Sobel edges of S_t
+vs I_t) catches outputs that stop following the input.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from vstlib import methods, paths
+from vstlib.checkpoint import POLICY
+from vstlib.clips import load_manifest
+from vstlib.evaluate import clip_losses, evaluate
+from vstlib.rollout import build_episode, crop_episode, make_env
+from vstlib.train import read_log, train
+from vstlib.utils import atomic_path, progress, resolve_device
+
+METRICS = ("warp_error", "temporal", "style", "content", "edge_corr")
+COLUMNS = ["method", "seed", "split", "param", *METRICS, "d_warp_error", "d_style", "d_content", "n_clips",
+           "train_s"]
+LEARNED = ("policy", "reinforce_paper", "constant")
+OPTIONAL = ("reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first", "direct")
+
+
+def seed_runs(cfg) -> dict:
+    """{seed: (config, run name)} of the main learner: run "main" for ``train.seed``, "seeds/<s>" else."""
+    return {s: (cfg.override(train={"seed": s}), "main" if s == cfg.train.seed else f"seeds/{s}")
+            for s in dict.fromkeys([cfg.train.seed, *cfg.train.seeds])}
+
+
+def learned_runs(cfg) -> list:
+    """(method, seed, config, run) of every policy ``compare`` trains, in training order."""
+    from vstlib.config import ablations
+
+    runs = [("policy", s, c, r) for s, (c, r) in seed_runs(cfg).items()]
+    if "reinforce_paper" in cfg.eval.compare:
+        c = ablations(cfg.override(train={"ablation_grids": ("learner",)}))["learner"]["reinforce_paper"]
+        runs.append(("reinforce_paper", c.train.seed, c, "ablations/learner/reinforce_paper"))
+    if "constant" in cfg.eval.compare:
+        c = cfg.override(policy={"head": "constant", "observation": "pair"})
+        runs.append(("constant", c.train.seed, c, "controls/constant"))
+    return runs
+
+
+def train_all(cfg) -> None:
+    """Train (or resume / reuse) every policy of the comparison (notebook 03 and 04)."""
+    for _, _, c, run in learned_runs(cfg):
+        train(c, run=run)
+
+
+def _train_seconds(cfg, run: str) -> float:
+    log = read_log(paths.run_dir(cfg.profile, run))
+    return float(log["time"].sum()) if "time" in log else float("nan")
+
+
+@torch.no_grad()
+def _select_blend(cfg, kind: str, episodes: list, stylizer, reward_model) -> float:
+    """The b of ``eval.blend_grid`` with the best mean reward on the (train) episodes."""
+    scores = {}
+    for b in cfg.eval.blend_grid:
+        r = [reward_model.terms(methods.BLENDS[kind](ep, stylizer, b).clamp(0, 1), ep.frames, ep.flows,
+                                ep.base_terms)["reward"].mean() for ep in episodes]
+        scores[b] = float(torch.stack(r).mean())
+    return max(scores, key=scores.get)
+
+
+def compare(cfg) -> "pd.DataFrame":
+    """Score every method of the comparison on the test clips (and the main seeds on train);
+    writes ``results/<profile>/learners.csv`` and returns it."""
+    import pandas as pd
+
+    device = resolve_device(cfg.train.device)
+    manifest = load_manifest(cfg.profile)
+    rows = []
+
+    # 1. learned policies: evaluate() scores them (cached per policy file)
+    for method, seed, c, run in learned_runs(cfg):
+        train(c, run=run)
+        splits = ("train", "test") if method == "policy" else ("test",)
+        per = evaluate(c, run=run, splits=splits)["table1_per_clip"]
+        t_s = _train_seconds(cfg, run)
+        for split, g in per[per.method.isin(["baseline", "policy"])].groupby("split", sort=False):
+            for m, gm in g.groupby("method", sort=False):
+                if m == "baseline" and method != "policy":
+                    continue
+                name = method if m == "policy" else "baseline"
+                rows.append({"method": name, "seed": seed if m == "policy" else None, "split": split,
+                             "param": run if m == "policy" else "", "n_clips": len(gm),
+                             "train_s": t_s if m == "policy" else 0.0, **gm[list(METRICS)].mean().to_dict()})
+
+    # 2. training-free methods and controls, b chosen on train, scored on test
+    stylizer, reward_model, _ = make_env(cfg, device)
+    want = [m for m in ("latent_blend", "pixel_blend", "frozen_first", "direct") if m in cfg.eval.compare]
+    params = {}
+    if any(m in want for m in methods.BLENDS):
+        train_eps = []
+        for cid in manifest["train"]:
+            ep = build_episode(cfg, cid, stylizer, reward_model, device)
+            H, W = ep.obs.shape[-2:]
+            k = min(cfg.train.crop or max(H, W), H, W)                         # selection on the central window
+            train_eps.append(crop_episode(ep, ((H - k) // 2, (W - k) // 2, k, k), reward_model))
+        for m in (m for m in want if m in methods.BLENDS):
+            params[m] = _select_blend(cfg, m, train_eps, stylizer, reward_model)
+    per = {m: [] for m in want}
+    seconds = {m: 0.0 for m in want}
+    for cid in progress(manifest["test"], desc="competitors"):
+        ep = build_episode(cfg, cid, stylizer, reward_model, device)
+        for m in want:
+            t0 = time.time()
+            if m in methods.BLENDS:
+                S = methods.BLENDS[m](ep, stylizer, params[m])
+            elif m == "frozen_first":
+                S = methods.frozen_first(ep)
+            else:
+                S = methods.direct(ep, stylizer, reward_model, cfg.eval.direct_steps, cfg.eval.direct_lr)
+            seconds[m] += time.time() - t0
+            per[m].append(clip_losses(S.clamp(0, 1), ep.frames, ep.flows, reward_model, cfg.eval.warp_error))
+    for m in want:
+        if not per[m]:
+            continue
+        mean = pd.DataFrame(per[m])[list(METRICS)].mean().to_dict()
+        param = {"direct": f"{cfg.eval.direct_steps} steps, lr {cfg.eval.direct_lr:g}"}.get(m, f"b={params.get(m, '')}")
+        rows.append({"method": m, "seed": None, "split": "test", "param": param if m != "frozen_first" else "",
+                     "n_clips": len(per[m]), "train_s": seconds[m], **mean})
+
+    # 3. relative to the baseline of the same split
+    df = pd.DataFrame(rows)
+    base = df[df.method == "baseline"].drop_duplicates("split").set_index("split")
+    for k in ("warp_error", "style", "content"):
+        df[f"d_{k}"] = 100 * (df[k] / df.split.map(base[k]) - 1)
+    df = df[COLUMNS]
+    df["profile"] = cfg.profile
+    with atomic_path(paths.ensure(paths.results_dir(cfg.profile)) / "learners.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    return df
+
+
+def summary(df) -> "pd.DataFrame":
+    """Mean and std over seeds of each method on the test clips (the paper's learners table)."""
+    t = df[df.split == "test"]
+    g = t.groupby("method", sort=False)
+    out = g[["d_warp_error", "d_style", "d_content", "edge_corr"]].agg(["mean", "std"])
+    out.columns = [f"{a}_{b}" for a, b in out.columns]
+    out["seeds"] = g.size()
+    out["param"] = g["param"].first()
+    return out.reset_index()
+
+
+def goal_met(row, warp: float = -30.0, worse: float = 5.0) -> bool:
+    """The issue's goal for one row: warping error at least 30 % below the baseline, style and
+    content each within +5 %."""
+    return row["d_warp_error"] <= warp and row["d_style"] <= worse and row["d_content"] <= worse
+
+
+__all__ = ["compare", "summary", "train_all", "learned_runs", "seed_runs", "goal_met", "COLUMNS", "OPTIONAL"]
