@@ -27,7 +27,10 @@ TINY = "tiny"  # model id meaning: random tiny modules built from configs, no do
 class DataConfig:
     source: str = "synthetic"          # "synthetic" (package-shipped photos) or a folder of videos
     n_frames: int = 8                  # first N consecutive frames of each clip
-    size: int = 64                     # frames resized to size x size
+    size: int = 64                     # frames' short side (and, with resize="fit", their side)
+    resize: str = "fit"                # "fit": short side to size + centre crop (size x size frames and
+                                       # style image); "short_side": short side to size, aspect kept,
+                                       # sides rounded to multiples of 8, the style image never cropped
     n_clips: int = 4                   # clips kept after motion filtering (0 = all)
     train_fraction: float = 0.75       # deterministic train/test split
     split_seed: int = 0
