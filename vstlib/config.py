@@ -97,6 +97,8 @@ class RewardConfig:
     lpips_pretrained: bool = False     # AlexNet trunk: random (smoke) or ImageNet (paper)
     normalize: str = "none"            # "none" (the paper's raw sum) or "baseline": each term divided by
                                        # the per-frame baseline's value of that term on the same frame
+    loss_size: int = 0                 # 0: terms on the frames as rendered; N: frames, flows and masks
+                                       # resized to short side N, the Gram target R to N x N (the authors' 256)
 
 
 @dataclass(frozen=True)
