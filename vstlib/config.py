@@ -54,7 +54,7 @@ class FlowConfig:
 class BackboneConfig:
     name: str = "diffusest"            # implementation (vstlib.backbones.BACKBONES)
     model_id: str = TINY               # "Salesforce/blipdiffusion" in the paper profile
-    resolution: int = 64               # frames are stylized at this size (latent = size / 8)
+    resolution: int = 64               # short side the frames are stylized at, aspect kept (latent = 1/8)
     num_inference_steps: int = 10      # DDIM sampling steps
     num_inversion_steps: int = 10      # DDIM inversion steps (on the sampling timesteps)
     guidance_scale: float = 7.5

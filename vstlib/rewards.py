@@ -215,7 +215,7 @@ class TemporalLoss(nn.Module):
 
 
 # --------------------------------------------------------------------------- registry
-# name -> builder(cfg_reward, style (1,3,S,S), device) -> term with .score(cur, prev, originals, flows)
+# name -> builder(cfg_reward, style (1,3,Hs,Ws), device) -> term with .score(cur, prev, originals, flows)
 REWARDS: dict[str, Callable] = {
     "style": lambda cfg_reward, style, device: StyleLoss(cfg_reward, style, device),
     "content": lambda cfg_reward, style, device: ContentLoss(cfg_reward, device),

@@ -40,7 +40,7 @@ class Backbone(Protocol):
     latent_channels: int                       # channels of the latent the policy sees and acts on
 
     def stylize(self, frames: torch.Tensor, style: torch.Tensor) -> BaselineOutput:
-        """frames (T,3,H,W) in [0,1], style (1,3,S,S) in [0,1] -> the baseline (batched, disk-cached)."""
+        """frames (T,3,H,W) in [0,1], style (1,3,Hs,Ws) in [0,1] -> the baseline (batched, disk-cached)."""
         ...
 
     def policy_latents(self, out: BaselineOutput) -> torch.Tensor:
