@@ -2,6 +2,10 @@
 # make rehearse: the whole paper profile on stand-in weights (random, real architectures, real cache
 # layouts), one short clip, a few DDIM steps, through every `vst` step. Outputs live under
 # $REHEARSE_DIR (default .rehearse/, git-ignored); every table says STAND-IN WEIGHTS. Not in CI.
+# Sizes are the paper's (frames at short side 512, DiffuseST at 512, losses at 256; the vendored
+# clips are 256x256, so they are upsampled and stay square): about 10 min with OMP_NUM_THREADS=2 on
+# 2 CPU cores (prepare 203 s, most of it RAFT-large at 512; baseline 155 s; train 70 s; evaluate
+# 98 s; stylize 95 s). Add `--set data.size=256 --set backbone.resolution=256` to SET for a quicker one.
 set -euo pipefail
 PY=${PYTHON:-python}
 DIR=$(mkdir -p "${REHEARSE_DIR:-.rehearse}" && cd "${REHEARSE_DIR:-.rehearse}" && pwd)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from vstlib import clips, data, flow, paths
 from vstlib.config import get_config
-from vstlib.utils import InputError, to_tensor, to_uint8
+from vstlib.utils import InputError, aspect_size, to_tensor, to_uint8
 
 
 def masked_mse(a, b, m):
@@ -261,3 +261,69 @@ def test_loaders_explain_missing_prepare(vst_home):
         clips.load_clip("smoke", "coffee")
     with pytest.raises(InputError, match="vst prepare"):
         clips.load_style("smoke")
+
+
+# --------------------------------------------------------------------------- data.resize (issue 12 item 4)
+def test_paper_profile_prepares_at_short_side_512_without_crops():
+    cfg = get_config("paper")
+    assert (cfg.data.size, cfg.data.resize, cfg.backbone.resolution) == (512, "short_side", 512)
+    assert cfg.reward.loss_size == 256
+    for name in ("cpu", "smoke"):                      # the square profiles keep their centre crops
+        assert get_config(name).data.resize == "fit" and get_config(name).reward.loss_size == 0
+
+
+def test_resize_short_side_keeps_the_aspect_ratio(smooth_frames):
+    f = smooth_frames[0]                                                   # (48,64,3)
+    assert data.resize(f, 24).shape == (24, 24, 3)                          # "fit": square crop (cpu, smoke)
+    assert data.resize(f, 24, "short_side").shape == (24, 32, 3)            # short side 24, 4:3 kept
+    assert data.resize(f.transpose(1, 0, 2), 24, "short_side").shape == (32, 24, 3)   # portrait too
+    assert data.resize(f, 48, "short_side") is f                            # already there: untouched
+    # 512 x 910 (16:9 at 512) is not a multiple of 8: the long side rounds to 912, the short stays 512
+    assert aspect_size(720, 1280, 512) == (512, 912)
+    with pytest.raises(ValueError, match="data.resize"):
+        data.resize(f, 24, "crop")
+
+
+def test_prepare_non_square_video_short_side_keeps_aspect(vst_home, write_video, smooth_frames):
+    """A 48x64 (4:3) video prepared with data.resize="short_side", size 24: 24x32 frames, the flows
+    at that size; with "fit" (the old behaviour) the same video becomes 24x24 centre crops."""
+    vids = vst_home / "videos"
+    vids.mkdir()
+    write_video(vids / "wide.mp4", smooth_frames)
+    cfg = get_config("smoke", data={"source": "videos", "n_frames": 3, "size": 24, "motion_threshold": 0.0,
+                                    "resize": "short_side"},
+                     flow={"source": "raft", "raft_iters": 1}, train={"device": "cpu"})
+    m = data.prepare(cfg)
+    frames = clips.load_clip("smoke", "wide")
+    assert frames.shape == (3, 3, 24, 32)                                   # short side 24, aspect 4:3 kept
+    info = json.loads((paths.clip_dir("smoke", "wide") / "clip.json").read_text())
+    assert info["shape"] == [24, 32] and m["clips"][0]["size"] == 24
+    fl = clips.clip_flows(cfg, "wide", frames)
+    assert fl["fw"].shape == (2, 2, 24, 32) and fl["mask_bw"].shape == (2, 1, 24, 32)
+    # the whole frame: the prepared frame is the video frame resized, nothing cut off
+    ref = data.read_frames(vids / "wide.mp4", 3)
+    want = np.asarray(Image.fromarray(ref[1]).resize((32, 24), Image.Resampling.BICUBIC))
+    assert np.array_equal(to_uint8(frames[1]), want)
+    # re-running reuses the clip (valid non-square clip.json); "fit" rebuilds it square
+    assert data.prepare(cfg) == m
+    data.prepare(cfg.override(data={"resize": "fit"}))
+    assert clips.load_clip("smoke", "wide").shape == (3, 3, 24, 24)
+
+
+def test_style_image_is_not_cropped(vst_home):
+    """A 30x90 style image whose left, middle and right thirds are red, green and blue: prepared
+    with "short_side" it is whole (32x96, all three colours at the matching columns); the "fit"
+    centre crop of the old behaviour keeps only the green middle."""
+    img = np.zeros((30, 90, 3), np.uint8)
+    img[:, :30, 0] = img[:, 30:60, 1] = img[:, 60:, 2] = 255
+    Image.fromarray(img).save(vst_home / "thirds.png")
+    cfg = small_cfg(synthetic_images=("coffee", "rocket"), style="thirds.png", resize="short_side")
+    data.prepare(cfg)
+    s = to_uint8(clips.load_style("smoke")[0])
+    assert s.shape == (32, 96, 3)
+    left, mid, right = s[:, :24].mean((0, 1)), s[:, 40:56].mean((0, 1)), s[:, -24:].mean((0, 1))
+    assert left.argmax() == 0 and mid.argmax() == 1 and right.argmax() == 2
+    assert min(left[0], mid[1], right[2]) > 240
+    data.prepare(cfg.override(data={"resize": "fit"}))
+    crop = to_uint8(clips.load_style("smoke")[0])
+    assert crop.shape == (32, 32, 3) and crop[..., 1].mean() > 200 and crop[..., [0, 2]].mean() < 30

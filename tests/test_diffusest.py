@@ -315,3 +315,60 @@ def test_pndm_sampler_visits_a_timestep_twice_and_keeps_no_state(frames, style):
     assert torch.equal(again, out.z0)
     ddim = build(num_inference_steps=4, num_inversion_steps=4)
     assert not torch.allclose(ddim(frames[:2], style).z0, out.z0, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- any aspect ratio (issue 12 item 4)
+def test_non_square_clip_stylizes_and_the_policy_renders_it(home):
+    """A 64x96 clip (latents 8x12) and a 80x48 style image: DiffuseST keeps the frames' size, the
+    style reference is inverted at the frames' size, and the policy's act -> render round trip works
+    for z0 and xT (zero action = the baseline)."""
+    from vstlib.policy import LatentPolicy
+    from vstlib.rollout import act, latent_flow, render_actions
+
+    frames = F.interpolate(smooth_images(3, 0), size=(64, 96), mode="bilinear", align_corners=False)
+    style = F.interpolate(smooth_images(1, 1), size=(80, 48), mode="bilinear", align_corners=False)
+    for inj in ("z0", "xT"):
+        s = build(injection=inj, num_inference_steps=3, num_inversion_steps=3)
+        out = s(frames, style)
+        assert out.images.shape == (3, 3, 64, 96) and torch.isfinite(out.images).all()
+        assert out.xT.shape == out.z0.shape == (3, 4, 8, 12)
+        assert out.style_ctx.inversion.xT.shape == (1, 4, 8, 12)             # shares the UNet batch
+        L = s.policy_latents(out)
+        assert L.shape == (3, 4, 8, 12)
+        idx = torch.tensor([1, 2])
+        assert torch.allclose(s.render(L[idx], out, idx), out.images[idx], atol=1e-4)
+        for obs in ("pair", "flow"):
+            pol = LatentPolicy(latent_channels=4, hidden=8, gate_init=0.0, observation=obs)
+            flows = {"bw": torch.ones(2, 2, 64, 96), "mask_bw": torch.ones(2, 1, 64, 96)}
+            lat_bw, lat_mask = latent_flow(flows, *L.shape[-2:])
+            assert lat_bw.shape == (2, 2, 8, 12) and torch.allclose(lat_bw[:, 0], torch.full((2, 8, 12), 12 / 96))
+            a, logp, _ = act(pol, L, lat_bw, lat_mask)
+            assert a.shape == (1, 2, 4, 8, 12) and torch.isfinite(logp).all()
+            S = render_actions(s, out, L, a[0])
+            assert S.shape == (3, 3, 64, 96) and torch.isfinite(S).all()
+            assert not torch.allclose(S[1:], out.images[1:], atol=1e-4)       # the action moved the frames
+
+
+def test_qformer_sees_the_whole_style_image(sty):
+    """A9: the Q-Former input is the WHOLE style image squashed to its square size (antialiased
+    bicubic, normalised), not a centre crop: a 64x192 style reaches it square with all three thirds."""
+    style = torch.zeros(1, 3, 64, 192)
+    style[..., :, :64] = torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1)
+    style[..., :, 64:128] = torch.tensor([0, 1.0, 0]).view(1, 3, 1, 1)
+    style[..., :, 128:] = torch.tensor([0, 0, 1.0]).view(1, 3, 1, 1)
+    seen = []
+    hook = sty.qformer.visual_encoder.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    try:
+        sty.style_embedding(sty.prepare(style, "style image"))
+    finally:
+        hook.remove()
+    vis = sty.qformer.config.vision_config.image_size
+    mean = torch.tensor(sty.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(sty.image_std).view(1, 3, 1, 1)
+    px = seen[0] * std + mean                                                 # back to [0,1]
+    assert px.shape == (1, 3, vis, vis)
+    third = vis // 3
+    assert px[0, 0, :, :third - 2].mean() > 0.95 and px[0, 2, :, -third + 2:].mean() > 0.95   # red left, blue right
+    want = F.interpolate(sty.prepare(style, "style image"), size=(vis, vis), mode="bicubic", antialias=True,
+                         align_corners=False).clamp(0, 1)
+    assert torch.allclose(px, want, atol=1e-5)

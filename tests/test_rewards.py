@@ -376,3 +376,82 @@ def test_reward_terms_and_networks_are_picked_by_name(style_img, monkeypatch):
         RewardModel(CFG.override(reward={"terms": ["nope"]}).reward, style_img)
     with pytest.raises(ValueError, match="unknown style network .nope."):
         StyleLoss(CFG.override(reward={"style_net": "nope"}).reward, style_img)
+
+
+# --------------------------------------------------------------------------- losses at reward.loss_size (issue 12 item 4)
+def translated_wide_clip(T=3, h=64, w=96, d=(4, 2)):
+    """Non-square frames (T,3,h,w) of a photo translated by d=(dx,dy) px per frame, exact flows, masks."""
+    dx, dy = d
+    big = photo("astronaut", 256)[0]                              # (3, 256, 256)
+    o = 60
+    frames = torch.stack([big[:, o - t * dy:o - t * dy + h, o - t * dx:o - t * dx + w] for t in range(T)])
+    fw = torch.zeros(T - 1, 2, h, w)
+    fw[:, 0], fw[:, 1] = dx, dy
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+
+    def inside(u, v):
+        ok = (xs + u >= 0) & (xs + u <= w - 1) & (ys + v >= 0) & (ys + v <= h - 1)
+        return ok.float().expand(T - 1, 1, h, w).clone()
+
+    return frames, dict(fw=fw, bw=-fw, mask_fw=inside(dx, dy), mask_bw=inside(-dx, -dy))
+
+
+def _by_hand(frames, f, hw, scale_flow=True):
+    """Frames and flows resized to hw by hand: antialiased bilinear, flow vectors x (w'/W, h'/H)."""
+    r = lambda x: F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)  # noqa: E731
+    H, W = frames.shape[-2:]
+    k = torch.tensor([hw[1] / W, hw[0] / H]).view(1, 2, 1, 1) if scale_flow else 1.0
+    return r(frames), {"fw": r(f["fw"]) * k, "bw": r(f["bw"]) * k, "mask_fw": r(f["mask_fw"]), "mask_bw": r(f["mask_bw"])}
+
+
+def test_loss_size_terms_equal_terms_on_frames_resized_by_hand():
+    """RewardModel and Table 1 (evaluate.clip_losses) with reward.loss_size=32 on 64x96 frames equal
+    the terms at loss_size 0 on frames, flows and masks resized by hand to 32x48, with the Gram
+    target the whole (non-square) style image squashed to 32x32 (B4)."""
+    from vstlib.evaluate import clip_losses
+    from vstlib.rewards import loss_hw, style_target
+
+    frames, f = translated_wide_clip()
+    stylized = (0.1 + 0.8 * frames.flip(1)).clamp(0, 1)
+    stylized = (stylized + 0.04 * torch.tensor([0.0, 1.0, -1.0]).view(3, 1, 1, 1)).clamp(0, 1)  # some flicker
+    style = F.interpolate(photo("coffee", 96), size=(96, 160), mode="bilinear", align_corners=False)
+    assert loss_hw(64, 96, 32) == (32, 48) and loss_hw(96, 64, 32) == (48, 32) and loss_hw(64, 96, 0) == (64, 96)
+    at32 = replace(CFG.reward, loss_size=32)
+    torch.manual_seed(0)
+    rm = RewardModel.from_config(at32, style, "cpu")
+    torch.manual_seed(0)
+    small_style = F.interpolate(style, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.equal(style_target(style, 32), small_style)
+    ref = RewardModel.from_config(CFG.reward, small_style, "cpu")
+    S_s, f_s = _by_hand(stylized, f, (32, 48))
+    I_s, _ = _by_hand(frames, f, (32, 48))
+    got, want = rm.terms(stylized, frames, f), ref.terms(S_s, I_s, f_s)
+    for k in want:
+        assert torch.allclose(got[k], want[k], rtol=1e-5, atol=1e-6), (k, got[k], want[k])
+    assert (got["temporal"] > 1e-3).all()                         # the flicker is measured at 32x48
+    a, b = clip_losses(stylized, frames, f, rm), clip_losses(S_s, I_s, f_s, ref)
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-7)
+    # gradients reach the full-size frames through the resize (pathwise learners)
+    x = stylized.clone().requires_grad_(True)
+    rm.differentiable_terms(x, frames, f)["reward"].sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape and x.grad.abs().sum() > 0
+
+
+def test_loss_size_rescales_the_flow_magnitude():
+    """An exactly translated clip (8 px per frame at 128 px high) stylized by a pointwise colour map has
+    temporal loss ~0; at loss_size 64 its flow becomes 4 px and the loss stays ~0. A flow resized
+    without rescaling its vectors (still 8 px) makes it large."""
+    from vstlib.rewards import loss_inputs
+
+    frames, f = translated_wide_clip(T=3, h=128, w=192, d=(8, 4))
+    stylized = 0.2 + 0.6 * frames ** 2
+    full = _temporal(stylized, f)
+    assert torch.allclose(full, torch.zeros(2), atol=1e-6)
+    S, _, g = loss_inputs(64, stylized, frames, f)
+    assert S.shape[-2:] == (64, 96) and g["fw"].shape == (2, 2, 64, 96)
+    assert torch.allclose(g["fw"][:, 0], torch.full((2, 64, 96), 4.0)) and torch.allclose(g["bw"][:, 1], torch.full((2, 64, 96), -2.0))
+    small = _temporal(S, g)
+    _, unscaled = _by_hand(stylized, f, (64, 96), scale_flow=False)
+    wrong = _temporal(S, unscaled)
+    assert (small < 2e-3).all() and (wrong > 20 * small).all(), (small, wrong)
+    assert 0 <= float(g["mask_fw"].min()) and float(g["mask_fw"].max()) <= 1

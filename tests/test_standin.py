@@ -201,7 +201,8 @@ def test_cli_stand_in_weights(tmp_path, capsys):
 
 def test_paper_profile_backbone_loads_the_snapshot(hf_env, tmp_path):
     """The paper profile's own path: make_backbone(cfg.backbone) with model_id = the hub id, reading
-    the stand-in snapshot (real model_index.json layout) from HF_HUB_CACHE; a 2-frame clip stylizes."""
+    the stand-in snapshot (real model_index.json layout) from HF_HUB_CACHE; a 2-frame non-square clip
+    (64x96: the paper prepares frames at short side 512, aspect kept) stylizes at its own size."""
     from dataclasses import replace
 
     from vstlib.backbones import make_backbone
@@ -212,8 +213,9 @@ def test_paper_profile_backbone_loads_the_snapshot(hf_env, tmp_path):
     bb = make_backbone(cfg, "cpu", tmp_path / "bb")
     assert bb.ctx_begin_pos == 2 and bb.image_mean == pytest.approx(tuple(standin.CLIP_MEAN))
     g = torch.Generator().manual_seed(0)
-    out = bb.stylize(torch.rand(2, 3, 64, 64, generator=g), torch.rand(1, 3, 80, 64, generator=g))
-    assert out.images.shape == (2, 3, 64, 64) and torch.isfinite(out.images).all()
+    out = bb.stylize(torch.rand(2, 3, 64, 96, generator=g), torch.rand(1, 3, 80, 64, generator=g))
+    assert out.images.shape == (2, 3, 64, 96) and torch.isfinite(out.images).all()
+    assert bb.policy_latents(out).shape == (2, 4, 8, 12)                    # x_T (the paper's injection)
     assert bb.unet_calls > 0
 
 

@@ -2,7 +2,7 @@
 
 Layout (written by ``data.prepare``) under ``paths.data_dir(profile)``::
 
-    clips/<id>/frames/00000.png ...   the clip's frames, size x size
+    clips/<id>/frames/00000.png ...   the clip's frames, size x size or short side size (cfg.data.resize)
     clips/<id>/flow_exact.npz         synthetic clips only: analytic fw, bw, mask_fw, mask_bw
     clips/<id>/clip.json              written last: marks a finished clip
     style.png, manifest.json
@@ -55,9 +55,27 @@ def _read_rgb(p: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))                                  # (H,W,3) uint8
 
 
-def read_clip_frames(cdir: Path, n_frames: Optional[int] = None, size: Optional[int] = None) -> np.ndarray:
+def _hw(size) -> Optional[tuple]:
+    """``size`` of a clip (int: square side, or [H, W]) -> (H, W) or None."""
+    if size is None:
+        return None
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size, size
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return int(size[0]), int(size[1])
+    raise ValueError(f"has an unreadable frame size {size!r} in clip.json")
+
+
+def clip_shape(info: dict) -> Optional[tuple]:
+    """(H, W) of a prepared clip's frames from its clip.json: ``shape`` (written since frames may be
+    non-square, ``data.resize="short_side"``), else the square ``size`` of older clips."""
+    return _hw(info.get("shape") or info.get("size"))
+
+
+def read_clip_frames(cdir: Path, n_frames: Optional[int] = None, size=None) -> np.ndarray:
     """uint8 (T,H,W,3) frames of a prepared clip folder; ``ValueError`` saying what is wrong
-    (a frame that does not decode, a wrong count or size)."""
+    (a frame that does not decode, a wrong count or size). ``size``: a square side or (H, W)."""
+    hw = _hw(size)
     files = sorted((Path(cdir) / "frames").glob("*.png"))
     if not files:
         raise ValueError("has no frames")
@@ -69,8 +87,8 @@ def read_clip_frames(cdir: Path, n_frames: Optional[int] = None, size: Optional[
             a = _read_rgb(f)
         except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError...
             raise ValueError(f"frame {f.name} does not decode ({type(err).__name__})") from None
-        if size is not None and a.shape[:2] != (size, size):
-            raise ValueError(f"frame {f.name} is {a.shape[1]}x{a.shape[0]}, expected {size}x{size}")
+        if hw is not None and a.shape[:2] != hw:
+            raise ValueError(f"frame {f.name} is {a.shape[1]}x{a.shape[0]}, expected {hw[1]}x{hw[0]}")
         if out and a.shape != out[0].shape:
             raise ValueError(f"frame {f.name} is {a.shape[1]}x{a.shape[0]}, frame 0 {out[0].shape[1]}x{out[0].shape[0]}")
         out.append(a)
@@ -80,7 +98,7 @@ def read_clip_frames(cdir: Path, n_frames: Optional[int] = None, size: Optional[
 def check_clip(cdir: Path, info: dict) -> None:
     """A finished clip folder is whole: frames decode with the count/size in clip.json and exact
     flows (when it has them) are finite with the right shapes. ``ValueError`` says what is not."""
-    n, size = info.get("n_frames"), info.get("size")
+    n, size = info.get("n_frames"), clip_shape(info)
     read_clip_frames(cdir, n, size)
     if str(info.get("source", "")).startswith("synthetic:"):
         try:
@@ -101,14 +119,14 @@ def load_clip(profile: str, clip_id: str) -> torch.Tensor:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         info = {}
     try:
-        frames = read_clip_frames(cdir, info.get("n_frames"), info.get("size"))
+        frames = read_clip_frames(cdir, info.get("n_frames"), clip_shape(info))
     except ValueError as err:
         raise InputError(f"prepared clip {clip_id!r} is damaged: {err}", cdir, fix) from None
     return to_tensor(frames)
 
 
 def load_style(profile: str) -> torch.Tensor:
-    """The profile's style image: float (1,3,S,S) in [0,1]."""
+    """The profile's style image: float (1,3,H,W) in [0,1] (square with data.resize="fit", else whole)."""
     fix = f"run `vst prepare --profile {profile}` (it rewrites it)"
     p = require_file(paths.style_path(profile), "style image", fix)
     try:
@@ -119,9 +137,10 @@ def load_style(profile: str) -> torch.Tensor:
 
 
 def read_exact_flows(path: Path, what: str = "exact flow file", fix: str = "",
-                     n_frames: Optional[int] = None, size: Optional[int] = None) -> dict:
+                     n_frames: Optional[int] = None, size=None) -> dict:
     """A clip's flow_exact.npz -> dict of float32 CPU tensors; one InputError if unreadable,
-    non-finite, or (given ``n_frames``/``size``) of the wrong shape."""
+    non-finite, or (given ``n_frames``/``size``: a square side or (H, W)) of the wrong shape."""
+    hw = _hw(size)
     p = require_file(path, what, fix)
     try:
         with np.load(p) as z:
@@ -131,7 +150,7 @@ def read_exact_flows(path: Path, what: str = "exact flow file", fix: str = "",
     for k, v in out.items():
         c = 2 if k in ("fw", "bw") else 1
         t = v.shape[0] if n_frames is None else n_frames - 1
-        h, w = (v.shape[-2:] if size is None else (size, size)) if v.ndim == 4 else (-1, -1)
+        h, w = (v.shape[-2:] if hw is None else hw) if v.ndim == 4 else (-1, -1)
         if v.ndim != 4 or tuple(v.shape) != (t, c, h, w) or v.shape[0] != out["fw"].shape[0]:
             raise InputError(f"{what} has {k} of shape {tuple(v.shape)}, expected ({t},{c},H,W)", p, fix)
     if not all(torch.isfinite(v).all() for v in out.values()):
@@ -179,5 +198,5 @@ def clip_flows(cfg, clip_id: str, frames: Optional[torch.Tensor] = None, device=
     return {k: out[k].float().cpu() for k in FLOW_KEYS}
 
 
-__all__ = ["load_manifest", "load_clip", "read_clip_frames", "check_clip", "MANIFEST_KEYS", "load_style", "read_exact_flows", "flow_cache_path",
+__all__ = ["load_manifest", "load_clip", "read_clip_frames", "clip_shape", "check_clip", "MANIFEST_KEYS", "load_style", "read_exact_flows", "flow_cache_path",
            "clip_flows", "EXACT_FLOW", "FLOW_KEYS"]

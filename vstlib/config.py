@@ -27,7 +27,10 @@ TINY = "tiny"  # model id meaning: random tiny modules built from configs, no do
 class DataConfig:
     source: str = "synthetic"          # "synthetic" (package-shipped photos) or a folder of videos
     n_frames: int = 8                  # first N consecutive frames of each clip
-    size: int = 64                     # frames resized to size x size
+    size: int = 64                     # frames' short side (and, with resize="fit", their side)
+    resize: str = "fit"                # "fit": short side to size + centre crop (size x size frames and
+                                       # style image); "short_side": short side to size, aspect kept,
+                                       # sides rounded to multiples of 8, the style image never cropped
     n_clips: int = 4                   # clips kept after motion filtering (0 = all)
     train_fraction: float = 0.75       # deterministic train/test split
     split_seed: int = 0
@@ -51,7 +54,7 @@ class FlowConfig:
 class BackboneConfig:
     name: str = "diffusest"            # implementation (vstlib.backbones.BACKBONES)
     model_id: str = TINY               # "Salesforce/blipdiffusion" in the paper profile
-    resolution: int = 64               # frames are stylized at this size (latent = size / 8)
+    resolution: int = 64               # short side the frames are stylized at, aspect kept (latent = 1/8)
     num_inference_steps: int = 10      # DDIM sampling steps
     num_inversion_steps: int = 10      # DDIM inversion steps (on the sampling timesteps)
     guidance_scale: float = 7.5
@@ -97,6 +100,8 @@ class RewardConfig:
     lpips_pretrained: bool = False     # AlexNet trunk: random (smoke) or ImageNet (paper)
     normalize: str = "none"            # "none" (the paper's raw sum) or "baseline": each term divided by
                                        # the per-frame baseline's value of that term on the same frame
+    loss_size: int = 0                 # 0: terms on the frames as rendered; N: frames, flows and masks
+                                       # resized to short side N, the Gram target R to N x N (the authors' 256)
 
 
 @dataclass(frozen=True)
@@ -181,15 +186,17 @@ SMOKE = Config()  # CPU, offline, tiny random models, synthetic clips with exact
 
 PAPER = Config(
     profile="paper",
-    data=DataConfig(source="videos", n_frames=20, size=256, n_clips=7, style="starry_night.jpg",
-                    motion_threshold=1.0),
+    # DiffuseST at 512, the size SD-1.5 was trained at, on frames whose short side is 512 (aspect
+    # kept, never cropped; the style image whole); the losses at 256 (docs/deviations.md A8, A9, B4)
+    data=DataConfig(source="videos", n_frames=20, size=512, resize="short_side", n_clips=7,
+                    style="starry_night.jpg", motion_threshold=1.0),
     flow=FlowConfig(source="raft", raft="raft_large", raft_weights="DEFAULT", raft_iters=12),
-    backbone=BackboneConfig(model_id="Salesforce/blipdiffusion", resolution=256,
+    backbone=BackboneConfig(model_id="Salesforce/blipdiffusion", resolution=512,
                             num_inference_steps=50, num_inversion_steps=50, dtype="float16",
                             batch_size=8, negative_prompt=DIFFUSEST_NEGATIVE_PROMPT,
                             injection="xT",         # the authors perturb x_T (docs/deviations.md B1)
                             sampler="pndm"),        # DiffuseST samples with BLIP-Diffusion's PNDM (A4)
-    reward=RewardConfig(vgg_weights="IMAGENET1K_V1", lpips_pretrained=True),
+    reward=RewardConfig(vgg_weights="IMAGENET1K_V1", lpips_pretrained=True, loss_size=256),
     train=TrainConfig(epochs=10, checkpoint_every=10),
     eval=EvalConfig(clip_model="ViT-B-32", clip_pretrained="openai"),
 )

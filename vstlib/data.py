@@ -3,15 +3,18 @@
 Prepared clips are read back through ``vstlib.clips``.
 
 Frames are uint8 numpy (T,H,W,3) at IO boundaries and torch float (T,3,H,W) in [0,1] inside.
-Resizing is "short side to ``size`` + centre crop" (``PIL.ImageOps.fit``, bicubic), done per
-streamed frame so a long 4K video never sits in memory.
+Resizing (``cfg.data.resize``, PIL bicubic, done per streamed frame so a long 4K video never sits
+in memory) is either "fit": short side to ``size`` + centre crop (``PIL.ImageOps.fit``; square
+frames and style image: the cpu and smoke profiles), or "short_side": short side to ``size``,
+aspect ratio kept, both sides rounded to multiples of 8 (``utils.aspect_size``), never cropped;
+the style image is then used whole (the paper profile, as the authors' ``T.Resize(512)``).
 
 Layout written by ``prepare(cfg)`` under ``paths.data_dir(profile)``::
 
-    clips/<id>/frames/00000.png ...   first n_frames frames, size x size
+    clips/<id>/frames/00000.png ...   first n_frames frames, size x size ("fit") or short side size
     clips/<id>/flow_exact.npz         synthetic clips only: analytic fw, bw, mask_fw, mask_bw
     clips/<id>/clip.json              written last: marks a finished clip (reused on re-runs)
-    style.png                         style image, size x size
+    style.png                         style image, size x size ("fit") or whole, short side size
     manifest.json                     clips, motion, split, dropped clips
 """
 from __future__ import annotations
@@ -32,8 +35,8 @@ from PIL import Image, ImageOps
 
 from . import cache, clips, paths
 from .flow import mean_motion
-from .utils import (InputError, _umask, atomic_save_npz, atomic_write_json, progress, require_file, save_frames,
-                    save_png, to_tensor, to_uint8)
+from .utils import (InputError, _umask, aspect_size, atomic_save_npz, atomic_write_json, progress, require_file,
+                    save_frames, save_png, to_tensor, to_uint8)
 
 VIDEO_EXTS = {".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v", ".gif", ".mpg", ".mpeg", ".wmv", ".flv"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -44,6 +47,7 @@ STYLE_FIX = "check the path (a relative --style is read from the current folder)
 
 PathLike = Union[str, os.PathLike]
 Size = Union[int, tuple, None]
+RESIZE_MODES = ("fit", "short_side")  # cfg.data.resize
 
 
 # --------------------------------------------------------------------------- pixels
@@ -73,10 +77,24 @@ def to_rgb_uint8(arr: np.ndarray, path: Optional[PathLike] = None) -> np.ndarray
     return np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
 
 
-def resize(frame: np.ndarray, size: Size) -> np.ndarray:
-    """(H,W,3) uint8 -> short side to ``size`` + centre crop (int: square; (H,W): that shape), bicubic."""
+def resize(frame: np.ndarray, size: Size, mode: str = "fit") -> np.ndarray:
+    """(H,W,3) uint8 -> resized, bicubic.
+
+    ``mode="fit"``: short side to ``size`` + centre crop (int: square; (H,W): that shape).
+    ``mode="short_side"``: the whole image, short side to ``size`` (an int), aspect ratio kept,
+    both sides rounded to multiples of 8 (``utils.aspect_size``: the latent is 1/8 of the image).
+    """
     if size is None:
         return frame
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"data.resize must be one of {RESIZE_MODES}, got {mode!r}")
+    if mode == "short_side":
+        if not isinstance(size, int):
+            raise ValueError(f"resize mode 'short_side' takes the short side (an int), got {size!r}")
+        h, w = aspect_size(frame.shape[0], frame.shape[1], size)
+        if frame.shape[:2] == (h, w):
+            return frame
+        return np.asarray(Image.fromarray(frame).resize((w, h), resample=Image.Resampling.BICUBIC))
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if frame.shape[:2] == (h, w):
         return frame
@@ -136,14 +154,16 @@ def iter_frames(path: PathLike) -> Iterator[np.ndarray]:
         raise InputError(f"cannot decode video ({type(err).__name__}: {err})", p, fix) from None
 
 
-def read_frames(path: PathLike, max_frames: Optional[int] = None, size: Size = None) -> np.ndarray:
-    """First ``max_frames`` consecutive frames as uint8 (T,H,W,3), each resized as it streams."""
+def read_frames(path: PathLike, max_frames: Optional[int] = None, size: Size = None,
+                mode: str = "fit") -> np.ndarray:
+    """First ``max_frames`` consecutive frames as uint8 (T,H,W,3), each resized as it streams
+    (``size``, ``mode`` as in ``resize``)."""
     if max_frames is not None and max_frames < 2:
         raise InputError(f"max_frames={max_frames}; video style transfer needs at least 2 frames", path,
                          "pass --max-frames 2 or more (or leave it out for the whole video)")
     out = []
     for frame in iter_frames(path):
-        frame = resize(frame, size)
+        frame = resize(frame, size, mode)
         if out and frame.shape != out[0].shape:
             raise InputError(f"frame {len(out)} has shape {frame.shape}, frame 0 has {out[0].shape}", path,
                              "give all frames the same size, or pass size=")
@@ -157,12 +177,12 @@ def read_frames(path: PathLike, max_frames: Optional[int] = None, size: Size = N
 
 
 # --------------------------------------------------------------------------- images
-def load_image(path: PathLike, size: Size = None) -> torch.Tensor:
-    """Image file -> float (1,3,H,W) in [0,1]; grayscale/RGBA converted; ``size`` as in ``resize``."""
+def load_image(path: PathLike, size: Size = None, mode: str = "fit") -> torch.Tensor:
+    """Image file -> float (1,3,H,W) in [0,1]; grayscale/RGBA converted; ``size``, ``mode`` as in ``resize``."""
     p = require_file(path, "image", "check the image path")
     if p.is_dir():
         raise InputError("is a folder, expected an image file", p, "pass an image file (png/jpg)")
-    return to_tensor(resize(_read_image_file(p), size))[None]
+    return to_tensor(resize(_read_image_file(p), size, mode))[None]
 
 
 def make_style_image(size: int, seed: int = 0) -> np.ndarray:
@@ -386,6 +406,8 @@ def _sources(cfg, videos: Optional[PathLike]) -> list[tuple[str, str, Optional[P
 def _clip_key(cfg, source: str) -> str:
     """What a finished clip depends on: re-runs with the same key reuse it."""
     part = {"source": source, "n_frames": cfg.data.n_frames, "size": cfg.data.size, "version": 1}
+    if cfg.data.resize != "fit":       # absent for "fit": clips prepared before the field existed stay valid
+        part["resize"] = cfg.data.resize
     if not source.startswith("synthetic:"):
         part["flow"] = cfg.digest("flow")  # motion of real clips comes from estimated flow
     return cache.json_digest(part)
@@ -427,13 +449,14 @@ def _build_clip(cfg, cid: str, source: str, path: Optional[Path], key: str, clip
             atomic_save_npz(tmp / clips.EXACT_FLOW, **{k: clip[k] for k in clips.FLOW_KEYS})
             motion = mean_motion(clip["fw"])
         else:
-            frames = read_frames(path, cfg.data.n_frames, cfg.data.size)
+            frames = read_frames(path, cfg.data.n_frames, cfg.data.size, cfg.data.resize)
             if cfg.flow.source == "exact":
                 raise InputError(f"flow.source={cfg.flow.source!r} has no flows for real videos", path,
                                  "set flow.source='dis' or 'raft' (exact flows exist only for synthetic clips)")
             motion = mean_motion(clips.clip_flows(cfg, cid, to_tensor(frames), device)["fw"])
         save_frames(frames, tmp / "frames")                                    # (T,H,W,3) uint8
         info = {"id": cid, "source": source, "n_frames": int(len(frames)), "size": int(cfg.data.size),
+                "shape": [int(frames.shape[1]), int(frames.shape[2])],               # (H, W) of the frames
                 "motion": round(float(motion), 6), "key": key}
         atomic_write_json(tmp / "clip.json", info)
         final = clips_root / cid
@@ -455,7 +478,7 @@ def _prepare_style(cfg, out: Path) -> None:
         if not src.exists():
             fix = STARRY_FIX.format(path=src) if "starry_night" in src.name else STYLE_FIX
             raise InputError("style image not found", src, fix)
-        img = to_uint8(load_image(src, size)[0])
+        img = to_uint8(load_image(src, size, cfg.data.resize)[0])   # "short_side": whole, never cropped
     if out.exists():
         try:
             with Image.open(out) as im:
@@ -529,4 +552,4 @@ def prepare(cfg, videos: Optional[PathLike] = None, device=None, strict: bool = 
 
 
 __all__ = ["iter_frames", "read_frames", "load_image", "make_synthetic_clip", "make_style_image", "prepare",
-           "split_clips", "to_rgb_uint8", "resize", "VIDEO_EXTS", "IMAGE_EXTS", "PHOTOS"]
+           "split_clips", "to_rgb_uint8", "resize", "RESIZE_MODES", "VIDEO_EXTS", "IMAGE_EXTS", "PHOTOS"]

@@ -10,7 +10,8 @@ N(I_t) on faststyle; absent where the backbone has none). Table 2 names its embe
 The policy is judged by its MEAN action (no sampling). Every clip is scored with the flows of
 its ORIGINAL consecutive frames; frame 0 is DiffuseST's frame for both methods (the policy
 acts from frame 1 on), so style/content average over all T frames and temporal terms over the
-T-1 consecutive pairs.
+T-1 consecutive pairs. Table 1's losses (and the flicker curves) are computed at
+``reward.loss_size`` like the reward (``RewardModel.loss_inputs``: 256 in the paper profile).
 """
 from __future__ import annotations
 
@@ -34,12 +35,14 @@ COLUMNS2 = ["method", "split", "content", "style", "temporal"]
 
 @torch.no_grad()
 def clip_losses(S: torch.Tensor, frames: torch.Tensor, flows: dict, reward_model, warp_error: str = "lai") -> dict:
-    """Table 1 metrics of stylized frames S (T,3,H,W) against originals (T,3,H,W): floats.
+    """Table 1 metrics of stylized frames S (T,3,H,W) against originals (T,3,H,W): floats, at
+    ``reward.loss_size`` (frames, flows and masks resized by ``reward_model.loss_inputs``).
 
     ``warp_error``: its definition (rewards.warping_error; "lai" = Lai et al. 2018, summed over RGB)."""
     from vstlib.rewards import temporal_loss, warping_error
 
     f = {k: flows[k].to(S) for k in ("fw", "bw", "mask_fw", "mask_bw")}        # (T-1,...) each
+    S, frames, f = reward_model.loss_inputs(S, frames.to(S), f)               # at the loss size
     prev, cur = S[:-1], S[1:]                                                  # (T-1,3,H,W) pairs
     return {
         "content": reward_model.content(S, frames.to(S)).mean().item(),        # LPIPS, over T frames
@@ -215,9 +218,11 @@ def flicker_curves(cfg, clip_id: str, policy=None) -> dict:
     runs["baseline"] = ep.base.images.float()
     if policy is not None:
         runs["policy"] = policy_frames(policy.to(device).eval(), stylizer, ep.base, ep.flows).float()
-    fw, mask = ep.flows["fw"].to(device), ep.flows["mask_fw"].to(device)
-    return {k: warping_error(S[:-1].clamp(0, 1), S[1:].clamp(0, 1), fw, mask).flatten().cpu().numpy()
-            for k, S in runs.items()}
+    out = {}
+    for k, S in runs.items():                                                  # at the loss size, as Table 1
+        S, _, f = reward_model.loss_inputs(S.clamp(0, 1), ep.frames.float(), {n: v.to(device) for n, v in ep.flows.items()})
+        out[k] = warping_error(S[:-1], S[1:], f["fw"], f["mask_fw"]).flatten().cpu().numpy()
+    return out
 
 
 def _summarise(per_clip, columns: list, extra: tuple = ()):

@@ -54,6 +54,18 @@ def warp(image: torch.Tensor, flow: torch.Tensor, padding_mode: str = "border") 
     return F.grid_sample(image, grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
 
 
+def resize_flow(flow: torch.Tensor, size: tuple) -> torch.Tensor:
+    """A flow (N,2,H,W) in pixels resized to ``size`` (h, w): bilinear with antialiasing (a smaller
+    flow field averages its vectors), u scaled by w/W and v by h/H (a move of k px at 512 is k/2 px
+    at 256). Differentiable; the identity when the size already matches."""
+    H, W = flow.shape[-2:]
+    h, w = int(size[0]), int(size[1])
+    if (h, w) == (H, W):
+        return flow
+    out = F.interpolate(flow, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
+    return out * torch.tensor([w / W, h / H], device=flow.device, dtype=flow.dtype).view(1, 2, 1, 1)
+
+
 def inside_mask(flow: torch.Tensor) -> torch.Tensor:
     """(N,1,H,W) 1 where x + flow stays inside the frame [0,W-1] x [0,H-1]."""
     _, _, h, w = flow.shape
@@ -275,6 +287,6 @@ def dis_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> d
     return with_masks(fw, bw, cfg_flow.occlusion)
 
 
-__all__ = ["warp", "inside_mask", "motion_boundary", "occlusion_mask", "mean_motion", "read_flo", "get_raft", "estimate_flow",
+__all__ = ["warp", "resize_flow", "inside_mask", "motion_boundary", "occlusion_mask", "mean_motion", "read_flo", "get_raft", "estimate_flow",
            "pixel_grid", "RAFT_MIN_SIZE", "FLOW_ESTIMATORS", "register_flow", "get_estimator",
            "with_masks", "exact_flows", "raft_flows", "dis_flows", "dis_flow", "DIS_PRESETS"]

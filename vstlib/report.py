@@ -160,6 +160,8 @@ def paper_numbers(cfg, table1, manifest: dict) -> dict:
         "ws": cfg.reward.w_style, "wc": cfg.reward.w_content, "wt": cfg.reward.w_temp,
         "accum": cfg.train.accumulation, "lr": f"{cfg.train.lr:g}", "epochs": cfg.train.epochs,
         "clips": len(manifest["clips"]), "frames": cfg.data.n_frames, "size": cfg.data.size,
+        "framesize": (rf"${cfg.data.size}\times{cfg.data.size}$" if cfg.data.resize == "fit" else
+                      f"short side {cfg.data.size} (aspect ratio kept)"),
         "ntrain": len(manifest["train"]), "ntest": len(manifest["test"]),
         "tempbase": float(t1.loc[("baseline", "test"), "temporal"]),
         "temppolicy": float(t1.loc[("policy", "test"), "temporal"]),

@@ -10,6 +10,12 @@ built as ``REWARDS[name](cfg_reward, style, device)`` and scored as
 All losses take frames (N,3,H,W) in [0,1] and return one value per frame (N,).
 Flows are those of the ORIGINAL frames (see the guide's conventions): stylized frames are
 judged by how well they follow the motion of the video they came from.
+
+``cfg_reward.loss_size`` (0 = as rendered) is the size the losses are computed at: the
+``RewardModel`` (training and Table 1, ``evaluate.clip_losses``) resizes frames, flows and masks so
+the short side is ``loss_size`` (``loss_inputs``: antialiased bilinear, flow vectors rescaled,
+differentiable), and the Gram target R is the whole style image squashed to ``loss_size`` squared
+(the authors compute every loss at 256 with ``Resize((256, 256))``; DiffuseST renders at 512).
 """
 from __future__ import annotations
 
@@ -17,12 +23,52 @@ from typing import Callable, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from vstlib.flow import warp
+from vstlib.flow import resize_flow, warp
 from vstlib.models import CONTENT_NETS, IMAGENET_MEAN, IMAGENET_STD, STYLE_NETS, pick
 from vstlib.utils import InputError
 
 Device = Union[str, torch.device]
+
+
+# --------------------------------------------------------------------------- loss size
+def loss_hw(h: int, w: int, short: int) -> tuple[int, int]:
+    """(h', w') with the short side ``short``, aspect ratio kept (rounded to whole pixels);
+    ``short <= 0``: (h, w) unchanged."""
+    if short <= 0 or min(h, w) == short:
+        return h, w
+    s = short / min(h, w)
+    return (short, max(1, round(w * s))) if h <= w else (max(1, round(h * s)), short)
+
+
+def resize_images(x: torch.Tensor, size: tuple) -> torch.Tensor:
+    """Images (N,C,H,W) resized to ``size`` (h, w): bilinear with antialiasing (non-negative
+    weights: [0,1] stays in [0,1], masks stay in [0,1]); differentiable; identity at that size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def loss_inputs(short: int, stylized: torch.Tensor, originals: torch.Tensor, flows: dict):
+    """(stylized, originals, flows) at the loss size: frames (T,3,H,W) to short side ``short``
+    (0 = unchanged), flows resized with their vectors rescaled (``flow.resize_flow``), visibility
+    masks resized (soft weights in [0,1] at occlusion edges)."""
+    hw = loss_hw(stylized.shape[-2], stylized.shape[-1], short)
+    if hw == tuple(stylized.shape[-2:]):
+        return stylized, originals, flows
+    f = dict(flows)
+    for k in ("fw", "bw"):
+        f[k] = resize_flow(flows[k].float(), hw)
+    for k in ("mask_fw", "mask_bw"):
+        f[k] = resize_images(flows[k].float(), hw)
+    return resize_images(stylized, hw), resize_images(originals, hw), f
+
+
+def style_target(style: torch.Tensor, short: int) -> torch.Tensor:
+    """The Gram target R: the WHOLE style image (1,3,H,W), squashed to ``short`` x ``short``
+    (the authors' ``Resize((256, 256))``; never cropped); ``short <= 0``: as given."""
+    return style if short <= 0 else resize_images(style, (short, short))
 
 
 # --------------------------------------------------------------------------- style
@@ -55,6 +101,8 @@ class StyleLoss(nn.Module):
     """Sum over feature layers (VGG19 by default) of ||G(x) - G(style)||_F^2; style Grams once.
 
     ``cfg_reward.style_variant = "relu1_1"``: the authors' loss, relu1_1 only (``layer_style_loss``).
+    The style Grams are of ``style_target(style, cfg_reward.loss_size)`` (the whole image, squashed
+    to loss_size x loss_size when loss_size > 0).
     """
 
     def __init__(self, cfg_reward, style: torch.Tensor, device: Device = "cpu"):
@@ -74,7 +122,7 @@ class StyleLoss(nn.Module):
         self.vgg = net[:max(self.idx) + 1]
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
-        style = _as_batch(style, "style image")
+        style = style_target(_as_batch(style, "style image"), getattr(cfg_reward, "loss_size", 0))
         with torch.no_grad():
             grams = [gram(f) for f in self.features(style.to(device))]
         for name, g in zip(layers, grams):
@@ -167,7 +215,7 @@ class TemporalLoss(nn.Module):
 
 
 # --------------------------------------------------------------------------- registry
-# name -> builder(cfg_reward, style (1,3,S,S), device) -> term with .score(cur, prev, originals, flows)
+# name -> builder(cfg_reward, style (1,3,Hs,Ws), device) -> term with .score(cur, prev, originals, flows)
 REWARDS: dict[str, Callable] = {
     "style": lambda cfg_reward, style, device: StyleLoss(cfg_reward, style, device),
     "content": lambda cfg_reward, style, device: ContentLoss(cfg_reward, device),
@@ -247,12 +295,14 @@ class RewardModel(nn.Module):
         stylized, originals (T,3,H,W) in [0,1]; flows: fw, bw (T-1,2,H,W), mask_fw, mask_bw
         (T-1,1,H,W) of the original frames; ``base``: the baseline's terms of the same frames
         (needed by ``reward.normalize="baseline"``; None = these frames ARE the baseline).
+        Computed at ``reward.loss_size`` (``loss_inputs``).
         """
         return self.differentiable_terms(stylized, originals, flows, base)
 
     def differentiable_terms(self, stylized, originals, flows: dict, base=None) -> dict:
         """``terms`` with autograd on (pathwise learners backpropagate the reward into the action)."""
         _check_clip(stylized, originals, flows)
+        stylized, originals, flows = self.loss_inputs(stylized, originals, flows)
         dev = self.device
         out: dict = {name: [] for name in self.names}
         T = stylized.shape[0]
@@ -268,6 +318,10 @@ class RewardModel(nn.Module):
         base = base if base is not None else {k: v.detach() for k, v in terms.items()}
         terms["reward"] = weighted_reward(terms, self.cfg_reward, base)
         return terms
+
+    def loss_inputs(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict):
+        """Frames (T,3,H,W), originals and flows at ``reward.loss_size`` (see ``loss_inputs``)."""
+        return loss_inputs(getattr(self.cfg_reward, "loss_size", 0), stylized, originals, flows)
 
     def reward(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict) -> torch.Tensor:
         return self.terms(stylized, originals, flows)["reward"]
@@ -304,5 +358,5 @@ def _check_clip(stylized: torch.Tensor, originals: torch.Tensor, flows: dict) ->
         raise InputError("frames contain NaN/inf values", fix="check the decoder output")
 
 
-__all__ = ["gram", "StyleLoss", "ContentLoss", "TemporalLoss", "temporal_loss", "warping_error", "WARP_ERRORS", "layer_style_loss", "STYLE_VARIANTS",
+__all__ = ["loss_hw", "resize_images", "loss_inputs", "style_target", "gram", "StyleLoss", "ContentLoss", "TemporalLoss", "temporal_loss", "warping_error", "WARP_ERRORS", "layer_style_loss", "STYLE_VARIANTS",
            "REWARDS", "register_reward", "weight", "weighted_reward", "RewardModel", "NORMALIZATIONS"]

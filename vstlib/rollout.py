@@ -104,7 +104,7 @@ def build_episode(cfg, clip_id: str, stylizer, reward_model, device=None) -> Epi
             raise InputError(f"clip {clip_id!r} has {frames.shape[0]} frame(s); an episode needs 2+",
                              fix="re-run `vst prepare` with data.n_frames >= 2")
         flows = _to(clips.clip_flows(cfg, clip_id, frames, device), device)   # (T-1,...) each
-        style = clips.load_style(cfg.profile).to(device)                       # (1,3,S,S)
+        style = clips.load_style(cfg.profile).to(device)                       # (1,3,Hs,Ws)
         base = stylizer.stylize(frames, style)                                 # images (T,3,H,W)
         if base.images.shape[-2:] != frames.shape[-2:]:
             raise InputError(f"clip {clip_id!r} frames are {tuple(frames.shape[-2:])} but the backbone "
@@ -181,13 +181,13 @@ def make_reward_model(cfg_reward, style: torch.Tensor, device):
 
 
 def make_env(cfg, device=None):
-    """The fixed parts of the environment: (stylizer, reward_model, style image (1,3,S,S)).
+    """The fixed parts of the environment: (stylizer, reward_model, style image (1,3,Hs,Ws)).
 
     Built from fixed seeds under ``fork_rng``: training, evaluation and every run judge with
     the same networks, and the training RNG stream is untouched.
     """
     device = resolve_device(device if device is not None else cfg.train.device)
-    style = clips.load_style(cfg.profile).to(device)                           # (1,3,S,S)
+    style = clips.load_style(cfg.profile).to(device)                           # (1,3,Hs,Ws)
     return make_stylizer(cfg, device), make_reward_model(cfg.reward, style, device), style
 
 

@@ -21,15 +21,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from .utils import InputError, atomic_path, progress, to_uint8
-
-
-def aspect_size(h: int, w: int, short: int) -> tuple[int, int]:
-    """(H, W) with the short side ~= ``short`` and both sides multiples of 8, aspect kept."""
-    s = max(8, int(round(short / 8)) * 8)
-    scale = s / min(h, w)
-    rnd = lambda v: max(8, int(round(v * scale / 8)) * 8)                 # noqa: E731
-    return (s, rnd(w)) if h <= w else (rnd(h), s)
+from .utils import InputError, aspect_size, atomic_path, progress, to_uint8
 
 
 def frame_chunks(video, short: int, chunk: int = 16, max_frames: Optional[int] = None) -> Iterator[torch.Tensor]:
@@ -200,7 +192,8 @@ def stylize_video(cfg, video, out, style: Optional[str] = None, policy=None, siz
     device = torch.device(device if device is not None else cfg.train.device)
     cfg_bb, style_path = resolve_style(cfg, style)
     try:
-        style_img = load_image(style_path, cfg_bb.resolution or cfg.data.size).to(device)   # (1,3,S,S)
+        # the profile's data.resize: "fit" crops it square (cpu, smoke), "short_side" keeps it whole (paper)
+        style_img = load_image(style_path, cfg_bb.resolution or cfg.data.size, cfg.data.resize).to(device)
     except InputError:
         raise
     except Exception as err:  # noqa: BLE001 - PIL raises many kinds; the user needs one line

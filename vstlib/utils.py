@@ -149,6 +149,17 @@ def atomic_save_tensors(path: os.PathLike, tensors: dict, metadata: Optional[dic
     return Path(path)
 
 
+def aspect_size(h: int, w: int, short: int) -> tuple[int, int]:
+    """(H, W) for an h x w image with the short side ~= ``short``, aspect ratio kept, BOTH sides
+    rounded to the nearest multiple of 8 (SD's VAE and the TAEF2 latent are 1/8 of the image;
+    the short side is ``short`` itself when that is a multiple of 8, the long side moves by at
+    most 4 px, i.e. the aspect ratio changes by under 4/short). Square in, square out."""
+    s = max(8, int(round(short / 8)) * 8)
+    scale = s / min(h, w)
+    rnd = lambda v: max(8, int(round(v * scale / 8)) * 8)                 # noqa: E731
+    return (s, rnd(w)) if h <= w else (rnd(h), s)
+
+
 def to_tensor(frames: np.ndarray):
     """uint8 (T,H,W,3) or (H,W,3) -> float (T,3,H,W) / (3,H,W) in [0,1]."""
     import torch

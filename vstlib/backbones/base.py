@@ -3,7 +3,7 @@
 A backbone stylizes every frame of a clip on its own (the flickering baseline), exposes the
 latent the policy acts on, and renders perturbed latents back to frames:
 
-    out = backbone.stylize(frames, style)            # frames (T,3,H,W), style (1,3,S,S) in [0,1]
+    out = backbone.stylize(frames, style)            # frames (T,3,H,W), style (1,3,Hs,Ws) in [0,1]
     L = backbone.policy_latents(out)                 # (T,C,h,w) what the policy sees
     S = backbone.render(L[idx] + delta, out, idx)    # (n,3,H,W) in [0,1]; differentiable in delta
 
@@ -20,7 +20,7 @@ from typing import Callable, Optional, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from vstlib.utils import InputError
+from vstlib.utils import InputError, aspect_size
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Backbone(Protocol):
     latent_channels: int                       # channels of the latent the policy sees and acts on
 
     def stylize(self, frames: torch.Tensor, style: torch.Tensor) -> BaselineOutput:
-        """frames (T,3,H,W) in [0,1], style (1,3,S,S) in [0,1] -> the baseline (batched, disk-cached)."""
+        """frames (T,3,H,W) in [0,1], style (1,3,Hs,Ws) in [0,1] -> the baseline (batched, disk-cached)."""
         ...
 
     def policy_latents(self, out: BaselineOutput) -> torch.Tensor:
@@ -103,8 +103,13 @@ def make_backbone(cfg_backbone, device=None, cache_dir: Optional[Path] = None) -
     return cls.from_config(cfg_backbone, device=device, cache_dir=cache_dir)
 
 
-def check_images(images, resolution: int, device, what: str = "frames") -> torch.Tensor:
-    """Validate (T,3,H,W) [or (3,H,W)] in [0,1] and resize to ``resolution`` -> (T,3,r,r) float32."""
+def check_images(images, resolution: int, device, what: str = "frames", size: Optional[tuple] = None) -> torch.Tensor:
+    """Validate (T,3,H,W) [or (3,H,W)] in [0,1] and resize -> (T,3,H',W') float32.
+
+    (H', W') = ``size`` when given (the whole image squashed to it), else the short side at
+    ``resolution`` with the aspect ratio kept and both sides multiples of 8 (``utils.aspect_size``;
+    a square image becomes r x r). Bilinear with antialiasing; never a crop.
+    """
     if not isinstance(images, torch.Tensor):
         raise InputError(f"{what} must be a torch tensor (T,3,H,W) in [0,1], got {type(images).__name__}",
                          fix="convert with torch.from_numpy(x).permute(0,3,1,2).float()/255")
@@ -118,8 +123,9 @@ def check_images(images, resolution: int, device, what: str = "frames") -> torch
     if x.min() < -1e-3 or x.max() > 1 + 1e-3:
         raise InputError(f"{what} must lie in [0,1] (got {x.min():.3g}..{x.max():.3g})",
                          fix="divide uint8 images by 255")
-    if x.shape[-2:] != (resolution, resolution):
-        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+    hw = tuple(size) if size is not None else aspect_size(x.shape[-2], x.shape[-1], resolution)
+    if x.shape[-2:] != hw:
+        x = F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
     return x.clamp(0, 1)
 
 

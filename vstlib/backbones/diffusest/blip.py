@@ -67,9 +67,14 @@ def empty_prompt_embedding(tokenizer, text_encoder, device, text: str = "") -> t
 
 def style_prompt_embedding(tokenizer, text_encoder, qformer, style: torch.Tensor, prompt: str, subject: str,
                            image_mean: tuple, image_std: tuple, ctx_begin_pos: int, dtype) -> torch.Tensor:
-    """style (1,3,H,W) [0,1] -> (1,77,D): BLIP-Diffusion's prompt with the 16 style queries spliced in."""
+    """style (1,3,H,W) [0,1] -> (1,77,D): BLIP-Diffusion's prompt with the 16 style queries spliced in.
+
+    The Q-Former gets the WHOLE image, squashed to its square input (224 x 224 for BLIP-2), bicubic
+    with antialiasing, then normalised: what the snapshot's BlipImageProcessor does (PIL bicubic
+    resize, no crop); a centre crop would show it only the middle of the painting.
+    """
     vis = qformer.config.vision_config.image_size
-    px = F.interpolate(style, size=(vis, vis), mode="bicubic", align_corners=False).clamp(0, 1)
+    px = F.interpolate(style, size=(vis, vis), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
     mean = torch.tensor(image_mean, device=style.device).view(1, 3, 1, 1)
     std = torch.tensor(image_std, device=style.device).view(1, 3, 1, 1)
     queries = query_embeddings(qformer, ((px - mean) / std).to(dtype), [subject])       # (1,16,D)

@@ -2,11 +2,16 @@
 
 DiffuseST (training-free style transfer) stylizes each frame of a clip:
 
+0. resize the frames so their short side is ``cfg.resolution`` (aspect ratio kept, both sides
+   multiples of 8: any H x W, latents (h, w) = (H/8, W/8)); the style image likewise, whole
+   (never cropped);
 1. encode the frame with the VAE (posterior mean x 0.18215);
 2. DDIM-invert it with the empty prompt, keeping the latent at every timestep sampling visits;
-3. embed the style image with BLIP-Diffusion's Q-Former: its 16 query embeddings are spliced into
-   the prompt ``"a <style_subject> <prompt>"`` (repeated 20x) at position 2 of the CLIP text encoder;
-   the style image is DDIM-inverted too;
+3. embed the WHOLE style image with BLIP-Diffusion's Q-Former (squashed to its 224 x 224 input, as
+   the snapshot's BlipImageProcessor does): its 16 query embeddings are spliced into the prompt
+   ``"a <style_subject> <prompt>"`` (repeated 20x) at position 2 of the CLIP text encoder; the style
+   image, squashed to the frames' H x W (its latent shares a UNet batch with theirs, as in the
+   authors' ``torch.cat([style_lat, latents, latents])``), is DDIM-inverted too;
 4. denoise from the inverted x_T with a batch ``[reference, unconditional, conditional]``
    (classifier-free guidance, scale 7.5). On *content* steps the reference branch is the frame's
    inverted latent at that timestep and its self-attention query+key and resnet features replace
@@ -21,7 +26,7 @@ cached weights: one :class:`~vstlib.utils.MissingWeightsError`).
 
     >>> from vstlib.config import get_config
     >>> sty = DiffuseST.from_config(get_config("smoke").backbone)       # doctest: +SKIP
-    >>> out = sty(frames, style)          # frames (T,3,H,W), style (1,3,H,W) in [0,1]  # doctest: +SKIP
+    >>> out = sty(frames, style)          # frames (T,3,H,W), style (1,3,Hs,Ws) in [0,1]  # doctest: +SKIP
     >>> out.images.shape                                                 # doctest: +SKIP
     torch.Size([T, 3, 64, 64])
 """
@@ -68,7 +73,7 @@ class StyleContext:
 @dataclass(kw_only=True)
 class DiffuseSTOutput(BaselineOutput):
     """The baseline plus what rendering a perturbed latent needs (``per_frame`` stays None)."""
-    xT: torch.Tensor                      # (T,4,h,w) inverted noise latent
+    xT: torch.Tensor                      # (T,4,h,w) inverted noise latent, (h, w) = (H/8, W/8)
     z0: torch.Tensor                      # (T,4,h,w) final denoised latent (before decoding)
     inversion: Inversion                  # the frames' DDIM trajectories (content references)
     style_ctx: StyleContext
@@ -170,21 +175,21 @@ class DiffuseST:
 
     # ------------------------------------------------------------------ the pipeline
     def stylize(self, frames: torch.Tensor, style: torch.Tensor) -> DiffuseSTOutput:
-        """DiffuseST on a clip: frames (T,3,H,W), style (1,3,H,W), both in [0,1]. Disk-cached."""
-        # 1. check the inputs, resize them to the backbone resolution
-        x = self.prepare(frames)                                               # (T,3,r,r)
-        s = self.prepare(style, "style image")[:1]                             # (1,3,r,r)
+        """DiffuseST on a clip: frames (T,3,H,W), style (1,3,Hs,Ws), both in [0,1]. Disk-cached."""
+        # 1. check the inputs, resize them: short side at the backbone resolution, aspect kept
+        x = self.prepare(frames)                                               # (T,3,H,W)
+        s = self.prepare(style, "style image")[:1]                             # (1,3,Hs,Ws) whole
         # 2. VAE-encode and DDIM-invert every frame (cached by frame bytes)
         inversion = self.invert(x)                                             # xT (T,4,h,w)
-        # 3. style prompt embedding and the style image's inversion (cached)
-        style_ctx = self.style_context(s)
+        # 3. style prompt embedding and the style image's inversion at the frames' size (cached)
+        style_ctx = self.style_context(s, tuple(x.shape[-2:]))
 
         @torch.no_grad()
         def build():
             # 4. denoise all frames from x_T with content/style injection
             z0 = self.denoise(inversion.xT, inversion, style_ctx)              # (T,4,h,w)
             # 5. decode
-            return {"images": self.decode(z0), "z0": z0}                       # images (T,3,r,r)
+            return {"images": self.decode(z0), "z0": z0}                       # images (T,3,H,W)
         res = self._cache(self._cache.key("out", _hash_tensor(x), _hash_tensor(s)), build,
                           lambda d: d, lambda d: d)
         return DiffuseSTOutput(res["images"], xT=inversion.xT, z0=res["z0"], inversion=inversion,
@@ -217,9 +222,10 @@ class DiffuseST:
         raise ValueError(f"backbone.injection must be 'xT' or 'z0', got {self.cfg.injection!r}")
 
     # ------------------------------------------------------------------ stages
-    def prepare(self, images, what: str = "frames") -> torch.Tensor:
-        """Validate (T,3,H,W) in [0,1] and resize to the backbone resolution."""
-        return check_images(images, self.cfg.resolution, self.device, what)
+    def prepare(self, images, what: str = "frames", size: Optional[tuple] = None) -> torch.Tensor:
+        """Validate (T,3,H,W) in [0,1]; resize: short side to the backbone resolution, aspect kept,
+        sides multiples of 8 (``size`` (H, W): squashed to exactly that)."""
+        return check_images(images, self.cfg.resolution, self.device, what, size)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -253,19 +259,26 @@ class DiffuseST:
         return self._cache(self._cache.key("inv", _hash_tensor(x)), lambda: self.invert_latents(self.encode(x)),
                            Inversion.tensors, Inversion.from_tensors)
 
-    def style_context(self, style: torch.Tensor) -> StyleContext:
-        """style (1,3,H,W) [0,1] -> prompt/uncond embeddings + the style image's inversion (cached)."""
-        s = self.prepare(style, "style image")[:1]
-        key = self._cache.key("style", _hash_tensor(s), self.cfg.prompt, self.cfg.style_subject)
+    def style_context(self, style: torch.Tensor, size: Optional[tuple] = None) -> StyleContext:
+        """style (1,3,Hs,Ws) [0,1] -> prompt/uncond embeddings + the style image's inversion (cached).
+
+        The Q-Former sees the whole style image; the inversion (the style steps' reference, batched
+        with the frames' latents) runs on it squashed to the frames' ``size`` (H, W) (default: the
+        style image's own size at the backbone resolution)."""
+        s = self.prepare(style, "style image")[:1]                             # (1,3,Hs,Ws) whole
+        size = tuple(int(v) for v in (size if size is not None else s.shape[-2:]))
+        key = self._cache.key("style", _hash_tensor(s), self.cfg.prompt, self.cfg.style_subject, f"{size[0]}x{size[1]}")
 
         def build():
+            ref = self.prepare(s, "style image", size)                         # (1,3,H,W) squashed, whole
             return StyleContext(self.style_embedding(s), self.neg_emb.clone(),
-                                self.invert_latents(self.encode(s)))
+                                self.invert_latents(self.encode(ref)))
         return self._cache(key, build, StyleContext.tensors, StyleContext.from_tensors)
 
     @torch.no_grad()
     def style_embedding(self, style: torch.Tensor) -> torch.Tensor:
-        """(1,3,H,W) [0,1] -> (1,77,D): BLIP-Diffusion prompt with the 16 style queries spliced in."""
+        """(1,3,Hs,Ws) [0,1], the whole style image -> (1,77,D): BLIP-Diffusion prompt with the 16
+        style queries spliced in."""
         return style_prompt_embedding(self.tokenizer, self.text_encoder, self.qformer, style, self.cfg.prompt,
                                       self.cfg.style_subject, self.image_mean, self.image_std,
                                       self.ctx_begin_pos, self.dtype)
