@@ -81,7 +81,8 @@ def test_vstlib_imports_run_one_way():
     cycle = find_cycle(g)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
     # flow is pure maths; only the entry points import the trainer (checkpoints live apart):
-    # the CLI's `vst train` and report's ablation table (notebook 04 trains every grid cell)
+    # the CLI's `vst train`, report's ablation table (notebook 04 trains every grid cell) and
+    # compare's learners table (it trains the seeds and controls it scores)
     assert g["vstlib.flow"] <= {"vstlib.utils"}
-    assert {m for m, deps in g.items() if "vstlib.train" in deps} == {"vstlib.cli", "vstlib.report"}
+    assert {m for m, deps in g.items() if "vstlib.train" in deps} == {"vstlib.cli", "vstlib.report", "vstlib.compare"}
     assert not {m for m, deps in g.items() if "vstlib.report" in deps}     # nothing below imports it

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from vstlib import data, flow, paths
-from vstlib.flow_dis import dis_flow
+from vstlib.flow import dis_flow
 from vstlib.nets import darknet, faststyle, taef2
 from vstlib.nets.weights import load_weights
 from vstlib.rewards import warping_error

@@ -4,6 +4,7 @@
     vst baseline  [--profile ...]
     vst train     [--profile ...] [--run main] [--learner reinforce|rloo|pathwise] [--no-resume] [--max-updates N]
     vst evaluate  [--profile ...] [--run main]
+    vst compare   [--profile ...]          # learners over seeds, competitors, controls -> learners.csv
     vst stylize   --video IN.mp4 --out OUT.mp4 [--style STYLE] [--policy policy.safetensors] [--size N]
     vst reproduce [--profile ...] [--videos DIR] [--style IMG] [--set ...]   # every notebook
     vst download-weights --profile paper   # fetch every pretrained weight once, with network
@@ -106,6 +107,21 @@ def cmd_evaluate(args) -> int:
             print(f"{name} ({df['note'].iloc[0] if len(df) else ''}):")
             print(df.drop(columns=["note", "profile"]).to_string(index=False, float_format="%.5g"))
     print(f"evaluated in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    import pandas as pd
+
+    from vstlib.compare import compare, summary
+
+    cfg = make_config(args.profile, args.set)
+    t0 = time.perf_counter()
+    df = compare(cfg)
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print("test clips, change vs the per-frame baseline (%), mean and std over seeds:")
+        print(summary(df).to_string(index=False, float_format="%.2f"))
+    print(f"compared in {time.perf_counter() - t0:.1f} s (results/{cfg.profile}/learners.csv)")
     return 0
 
 
@@ -284,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-updates", type=int, default=None, help="stop after N updates in total")
     p = add("evaluate", cmd_evaluate, "Table 1 (losses) and Table 2 (CLIP similarities)")
     p.add_argument("--run", default="main")
+    add("compare", cmd_compare, "learners (over seeds), competitors and controls on the test clips")
     p = add("stylize", cmd_stylize, "stylize your own video")
     p.add_argument("--video", required=True, help="input video (mp4, gif, ...)")
     p.add_argument("--style", default=None,

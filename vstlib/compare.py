@@ -82,7 +82,7 @@ def _select_blend(cfg, kind: str, episodes: list, stylizer, reward_model) -> flo
 
 
 def compare(cfg) -> "pd.DataFrame":
-    """Score every method of the comparison on the test clips (and the main seeds on train);
+    """Score every method of the comparison on the test clips (and the main run on train);
     writes ``results/<profile>/learners.csv`` and returns it."""
     import pandas as pd
 
@@ -93,16 +93,17 @@ def compare(cfg) -> "pd.DataFrame":
     # 1. learned policies: evaluate() scores them (cached per policy file)
     for method, seed, c, run in learned_runs(cfg):
         train(c, run=run)
-        splits = ("train", "test") if method == "policy" else ("test",)
+        splits = ("train", "test") if run == "main" else ("test",)           # the main run on both splits
         per = evaluate(c, run=run, splits=splits)["table1_per_clip"]
         t_s = _train_seconds(cfg, run)
         for split, g in per[per.method.isin(["baseline", "policy"])].groupby("split", sort=False):
             for m, gm in g.groupby("method", sort=False):
-                if m == "baseline" and method != "policy":
+                if m == "baseline" and run != "main":                        # one baseline row per split
                     continue
                 name = method if m == "policy" else "baseline"
+                label = f"{c.train.learner}, {c.policy.head} head, {c.policy.observation} obs"
                 rows.append({"method": name, "seed": seed if m == "policy" else None, "split": split,
-                             "param": run if m == "policy" else "", "n_clips": len(gm),
+                             "param": label if m == "policy" else "", "n_clips": len(gm),
                              "train_s": t_s if m == "policy" else 0.0, **gm[list(METRICS)].mean().to_dict()})
 
     # 2. training-free methods and controls, b chosen on train, scored on test
