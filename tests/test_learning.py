@@ -105,14 +105,18 @@ def test_learner_moves_toward_the_known_optimum(toy_home, monkeypatch, learner, 
 
     policy = load_policy(out / "policy.safetensors", cfg.policy)
     assert policy.observation == cfg.policy.observation
-    progress = []
+    progress, distance = [], []
     with torch.no_grad():
         for ep in eps:
             a, _, _ = rollout.act(policy, ep.obs, ep.lat_bw, ep.lat_mask, deterministic=True)
             mean_action = a[0].mean(dim=(0, 2, 3), keepdim=True)               # (1,4,1,1)
             progress.append(((mean_action * c).sum() / (c * c).sum()).item())  # share of the way to c
-    prog = sum(progress) / len(progress)
+            distance.append(((mean_action - c).norm() / c.norm()).item())      # 1 at the start (delta = 0)
+    prog, dist = sum(progress) / len(progress), sum(distance) / len(distance)
     assert prog > PROGRESS, f"{learner}: the mean action went {prog:.3f} of the way to the optimum"
+    # closer to c than where it started: overshooting far past c (a learner that maximises the
+    # distance on a saturating decoder) fails here even when its projection on c is positive
+    assert dist < 1 - PROGRESS / 2, f"{learner}: the mean action ended {dist:.3f} x |c| from the optimum"
 
 
 def test_leave_one_out_advantage_matches_hand_computed_values():
