@@ -52,7 +52,9 @@ def test_torch_and_torchvision_pinned_as_a_pair():
 
 
 def test_paper_preset_matches_the_paper():
-    assert (PAPER.data.size, PAPER.data.n_frames) == (256, 20)
+    # the authors: short side 512 with the aspect ratio kept (no crop), DiffuseST at 512, losses at 256
+    assert (PAPER.data.size, PAPER.data.n_frames, PAPER.data.resize) == (512, 20, "short_side")
+    assert (PAPER.backbone.resolution, PAPER.reward.loss_size) == (512, 256)
     assert (PAPER.reward.w_style, PAPER.reward.w_content, PAPER.reward.w_temp) == (10, 1, 10)
     assert (PAPER.train.lr, PAPER.train.accumulation, PAPER.train.epochs) == (1e-4, 4, 10)
     assert PAPER.backbone.model_id == "Salesforce/blipdiffusion"
