@@ -25,7 +25,6 @@ import time
 import torch
 
 from vstlib import methods, paths
-from vstlib.checkpoint import POLICY
 from vstlib.clips import load_manifest
 from vstlib.evaluate import clip_losses, evaluate
 from vstlib.rollout import build_episode, crop_episode, make_env
@@ -35,8 +34,6 @@ from vstlib.utils import atomic_path, progress, resolve_device
 METRICS = ("warp_error", "temporal", "style", "content", "edge_corr")
 COLUMNS = ["method", "seed", "split", "param", *METRICS, "d_warp_error", "d_style", "d_content", "n_clips",
            "train_s"]
-LEARNED = ("policy", "reinforce_paper", "constant")
-OPTIONAL = ("reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first", "direct")
 
 
 def seed_runs(cfg) -> dict:
@@ -57,12 +54,6 @@ def learned_runs(cfg) -> list:
         c = cfg.override(policy={"head": "constant", "observation": "pair"})
         runs.append(("constant", c.train.seed, c, "controls/constant"))
     return runs
-
-
-def train_all(cfg) -> None:
-    """Train (or resume / reuse) every policy of the comparison (notebook 03 and 04)."""
-    for _, _, c, run in learned_runs(cfg):
-        train(c, run=run)
 
 
 def _train_seconds(cfg, run: str) -> float:
@@ -164,10 +155,4 @@ def summary(df) -> "pd.DataFrame":
     return out.reset_index()
 
 
-def goal_met(row, warp: float = -30.0, worse: float = 5.0) -> bool:
-    """The issue's goal for one row: warping error at least 30 % below the baseline, style and
-    content each within +5 %."""
-    return row["d_warp_error"] <= warp and row["d_style"] <= worse and row["d_content"] <= worse
-
-
-__all__ = ["compare", "summary", "train_all", "learned_runs", "seed_runs", "goal_met", "COLUMNS", "OPTIONAL"]
+__all__ = ["compare", "summary", "learned_runs", "seed_runs", "COLUMNS"]
