@@ -54,6 +54,16 @@ def _damage_missing_key(p):
     cache.save_tensors(p, {"a": torch.zeros(2, 3)})
 
 
+def test_tensors_read_do_not_follow_later_writes_to_the_file(tmp_path):
+    """read_tensors copies: safetensors maps the file, and a tensor still backed by the mapping
+    changed (to zeros) when the test rewrote the file in place."""
+    p = tmp_path / "t.safetensors"
+    cache.save_tensors(p, {"x": torch.arange(4096.0)})
+    x = cache.read_tensors(p)["x"]
+    p.write_bytes(p.read_bytes()[:64])                                  # rewritten in place, truncated
+    assert torch.equal(x, torch.arange(4096.0))
+
+
 @pytest.mark.parametrize("damage", [_damage_truncate, _damage_garble, _damage_header, _damage_nan,
                                     _damage_missing_key],
                          ids=["truncated", "garbled", "not-safetensors", "nan", "missing-key"])

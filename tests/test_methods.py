@@ -192,6 +192,16 @@ def test_evaluation_cache_is_reused_keyed_and_rebuilt(cfg, monkeypatch):
     assert calls == [1, 1]
     # a partial-split evaluation of a non-main run stays in its folder: the paper's tables are untouched
     assert (run / "table1.csv").exists() and not (paths.results_dir(c.profile) / "table1.csv").exists()
+    # the input / per-frame / baseline rows are scored once per clip and shared by every policy
+    from vstlib.clips import load_manifest
+    from vstlib.policy import LatentPolicy
+
+    losses, real_losses = [], ev.clip_losses
+    monkeypatch.setattr(ev, "clip_losses", lambda *a, **k: losses.append(1) or real_losses(*a, **k))
+    fresh = ev.evaluate(c, run="other", policy=LatentPolicy.from_config(c.policy), splits=("test",))["table1"]
+    assert len(losses) == len(load_manifest(c.profile)["test"])                # the policy's rows only
+    ref = fresh[fresh.method != "policy"].drop(columns=["note"], errors="ignore").round(8)
+    assert ref.equals(first[first.method != "policy"].drop(columns=["note"], errors="ignore").round(8))
 
 
 def test_compare_writes_every_method_with_seeds(cfg):
@@ -212,3 +222,23 @@ def test_compare_writes_every_method_with_seeds(cfg):
     assert (paths.results_dir(cfg.profile) / "learners.csv").exists()
     s = summary(df).set_index("method")
     assert s.loc["policy", "seeds"] == 2 and math.isfinite(s.loc["policy", "d_warp_error_std"])
+
+
+def test_baseline_terms_are_cached_validated_and_rebuilt(cfg, env, capsys):
+    from vstlib import paths
+    from vstlib.rollout import build_episode
+
+    stylizer, reward_model, ep = env
+    cid = ep.clip_id
+    a = build_episode(cfg, cid, stylizer, reward_model)
+    files = sorted((paths.cache_dir(cfg.profile) / "terms").glob(f"{cid}-*.safetensors"))
+    assert len(files) == 1
+    fresh = reward_model.terms(a.base.images, a.frames, a.flows)                  # what the cache stands for
+    assert all(torch.equal(a.base_terms[k], fresh[k]) for k in fresh)
+    files[0].write_bytes(files[0].read_bytes()[:-20])                             # truncated: rebuilt
+    b = build_episode(cfg, cid, stylizer, reward_model)
+    assert "rebuilding it" in capsys.readouterr().err
+    assert all(torch.equal(a.base_terms[k], b.base_terms[k]) for k in fresh)
+    w = cfg.override(reward={"w_temp": 3.0})                                      # another reward: another key
+    build_episode(w, cid, stylizer, reward_model)
+    assert len(list((paths.cache_dir(cfg.profile) / "terms").glob(f"{cid}-*.safetensors"))) == 2

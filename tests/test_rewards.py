@@ -358,6 +358,27 @@ def test_weighted_reward_by_name_hand_computed():
         weighted_reward({"nope": 1.0}, CFG.override(reward={"terms": ["nope"]}).reward)
 
 
+def test_normalised_and_hinged_reward_by_hand():
+    import pandas as pd
+
+    base = {"style": torch.tensor([2.0, 2.0]), "content": torch.tensor([4.0, 4.0]),
+            "temporal": torch.tensor([0.5, 0.5])}
+    terms = {"style": torch.tensor([1.0, 3.0]), "content": torch.tensor([4.0, 2.0]),
+             "temporal": torch.tensor([0.25, 0.5])}
+    r = CFG.override(reward={"normalize": "baseline"}).reward                     # 10 / 1 / 10 of ratios
+    assert torch.allclose(weighted_reward(terms, r, base), torch.tensor([-(5 + 1 + 5.0), -(15 + 0.5 + 10.0)]))
+    # hinge: style and content floored at the baseline's (ratio 1): no credit below it, full penalty above
+    h = CFG.override(reward={"normalize": "baseline", "hinge": ["style", "content"]}).reward
+    assert torch.allclose(weighted_reward(terms, h, base), torch.tensor([-(10 + 1 + 5.0), -(15 + 1 + 10.0)]))
+    row, brow = pd.Series({k: float(v[0]) for k, v in terms.items()}), pd.Series({k: float(v[0]) for k, v in base.items()})
+    assert weighted_reward(row, h, brow) == pytest.approx(-16.0)                  # table rows score alike
+    s = terms["style"].clone().requires_grad_()
+    weighted_reward({**terms, "style": s}, h, base).sum().backward()
+    assert s.grad.tolist() == [0.0, -5.0]                                         # below the floor: no gradient
+    with pytest.raises(ValueError, match="hinge needs reward.normalize"):
+        weighted_reward(terms, CFG.override(reward={"hinge": ["style"]}).reward, base)
+
+
 def test_reward_terms_and_networks_are_picked_by_name(style_img, monkeypatch):
     from vstlib import rewards
 

@@ -71,7 +71,9 @@ def read_tensors(path: os.PathLike, expect: Optional[Iterable[str]] = None, devi
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            # cloned: the tensors must not stay backed by the file's mapping (an in-place rewrite of
+            # the file would change them under the caller)
+            tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
     except Exception as err:  # noqa: BLE001 - truncated/garbled files raise many kinds
         raise ValueError(f"does not decode ({type(err).__name__})") from None
     missing = sorted(set(expect or ()) - set(tensors))

@@ -103,7 +103,7 @@ def evaluate(cfg, run: str = "main", policy=None, splits: tuple = SPLITS) -> dic
     device = resolve_device(cfg.train.device)
     manifest = load_manifest(cfg.profile)                                      # prepared data first
     clips = [(split, cid) for split in splits for cid in manifest.get(split, [])]
-    cache_path = key = None
+    cache_path = None
     if policy is None:
         ckpt = paths.run_dir(cfg.profile, run) / POLICY
         if not ckpt.exists():
@@ -115,18 +115,20 @@ def evaluate(cfg, run: str = "main", policy=None, splits: tuple = SPLITS) -> dic
                              f"train it first: `vst train --profile {cfg.profile} --run {run}`")
         policy = load_policy(ckpt, cfg.policy, device)
         cache_path = ckpt.parent / EVAL_CACHE
-        key = evaluation_key(cfg, ckpt, manifest, clips)
     policy = policy.to(device).eval()
 
-    cached = _read_eval_cache(cache_path, key)
-    if cached is not None:
-        rows1, rows2 = cached
-    else:
-        rows1, rows2 = _score_clips(cfg, policy, clips, device)
-        if cache_path is not None:                                             # one entry per split set
-            entries = _read_eval_entries(cache_path)
-            entries[key] = {"table1": rows1, "table2": rows2}
-            atomic_write_json(cache_path, {"entries": entries})
+    # per clip: cached scores of this policy file where the key matches, the rest scored now
+    entries = _read_eval_entries(cache_path) if cache_path is not None else {}
+    keys = {c: evaluation_key(cfg, ckpt, manifest, [list(c)]) for c in clips} if cache_path is not None else {}
+    todo = [c for c in clips if keys.get(c) not in entries]
+    scored = _score_clips(cfg, policy, todo, device) if todo else {}
+    if cache_path is not None and todo:
+        entries = _read_eval_entries(cache_path)                               # fresh read, then merge
+        entries.update({keys[c]: scored[c] for c in todo})
+        atomic_write_json(cache_path, {"entries": entries})
+    got = {c: scored[c] if c in scored else entries[keys[c]] for c in clips}
+    rows1 = [r for c in clips for r in got[c]["table1"]]
+    rows2 = [r for c in clips for r in got[c]["table2"]]
 
     note = profile_note(cfg.profile)
     per1, per2 = pd.DataFrame(rows1), pd.DataFrame(rows2)
@@ -147,7 +149,8 @@ EVAL_CACHE = "evaluation.json"
 
 
 def evaluation_key(cfg, policy_file: Path, manifest: dict, clips: list) -> str:
-    """What the scores of a policy file depend on: its bytes, the scoring config, the clips."""
+    """What the scores of a policy file depend on: its bytes, the scoring config, the clips
+    (one entry per clip: a test-only evaluation is reused by a later train + test one)."""
     import hashlib
 
     from vstlib.cache import json_digest
@@ -155,7 +158,7 @@ def evaluation_key(cfg, policy_file: Path, manifest: dict, clips: list) -> str:
     digest = hashlib.sha256(Path(policy_file).read_bytes()).hexdigest()
     part = {k: v for k, v in cfg.to_dict().items() if k not in ("train", "profile")}
     return json_digest({"policy": digest, "config": part, "profile": cfg.profile, "clips": clips,
-                        "manifest": json_digest(manifest), "version": 1})
+                        "manifest": json_digest(manifest), "version": 2})
 
 
 def _read_eval_entries(path) -> dict:
@@ -179,28 +182,58 @@ def _read_eval_cache(path, key):
 
 
 @torch.no_grad()
-def _score_clips(cfg, policy, clips: list, device) -> tuple:
+def _score_clips(cfg, policy, clips: list, device) -> dict:
+    """{(split, clip): {"table1": rows, "table2": rows}} of the policy and the reference rows."""
     from vstlib.models import EMBEDDERS, pick
 
     stylizer, reward_model, style = make_env(cfg, device)
     embed = pick(EMBEDDERS, cfg.eval.embedder, "evaluation embedder")(cfg.eval, device)
     style_feat = embed(style)                                                  # (1,D)
-    rows1, rows2 = [], []
+    out = {}
     for split, cid in progress(clips, desc="evaluate"):
         ep = build_episode(cfg, cid, stylizer, reward_model, device)
-        frames = ep.frames                                                     # (T,3,H,W)
-        stylized = {"baseline": ep.base.images.float(),                        # (T,3,H,W)
-                    "policy": policy_frames(policy, stylizer, ep.base, ep.flows).float()}
-        reference = {"input": frames.float()}
-        if getattr(ep.base, "per_frame", None) is not None:
-            reference["per-frame"] = ep.base.per_frame.float()                 # (T,3,H,W) N(I_t)
-        for method, S in {**reference, **stylized}.items():
-            S = S.clamp(0, 1)
-            key = {"method": method, "split": split, "clip": cid, "n_frames": S.shape[0]}
-            rows1.append({**key, **clip_losses(S, frames, ep.flows, reward_model, cfg.eval.warp_error)})
-            if method in METHODS:
-                rows2.append({**key, **clip_similarities(S, frames, style_feat, embed)})
-    return rows1, rows2
+        ref = _reference_rows(cfg, split, cid, ep, style, reward_model, embed, style_feat)
+        S = policy_frames(policy, stylizer, ep.base, ep.flows).float().clamp(0, 1)   # (T,3,H,W)
+        key = {"method": "policy", "split": split, "clip": cid, "n_frames": S.shape[0]}
+        out[(split, cid)] = {
+            "table1": ref["table1"] + [{**key, **clip_losses(S, ep.frames, ep.flows, reward_model, cfg.eval.warp_error)}],
+            "table2": ref["table2"] + [{**key, **clip_similarities(S, ep.frames, style_feat, embed)}]}
+    return out
+
+
+def _reference_rows(cfg, split: str, cid: str, ep, style, reward_model, embed, style_feat) -> dict:
+    """The rows that do not depend on the policy (input, per-frame, baseline), disk-cached per clip:
+    every policy scored on a clip (seeds, controls, ablation cells) shares them."""
+    import json
+
+    from vstlib import cache
+
+    part = {k: v for k, v in cfg.to_dict().items() if k not in ("train", "policy")}
+    digest = cache.content_hash({"frames": ep.frames, "images": ep.base.images, "style": style})
+    path = paths.cache_dir(cfg.profile) / "scores" / f"{cid}-{cache.key(part, split, digest, 1)}.json"
+    methods = [*REFERENCES[:1], *(["per-frame"] if getattr(ep.base, "per_frame", None) is not None else []),
+               "baseline"]
+    try:
+        d = json.loads(path.read_text())
+        if ([r["method"] for r in d["table1"]] == methods and [r["method"] for r in d["table2"]] == ["baseline"]
+                and all(set(COLUMNS1[2:]) <= set(r) for r in d["table1"])):
+            return d
+        cache.notice(path, "reference scores", "does not hold the expected rows")
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        cache.notice(path, "reference scores", f"does not decode ({type(err).__name__})")
+    frames = ep.frames
+    S = {"input": frames.float(), "per-frame": getattr(ep.base, "per_frame", None), "baseline": ep.base.images}
+    d = {"table1": [], "table2": []}
+    for m in methods:
+        x = S[m].float().clamp(0, 1)
+        key = {"method": m, "split": split, "clip": cid, "n_frames": x.shape[0]}
+        d["table1"].append({**key, **clip_losses(x, frames, ep.flows, reward_model, cfg.eval.warp_error)})
+        if m in METHODS:
+            d["table2"].append({**key, **clip_similarities(x, frames, style_feat, embed)})
+    atomic_write_json(paths.ensure(path.parent) / path.name, d)
+    return d
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Callable, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -258,18 +259,24 @@ def weighted_reward(terms, cfg_reward, base=None):
     always scores -sum(w)), per frame (hard frames do not dominate), and needs no state in a checkpoint.
     """
     mode = getattr(cfg_reward, "normalize", "none")
+    hinge = tuple(getattr(cfg_reward, "hinge", ()))
     if mode not in NORMALIZATIONS:
         raise ValueError(f"unknown reward.normalize {mode!r}; choose one of {NORMALIZATIONS}")
     if mode == "baseline" and base is None:
         raise ValueError("reward.normalize='baseline' needs the baseline's terms of the same frames")
+    if hinge and mode != "baseline":
+        raise ValueError("reward.hinge needs reward.normalize='baseline' (it floors term / baseline term at 1)")
     total = 0.0
     for name in cfg_reward.terms:
         term = terms[name]
         if mode == "baseline":
             b = base[name]
             term = term / (b.clamp_min(EPS) if torch.is_tensor(b) else max(float(b), EPS))
+        if name in hinge:                      # no credit for beating the baseline, a penalty for losing to it
+            term = term.clamp_min(1.0) if torch.is_tensor(term) else np.maximum(term, 1.0)
         total = total + weight(cfg_reward, name) * term
     return -total
+
 
 
 class RewardModel(nn.Module):

@@ -114,10 +114,29 @@ def build_episode(cfg, clip_id: str, stylizer, reward_model, device=None) -> Epi
         # results differ in the last bits between layouts (a resumed run must match exactly)
         base.images = base.images.float().contiguous()                        # (T,3,H,W)
         obs = stylizer.policy_latents(base).float().contiguous()               # (T,4,h,w)
-        base_terms = reward_model.terms(base.images, frames, flows)           # (T-1,) each
+        base_terms = baseline_terms(cfg, clip_id, base.images, frames, flows, style, reward_model)
         lat_bw, lat_mask = latent_flow(flows, *obs.shape[-2:])                 # (T-1,2|1,h,w)
     return Episode(clip_id, frames, flows, base, obs, {k: v.detach() for k, v in base_terms.items()},
                    lat_bw, lat_mask)
+
+
+@torch.no_grad()
+def baseline_terms(cfg, clip_id: str, images, frames, flows: dict, style, reward_model) -> dict:
+    """The baseline's reward terms of a whole clip, (T-1,) each, disk-cached: every training run,
+    evaluation and figure builds the same episodes, and on the cpu profile these terms (the
+    perceptual network on 20 frames) cost as much as a policy's decode. Keyed by what they are
+    computed from: the frames, the baseline's frames, the style image, the flow and reward config."""
+    from vstlib import cache, paths
+
+    digest = cache.content_hash({"frames": frames, "images": images, "style": style})
+    path = paths.cache_dir(cfg.profile) / "terms" / f"{clip_id}-{cache.key(cfg.reward, cfg.flow, digest, 1)}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    terms = cache.cached_tensors(path, lambda: {k: v.cpu() for k, v in reward_model.terms(images, frames, flows).items()},
+                                 f"baseline reward terms of {clip_id}", expect=("reward", *reward_model.names))
+    if any(v.shape != (frames.shape[0] - 1,) for v in terms.values()):                # a clashing key
+        path.unlink(missing_ok=True)
+        terms = reward_model.terms(images, frames, flows)
+    return {k: v.to(frames.device) for k, v in terms.items()}
 
 
 @torch.no_grad()
