@@ -106,6 +106,12 @@ def test_resume_after_interruption_continues_the_same_curve(cfg, run_a, monkeypa
     monkeypatch.setattr(tr, "make_env", no_models)
     train(cfg, run="c")
     assert len(read_jsonl(run_c / "log.jsonl")) == 8
+    # which other runs the notebooks make and how runs are scored do not change this run's curve;
+    # a training setting does, and is refused (it would splice two curves)
+    train(cfg.override(train={"ablation_grids": ("learner",), "seeds": (0, 5)}, eval={"compare": ()}), run="c")
+    from vstlib.utils import InputError
+    with pytest.raises(InputError, match="another config.*train.lr"):
+        train(cfg.override(train={"lr": 5e-3}), run="c")
 
 
 def test_nan_reward_skips_the_update_and_keeps_the_checkpoint_clean(cfg, monkeypatch):

@@ -129,10 +129,13 @@ def load_checkpoint(path: Path, policy, optimizer, cfg) -> dict:
 
 def _check_same_run(saved: dict, now: dict, path: Path) -> None:
     """Resuming under another config would splice two different curves: refuse."""
-    ignore = {("train", "epochs"), ("train", "device"), ("train", "checkpoint_every")}
+    # what a run's curve does not depend on: its length, where it runs, how often it saves, which
+    # OTHER runs the notebooks make (ablation grids, the seed list) and how runs are scored (eval)
+    ignore = {("train", "epochs"), ("train", "device"), ("train", "checkpoint_every"),
+              ("train", "ablation_grids"), ("train", "seeds")}
     diff = []
     for sec, val in now.items():
-        if not isinstance(val, dict):
+        if not isinstance(val, dict) or sec == "eval":
             continue
         for k, v in val.items():
             old = saved.get(sec, {}).get(k, v)

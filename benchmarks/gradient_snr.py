@@ -1,0 +1,73 @@
+"""Signal-to-noise of the policy-gradient learners on a real profile (issue 11, item 3).
+
+    python benchmarks/gradient_snr.py                       # cpu profile, the paper's REINFORCE setting
+    python benchmarks/gradient_snr.py --samples 1 8 32 --learners reinforce rloo --seeds 3
+
+For an untrained policy with the paper's settings (``config.ablations``' "reinforce_paper" cell:
+gate 5, sigma 0.1, the (L_{t-1}, L_t) observation, raw reward 10/1/10), on the central training
+window of each train clip: the cosine between a score-function gradient estimate from K rollouts
+and the pathwise gradient of the same reward (``learners.gradient_cosine``; exact up to sigma).
+About 1: the advantage carries the direction; about 0: the update is noise. Prints mean and std
+over clips x seeds. Needs the profile's prepared data (``vst prepare`` / notebook 01). Slow on a
+CPU: K rollouts render K x (T-1) frames.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vstlib.clips import load_manifest  # noqa: E402
+from vstlib.config import ablations, get_config  # noqa: E402
+from vstlib.learners import gradient_cosine  # noqa: E402
+from vstlib.policy import LatentPolicy  # noqa: E402
+from vstlib.rollout import build_episode, crop_episode, make_env  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--samples", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--learners", nargs="+", default=["reinforce"], choices=["reinforce", "rloo"])
+    ap.add_argument("--seeds", type=int, default=2, help="policy initialisations per clip")
+    ap.add_argument("--clips", type=int, default=2, help="train clips used (the first N)")
+    args = ap.parse_args(argv)
+
+    base = get_config(args.profile)
+    cfg = ablations(base.override(train={"ablation_grids": ("learner",)}))["learner"]["reinforce_paper"]
+    stylizer, reward_model, _ = make_env(cfg, "cpu")
+    eps = []
+    for cid in load_manifest(cfg.profile)["train"][:args.clips]:
+        ep = build_episode(cfg, cid, stylizer, reward_model, "cpu")
+        H, W = ep.obs.shape[-2:]
+        k = min(cfg.train.crop or max(H, W), H, W)                   # the central training window
+        eps.append(crop_episode(ep, ((H - k) // 2, (W - k) // 2, k, k), reward_model))
+    print(f"{cfg.profile} profile, the paper's setting: gate {cfg.policy.gate_init:g}, sigma "
+          f"{cfg.policy.sigma_init:g}, {cfg.policy.observation} observation, reward normalize="
+          f"{cfg.reward.normalize}, weights {cfg.reward.w_style:g}/{cfg.reward.w_content:g}/{cfg.reward.w_temp:g}; "
+          f"{len(eps)} clips x {args.seeds} seeds, windows of {eps[0].obs.shape[-1]} latent cells")
+    print("| learner | K rollouts | cosine with the pathwise gradient (mean ± std) | seconds |")
+    print("|---|---|---|---|")
+    for learner in args.learners:
+        for K in args.samples:
+            if learner == "rloo" and K < 2:
+                continue
+            c = cfg.override(train={"learner": learner, "samples": max(K, 2) if learner == "rloo" else 1})
+            t0, cos = time.time(), []
+            for seed in range(args.seeds):
+                for ep in eps:
+                    torch.manual_seed(seed)
+                    policy = LatentPolicy.from_config(c.policy)
+                    cos.append(gradient_cosine(policy, ep, stylizer, reward_model, c, learner=learner, samples=K))
+            t = torch.tensor(cos)
+            print(f"| {learner} | {K} | {t.mean():+.3f} ± {t.std():.3f} | {time.time() - t0:.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
