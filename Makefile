@@ -28,7 +28,7 @@ rehearse: $(STAMP)
 ## unit tests + strict notebook regression tests (nbval), one pytest run
 test: $(STAMP)
 	VSTLIB_PROGRESS=0 $(PY) -m pytest tests notebooks --nbval --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --durations=15
 
 unit: $(STAMP)
 	$(PY) -m pytest tests

@@ -12,7 +12,7 @@ grid (vstlib.config.ablations): clips x frames, inversion + denoising UNet image
 (content steps batch 3T, style steps 2T+1, see vstlib/backbones/diffusest/pipeline.py), the style image's inversion,
 renders per action (z0: one VAE decode; xT: a whole injected denoising pass + decode), reward
 networks per transition, and evaluation. Time = FLOPs / (mfu x peak): one H100 SXM, dense
-bf16/fp16 peak 989 TFLOP/s, at 40 % by default. Model loading is not FLOPs: it is reported apart,
+bf16/fp16 peak 989 TFLOP/s, at 26 % by default (what --measure reached on an H100). Model loading is not FLOPs: it is reported apart,
 at an assumed ``--load-s`` seconds per full model-stack load.
 
 This is an estimate of the compute-bound time; Python overheads, data loading and small-batch
@@ -186,7 +186,9 @@ def measure_unet(F: dict, latent: int, batch: int, iters: int = 5) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--peak", type=float, default=989e12, help="dense bf16/fp16 FLOP/s (H100 SXM: 989e12)")
-    ap.add_argument("--mfu", type=float, default=0.40, help="fraction of peak reached")
+    # measured with --measure on an H100 SXM (2026-11-26): the SD-1.5 UNet, fp16, batch 60, reached
+    # 232 TFLOP/s at 32x32 latents and 263 at 64x64, i.e. 23.5-26.6 % of 989 (it was 0.40, assumed)
+    ap.add_argument("--mfu", type=float, default=0.26, help="fraction of peak reached")
     ap.add_argument("--load-s", type=float, default=20.0, help="assumed seconds per full model-stack load")
     ap.add_argument("--given", action="store_true", help="UNet / VAE-decode FLOPs from issue 14, not counted")
     ap.add_argument("--measure", action="store_true",

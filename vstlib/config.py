@@ -276,8 +276,10 @@ def ablations(base: Config) -> dict[str, dict[str, Config]]:
                                                      reward={"normalize": "none", "w_style": 10.0, "w_content": 1.0,
                                                              "w_temp": 10.0}),
                     "pathwise": base.override(train={"learner": "pathwise"})},
-        # the paper's observation needs the paper's head (the blend head blends toward the warped output)
-        "observation": {"obs_pair": base.override(policy={"observation": "pair", "head": "residual"}),
+        # the paper's observation needs the paper's head (the blend head blends toward the warped
+        # output), with its gate open: the residual IS that head's action, and at gate 5 it barely moves
+        "observation": {"obs_pair": base.override(policy={"observation": "pair", "head": "residual",
+                                                          "gate_init": 0.0}),
                         "obs_flow": base.override(policy={"observation": "flow"})},
         "normalize": {f"norm_{n}": base.override(reward={"normalize": n}) for n in ("none", "baseline")},
     }
