@@ -258,3 +258,18 @@ def test_training_logs_count_reward_queries(cfg):
     for _, visit in rf.groupby(["epoch", "clip"], sort=False):
         assert visit.queries.tolist() == [sum(len(f) for f in visit.frames)] + [0] * (len(visit) - 1)
     assert rf.queries.sum() == pw.queries.sum() > 0
+
+
+def test_episode_flicker_curves(cfg, env):
+    """The flicker figure's data: per-pair warping error of each method; the policy's curve is
+    computed from the frames given (the baseline's frames give the baseline's curve exactly)."""
+    from vstlib.evaluate import episode_flicker, flicker_curves
+    from vstlib.rewards import warping_error
+
+    _, reward_model, ep = env
+    c = episode_flicker(ep, reward_model, ep.base.images)
+    assert set(c) >= {"input", "baseline", "policy"} and len(c["input"]) == ep.frames.shape[0] - 1
+    assert (c["policy"] == c["baseline"]).all()
+    F, f = ep.frames, ep.flows
+    assert torch.allclose(torch.as_tensor(c["input"]), warping_error(F[:-1], F[1:], f["fw"], f["mask_fw"]).flatten())
+    assert set(flicker_curves(cfg, ep.clip_id)) == set(c) - {"policy"}

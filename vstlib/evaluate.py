@@ -240,20 +240,28 @@ def _reference_rows(cfg, split: str, cid: str, ep, style, reward_model, embed, s
 def flicker_curves(cfg, clip_id: str, policy=None) -> dict:
     """{method: per-pair warping error (T-1,) numpy} of one clip for input, per-frame (if the
     backbone has it), baseline and (with ``policy``, mean action) policy: the flicker figure's data."""
-    from vstlib.rewards import warping_error
-
     device = resolve_device(cfg.train.device)
     stylizer, reward_model, _ = make_env(cfg, device)
     ep = build_episode(cfg, clip_id, stylizer, reward_model, device)
+    S = policy_frames(policy.to(device).eval(), stylizer, ep.base, ep.flows) if policy is not None else None
+    return episode_flicker(ep, reward_model, S)
+
+
+@torch.no_grad()
+def episode_flicker(ep, reward_model, S_policy=None) -> dict:
+    """``flicker_curves`` of a built episode, with the policy's frames (T,3,H,W) if already rendered."""
+    from vstlib.rewards import warping_error
+
     runs = {"input": ep.frames.float()}
     if getattr(ep.base, "per_frame", None) is not None:
         runs["per-frame"] = ep.base.per_frame.float()
     runs["baseline"] = ep.base.images.float()
-    if policy is not None:
-        runs["policy"] = policy_frames(policy.to(device).eval(), stylizer, ep.base, ep.flows).float()
+    if S_policy is not None:
+        runs["policy"] = S_policy.float()
+    flows = {n: v.to(ep.frames.device) for n, v in ep.flows.items()}
     out = {}
     for k, S in runs.items():                                                  # at the loss size, as Table 1
-        S, _, f = reward_model.loss_inputs(S.clamp(0, 1), ep.frames.float(), {n: v.to(device) for n, v in ep.flows.items()})
+        S, _, f = reward_model.loss_inputs(S.clamp(0, 1), ep.frames.float(), flows)
         out[k] = warping_error(S[:-1], S[1:], f["fw"], f["mask_fw"]).flatten().cpu().numpy()
     return out
 
@@ -280,4 +288,4 @@ def _write_csv(df, path: Path) -> Path:
     return path
 
 
-__all__ = ["evaluate", "flicker_curves", "clip_losses", "clip_similarities", "edge_correlation", "evaluation_key", "METHODS", "REFERENCES", "SPLITS"]
+__all__ = ["evaluate", "flicker_curves", "episode_flicker", "clip_losses", "clip_similarities", "edge_correlation", "evaluation_key", "METHODS", "REFERENCES", "SPLITS"]
