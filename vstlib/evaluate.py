@@ -174,13 +174,6 @@ def _read_eval_entries(path) -> dict:
         return {}                                                              # absent or damaged: rescore
 
 
-def _read_eval_cache(path, key):
-    if path is None or key is None:
-        return None
-    hit = _read_eval_entries(path).get(key)
-    return (hit["table1"], hit["table2"]) if hit else None
-
-
 @torch.no_grad()
 def _score_clips(cfg, policy, clips: list, device) -> dict:
     """{(split, clip): {"table1": rows, "table2": rows}} of the policy and the reference rows."""

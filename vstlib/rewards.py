@@ -278,7 +278,6 @@ def weighted_reward(terms, cfg_reward, base=None):
     return -total
 
 
-
 class RewardModel(nn.Module):
     """The reward terms of ``cfg.reward.terms`` (frozen critics) and their weights."""
 

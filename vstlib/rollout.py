@@ -129,8 +129,8 @@ def baseline_terms(cfg, clip_id: str, images, frames, flows: dict, style, reward
     from vstlib import cache, paths
 
     digest = cache.content_hash({"frames": frames, "images": images, "style": style})
-    path = paths.cache_dir(cfg.profile) / "terms" / f"{clip_id}-{cache.key(cfg.reward, cfg.flow, digest, 1)}.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    key = cache.key(cfg.reward, cfg.flow, digest, 1)
+    path = paths.ensure(paths.cache_dir(cfg.profile) / "terms") / f"{clip_id}-{key}.safetensors"
     terms = cache.cached_tensors(path, lambda: {k: v.cpu() for k, v in reward_model.terms(images, frames, flows).items()},
                                  f"baseline reward terms of {clip_id}", expect=("reward", *reward_model.names))
     if any(v.shape != (frames.shape[0] - 1,) for v in terms.values()):                # a clashing key
