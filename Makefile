@@ -4,6 +4,10 @@ PROFILE ?= cpu
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# glibc: keep freed large buffers in the heap instead of unmapping and faulting them in again
+# (~7 % of CPU time on the cpu profile; vstlib/reproduce.py MALLOC_TUNING says more)
+export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
+export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 STAMP := $(VENV)/.vstlib-installed
 
 .PHONY: install reproduce test unit nbval clean-results lab paper rehearse

@@ -38,7 +38,15 @@ SETTINGS = {
                              "train": {"epochs": 4, "lr": 5e-4}},
     "gate3_w20": {"policy": {"gate_init": 3.0}, "reward": {"w_temp": 20.0}},
     "gate5_w20": {"policy": {"gate_init": 5.0}, "reward": {"w_temp": 20.0}},
-    "gate5_w30": {},                                                               # the preset
+    "gate5_w30": {},                                                               # the preset (crop 16)
+    # cheaper training windows (issue 10's budget: decoding cost is linear in pixels)
+    "crop12": {"train": {"crop": 12}},
+    "crop8": {"train": {"crop": 8}},
+    "crop8_ep4": {"train": {"crop": 8, "epochs": 4}},
+    "crop8_lr2e-3": {"train": {"crop": 8, "lr": 2e-3}},
+    "crop8_w20": {"train": {"crop": 8}, "reward": {"w_temp": 20.0}},
+    "crop8_w15": {"train": {"crop": 8}, "reward": {"w_temp": 15.0}},
+    "crop16_ep1_lr2e-3": {"train": {"epochs": 1, "lr": 2e-3}},
 }
 GOAL = {"d_warp_error": -30.0, "d_style": 5.0, "d_content": 5.0}
 

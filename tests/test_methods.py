@@ -206,7 +206,7 @@ def test_evaluation_cache_is_reused_keyed_and_rebuilt(cfg, monkeypatch):
 
 def test_compare_writes_every_method_with_seeds(cfg):
     from vstlib import paths
-    from vstlib.compare import COLUMNS, compare, summary
+    from vstlib.compare import COLUMNS, compare, learned_runs, summary
 
     df = compare(cfg)
     assert list(df.columns[:len(COLUMNS)]) == COLUMNS
@@ -214,7 +214,13 @@ def test_compare_writes_every_method_with_seeds(cfg):
     methods = set(test.method)
     assert {"baseline", "policy", "reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first",
             "direct"} <= methods
-    assert sorted(test[test.method == "policy"].seed) == [0, 1]
+    for m in ("policy", "reinforce_paper", "constant"):                   # every learner on every seed
+        assert sorted(test[test.method == m].seed) == [0, 1], m
+    runs = {(m, s): r for m, s, _, r in learned_runs(cfg)}
+    assert len(set(runs.values())) == len(runs)                             # one run folder per (method, seed)
+    assert runs[("reinforce_paper", 0)] == "ablations/learner/reinforce_paper"  # the ablation grid's cell
+    rp = test[test.method == "reinforce_paper"]
+    assert rp.warp_error.nunique() == 2                                      # two seeds, two trained policies
     base = test[test.method == "baseline"].iloc[0]
     assert abs(base.d_warp_error) < 1e-9 and abs(base.d_style) < 1e-9
     frozen = test[test.method == "frozen_first"].iloc[0]
@@ -222,6 +228,7 @@ def test_compare_writes_every_method_with_seeds(cfg):
     assert (paths.results_dir(cfg.profile) / "learners.csv").exists()
     s = summary(df).set_index("method")
     assert s.loc["policy", "seeds"] == 2 and math.isfinite(s.loc["policy", "d_warp_error_std"])
+    assert s.loc["constant", "seeds"] == 2 and s.loc["reinforce_paper", "seeds"] == 2
 
 
 def test_baseline_terms_are_cached_validated_and_rebuilt(cfg, env, capsys):
@@ -273,3 +280,30 @@ def test_episode_flicker_curves(cfg, env):
     F, f = ep.frames, ep.flows
     assert torch.allclose(torch.as_tensor(c["input"]), warping_error(F[:-1], F[1:], f["fw"], f["mask_fw"]).flatten())
     assert set(flicker_curves(cfg, ep.clip_id)) == set(c) - {"policy"}
+
+
+def test_pathwise_keeps_the_previous_chunks_last_frame(cfg, env, monkeypatch):
+    """Each frame of a clip is rendered once per visit: a chunk's past frame S_{s-1} is the previous
+    chunk's last render. With unchanged weights (no Adam step between) the loss equals the one
+    that re-renders S_{s-1}; a kept frame from the wrong index (e.g. S_s itself) would not."""
+    from vstlib.learners import pathwise_loss
+    from vstlib.policy import LatentPolicy
+    from vstlib.rollout import rollout
+
+    stylizer, reward_model, ep = env
+    pol = LatentPolicy.from_config(cfg.override(policy={"sigma_init": 1e-12}).policy)   # a = mu
+    with torch.no_grad():
+        pol.head.weight.normal_(std=0.1)                                       # frames differ from the blend
+    tr = rollout(pol, ep, stylizer, reward_model, render=False)
+    rendered, real = [], stylizer.render
+    monkeypatch.setattr(stylizer, "render", lambda L, *a: rendered.append(L.shape[0]) or real(L, *a))
+    chunks = torch.arange(ep.n_steps).split(2)
+    assert len(chunks) >= 2
+    losses = [pathwise_loss(pol, ep, tr, c, stylizer, reward_model, cfg)[0] for c in chunks]
+    assert rendered == [len(c) for c in chunks]                                # every frame once
+    assert set(tr.rendered) == {int(c[-1]) + 1 for c in chunks}
+    rendered.clear()
+    fresh = type(tr)(**{**tr.__dict__, "rendered": {}})                       # nothing kept: S_{s-1} rendered
+    again = pathwise_loss(pol, ep, fresh, chunks[1], stylizer, reward_model, cfg)[0]
+    assert rendered == [len(chunks[1]) + 1]
+    assert torch.allclose(losses[1], again, rtol=1e-5, atol=1e-7)

@@ -162,3 +162,13 @@ def test_one_notebook_runs_with_overrides(home, monkeypatch):
     text = "".join(o.get("text", "") for c in done.cells if c.cell_type == "code" for o in c.outputs)
     assert "reduced run: train.epochs=1" in text and "epochs 1\n" in text
     assert json.loads(paths.run_config_path("smoke").read_text())["overrides"] == ["train.epochs=1"]
+
+
+def test_kernels_get_the_malloc_tuning_unless_the_user_set_it(home, calls, monkeypatch):
+    import os
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "123")
+    reproduce.run("smoke", only=["01"])                 # kernels inherit os.environ
+    assert os.environ["MALLOC_MMAP_THRESHOLD_"] == reproduce.MALLOC_TUNING["MALLOC_MMAP_THRESHOLD_"]
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "123"

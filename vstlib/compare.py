@@ -46,13 +46,22 @@ def learned_runs(cfg) -> list:
     """(method, seed, config, run) of every policy ``compare`` trains, in training order."""
     from vstlib.config import ablations
 
-    runs = [("policy", s, c, r) for s, (c, r) in seed_runs(cfg).items()]
+    # every learned method on every seed of train.seeds (issue 11: >= 3 seeds per learner), or the
+    # first eval.control_seeds of them for the reference and control rows; the first seed's run is
+    # the ablation grid's cell (reinforce_paper) or the control's own run
+    learned = {"policy": (cfg, "main")}
     if "reinforce_paper" in cfg.eval.compare:
         c = ablations(cfg.override(train={"ablation_grids": ("learner",)}))["learner"]["reinforce_paper"]
-        runs.append(("reinforce_paper", c.train.seed, c, "ablations/learner/reinforce_paper"))
+        learned["reinforce_paper"] = (c, "ablations/learner/reinforce_paper")
     if "constant" in cfg.eval.compare:
-        c = cfg.override(policy={"head": "constant", "observation": "pair"})
-        runs.append(("constant", c.train.seed, c, "controls/constant"))
+        learned["constant"] = (cfg.override(policy={"head": "constant", "observation": "pair"}), "controls/constant")
+    runs = []
+    for method, (c, first) in learned.items():
+        seeds = list(seed_runs(c).items())
+        if method != "policy" and cfg.eval.control_seeds > 0:              # a budget: the first N seeds
+            seeds = seeds[:cfg.eval.control_seeds]
+        for s, (cs, r) in seeds:
+            runs.append((method, s, cs, r if method == "policy" else (first if r == "main" else f"{first}-s{s}")))
     return runs
 
 

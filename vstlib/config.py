@@ -136,6 +136,8 @@ class EvalConfig:
     warp_error: str = "lai"            # Table 1 warp_error: "lai" (Lai et al. 2018, RGB summed) | "rgb_mean"
     # issue 11's comparison (vstlib.compare): the competitors and controls scored beside the policy
     compare: tuple = ("reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first", "direct")
+    control_seeds: int = 0             # seeds of the reinforce_paper and constant rows: the first N of
+                                       # train.seeds (0 = all of them, like the main learner)
     blend_grid: tuple = (0.25, 0.5, 0.75)  # blend weights b tried on the train clips
     direct_steps: int = 10             # Adam steps of the per-clip direct optimisation (upper bound)
     direct_lr: float = 0.05
@@ -229,8 +231,10 @@ CPU = Config(
                       # grid adds ~115 s: `--set train.ablation_grids=[learner,observation]`, docs/results.md)
                       ablation_grids=("learner",)),
     # no "direct" row: at this budget it is no upper bound (4 Adam steps, ~300 s on 2 cores: -17 %
-    # warp, -68 % style; 2 steps at lr 0.1: +119 % warp); `--set eval.compare=[...,direct]` adds it
-    eval=EvalConfig(embedder="darknet", direct_steps=4, direct_lr=0.05,
+    # warp, -68 % style; 2 steps at lr 0.1: +119 % warp); `--set eval.compare=[...,direct]` adds it.
+    # The paper's REINFORCE and the constant control on one seed: two more of each cost ~330 s
+    # (`--set eval.control_seeds=0` trains them on every seed of train.seeds)
+    eval=EvalConfig(embedder="darknet", direct_steps=4, direct_lr=0.05, control_seeds=1,
                     compare=("reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first")),
 )
 

@@ -15,7 +15,8 @@ rloo                    K samples per transition; A_t^k = r_t^k - mean_{j != k} 
 pathwise                a_t = mu + sigma * eps (reparameterised), S_t = render(L_t + a_t) with
                         grad, loss = -r_t(S_{t-1}, S_t).mean(): the reward is backpropagated
                         through the decoder, Gram, perceptual distance and the warp with the
-                        input's FIXED flows (as DRaFT / AlignProp do for diffusion)
+                        input's FIXED flows (as DRaFT / AlignProp do for diffusion); a chunk's
+                        first past frame is the previous chunk's last render, held constant
 
 Chunks after the first of a clip were sampled under older weights (the rollout happens once per
 clip): the policy-gradient learners weight each term by the truncated importance ratio
@@ -79,16 +80,26 @@ def policy_gradient_loss(advantage_fn: Callable):
 
 
 def pathwise_loss(policy, ep, tr, chunk, stylizer, reward_model, cfg):
-    """Backpropagate the reward of transitions ``chunk`` through the reparameterised actions."""
+    """Backpropagate the reward of transitions ``chunk`` through the reparameterised actions.
+
+    S_{s-1}, the past of the chunk's first transition, is the previous chunk's last frame, kept
+    from its render (one Adam step old, a constant here): re-rendering it with grad cost a fifth
+    of every update's decoding (issue 10's budget) for one pair's gradient into the past frame.
+    """
     s, e = int(chunk[0]) + 1, int(chunk[-1]) + 1                  # current frames s..e; pasts s-1..e-1
-    frames = torch.arange(max(s - 1, 1), e + 1, device=ep.obs.device)           # frames to render (m,)
+    past = tr.rendered.get(s - 1) if s > 1 else None              # (1,3,H,W) or None
+    first = s if (s == 1 or past is not None) else s - 1          # no kept frame: render S_{s-1} too
+    frames = torch.arange(first, e + 1, device=ep.obs.device)                  # frames to render (m,)
     idx = frames - 1                                                           # their transitions
     extra = tr.extra[0, idx] if tr.extra is not None else None                 # observations of the rollout
     dist = policy_dist(policy, ep, idx, extra)                                 # over (m,C,h,w), with grad
     a = dist.rsample()                                                         # mu + sigma * eps
     S = stylizer.render(ep.obs[frames] + a, ep.base, frames).float()           # (m,3,H,W), with grad
+    tr.rendered[e] = S[-1:].detach()                                           # the next chunk's S_{s-1}
     if s == 1:                                                                 # S_0 is the baseline frame
         S = torch.cat([ep.base.images[:1].to(S), S], dim=0)
+    elif past is not None:
+        S = torch.cat([past.to(S), S], dim=0)
     sl = slice(s - 1, e)                                                       # transitions s-1..e-1
     flows = {k: ep.flows[k][sl] for k in ("fw", "bw", "mask_fw", "mask_bw")}
     base = {k: v[chunk] for k, v in ep.base_terms.items()}

@@ -13,6 +13,7 @@ Executed copies go to ``results/<profile>/notebooks/``; the notebooks write ``fi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,20 @@ def _kernel_config() -> dict:
     return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
 
 
+# glibc hands every large buffer (a conv activation at 256 px is tens of MB) back to the OS when it
+# is freed and faults it in again, zeroed, on the next call: 78 M page faults and ~7 % of the CPU
+# time of a cpu-profile reproduction. These two tunables keep freed buffers in the heap (measured:
+# 18x fewer page faults, 10x less system time); other C libraries ignore them.
+MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+
+
+def tune_kernel_malloc() -> None:
+    """Set ``MALLOC_TUNING`` for the notebook kernels we start (they inherit our environment;
+    the C library reads it at process start). A value the user set stays."""
+    for key, value in MALLOC_TUNING.items():
+        os.environ.setdefault(key, value)
+
+
 def parameters(profile: str = DEFAULT_PROFILE, overrides: Sequence[str] = ()) -> dict:
     """The papermill parameters every notebook receives (its parameters cell names both)."""
     return {"profile": profile, "overrides": list(overrides)}
@@ -106,6 +121,7 @@ def run(profile: str = DEFAULT_PROFILE, only: list[str] | None = None, overrides
     from papermill.exceptions import PapermillExecutionError
 
     out_dir = paths.ensure(paths.results_dir(profile) / "notebooks")
+    tune_kernel_malloc()
     params = parameters(profile, overrides)
     config = _kernel_config()
     timings = {}

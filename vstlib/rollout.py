@@ -59,6 +59,8 @@ class Transitions:
     stylized: Optional[torch.Tensor]  # (K,T,3,H,W) S_0 (baseline) then S_1..S_{T-1}; None unrendered
     terms: Optional[dict]         # policy frames: each reward term and "reward", (K,T-1) each; None unrendered
     base_terms: dict              # baseline frames: same keys (T-1,) each
+    rendered: dict = field(default_factory=dict)  # frame index -> (1,3,H,W) frame a learner rendered in
+                                                  # this visit (detached): the pathwise learner's next S_{s-1}
 
 
 def latent_flow(flows: dict, h: int, w: int) -> tuple:
