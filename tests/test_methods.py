@@ -307,3 +307,24 @@ def test_pathwise_keeps_the_previous_chunks_last_frame(cfg, env, monkeypatch):
     again = pathwise_loss(pol, ep, fresh, chunks[1], stylizer, reward_model, cfg)[0]
     assert rendered == [len(chunks[1]) + 1]
     assert torch.allclose(losses[1], again, rtol=1e-5, atol=1e-7)
+
+
+def test_window_terms_are_cached_by_content_and_validated(env, tmp_path, capsys):
+    """A window's baseline terms come back from disk equal to a fresh computation; another window
+    gets its own file; a damaged file is rebuilt with a notice."""
+    from vstlib.rollout import crop_episode
+
+    stylizer, reward_model, ep = env
+    a = crop_episode(ep, (1, 2, 4, 4), reward_model, tmp_path)
+    files = sorted(tmp_path.glob("*.safetensors"))
+    assert len(files) == 1
+    b = crop_episode(ep, (1, 2, 4, 4), reward_model, tmp_path)                   # read back
+    fresh = crop_episode(ep, (1, 2, 4, 4), reward_model)
+    assert all(torch.equal(a.base_terms[k], fresh.base_terms[k]) and torch.equal(b.base_terms[k], fresh.base_terms[k])
+               for k in fresh.base_terms)
+    crop_episode(ep, (0, 0, 4, 4), reward_model, tmp_path)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    files[0].write_bytes(b"garbage")
+    c = crop_episode(ep, (1, 2, 4, 4), reward_model, tmp_path)
+    assert "rebuilding" in capsys.readouterr().err
+    assert all(torch.equal(c.base_terms[k], fresh.base_terms[k]) for k in fresh.base_terms)

@@ -128,6 +128,9 @@ def test_style_relu1_1_option_differs(style_loss, style_img):
 def test_lpips_identity_range_and_noise(content_loss):
     x = torch.cat([photo("astronaut"), photo("chelsea")])
     assert torch.allclose(content_loss(x, x), torch.zeros(2), atol=1e-6)
+    # equal frames skip the network (Table 1's input row); the network agrees that it is 0
+    assert torch.equal(content_loss(x, x.clone()), torch.zeros(2))
+    assert torch.allclose(content_loss(x.clone().requires_grad_(True), x).detach(), torch.zeros(2), atol=1e-6)
     with pytest.raises(ValueError, match=r"\[0,1\]"):
         content_loss(2 * x - 1, x)
     with pytest.raises(ValueError):

@@ -10,7 +10,8 @@ Rows (``eval.compare`` picks the optional ones; every name works on every profil
 - ``constant``          control: one learned latent offset that never looks at the input
                         (``policy.head="constant"``, trained by the main learner);
 - ``latent_blend``, ``pixel_blend``  training-free, weight b chosen on the TRAIN clips (the best
-                        mean reward over ``eval.blend_grid``), reported on the test clips;
+                        mean reward over ``eval.blend_grid``; the first ``eval.select_clips`` of
+                        them, 0 = all), reported on the test clips;
 - ``frozen_first``      control: frame 0 repeated;
 - ``direct``            per-clip gradient descent on the actions (``eval.direct_steps`` Adam steps).
 
@@ -116,11 +117,12 @@ def compare(cfg) -> "pd.DataFrame":
     queries = {m: 0 for m in want}                                              # reward evaluations spent
     if any(m in want for m in methods.BLENDS):
         train_eps = []
-        for cid in manifest["train"]:
+        for cid in manifest["train"][:cfg.eval.select_clips or None]:
             ep = build_episode(cfg, cid, stylizer, reward_model, device)
             H, W = ep.obs.shape[-2:]
             k = min(cfg.train.crop or max(H, W), H, W)                         # selection on the central window
-            train_eps.append(crop_episode(ep, ((H - k) // 2, (W - k) // 2, k, k), reward_model))
+            train_eps.append(crop_episode(ep, ((H - k) // 2, (W - k) // 2, k, k), reward_model,
+                                          paths.cache_dir(cfg.profile) / "terms"))
         for m in (m for m in want if m in methods.BLENDS):
             params[m] = _select_blend(cfg, m, train_eps, stylizer, reward_model)
             queries[m] = len(cfg.eval.blend_grid) * sum(ep.n_steps for ep in train_eps)   # the selection

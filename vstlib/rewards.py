@@ -167,6 +167,8 @@ class ContentLoss(nn.Module):
             if lo < -1e-4 or hi > 1 + 1e-4:
                 raise ValueError(f"ContentLoss expects {name} frames in [0,1], got range "
                                  f"[{lo:.3g}, {hi:.3g}]; convert with (x + 1) / 2 or clamp(0, 1)")
+        if not x.requires_grad and x.shape == ref.shape and torch.equal(x, ref):  # Table 1's input row: a
+            return x.new_zeros(x.shape[0])                        # frame's distance to itself is 0 (no passes)
         # LPIPS wants [-1,1] (the authors' code fed [0,1], which shifts every activation)
         return self.lpips(2 * x - 1, 2 * ref - 1).flatten()      # (N,)
 

@@ -20,6 +20,7 @@ episodes of the clip at once (RLOO's group).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -142,11 +143,13 @@ def baseline_terms(cfg, clip_id: str, images, frames, flows: dict, style, reward
 
 
 @torch.no_grad()
-def crop_episode(ep: Episode, box: tuple, reward_model) -> Episode:
+def crop_episode(ep: Episode, box: tuple, reward_model, cache_dir=None) -> Episode:
     """The episode on a window ``box`` = (y, x, h, w) in latent cells (training on random crops:
     decoding cost is linear in pixels). Flows keep their values (pixel displacements); a pixel
     whose correspondence leaves the window is masked out, and the baseline's reward terms are
-    recomputed on the window (the normalised reward divides by them)."""
+    recomputed on the window (the normalised reward divides by them). ``cache_dir``: keep those
+    terms on disk, keyed by the window's content and the reward config (runs of one seed, e.g.
+    the paper's learner and the controls beside the main run, visit the same windows)."""
     from vstlib.flow import inside_mask
 
     y, x, h, w = box
@@ -158,10 +161,30 @@ def crop_episode(ep: Episode, box: tuple, reward_model) -> Episode:
     flows["mask_bw"] = flows["mask_bw"] * inside_mask(flows["bw"]).to(flows["mask_bw"])
     base = ep.base.crop(box, f)
     obs = ep.obs[..., y:y + h, x:x + w].contiguous()                          # (T,C,h,w)
-    base_terms = reward_model.terms(base.images, frames, flows)               # (T-1,) each
+    base_terms = _window_terms(ep.clip_id, base.images, frames, flows, reward_model, cache_dir)  # (T-1,) each
     lat_bw, lat_mask = latent_flow(flows, h, w)
     return Episode(ep.clip_id, frames, flows, base, obs, {k: v.detach() for k, v in base_terms.items()},
                    lat_bw, lat_mask)
+
+
+def _window_terms(clip_id: str, images, frames, flows: dict, reward_model, cache_dir=None) -> dict:
+    """``reward_model.terms`` of the baseline on a window, disk-cached in ``cache_dir`` if given."""
+    from vstlib import cache
+
+    def build():
+        return {k: v.cpu() for k, v in reward_model.terms(images, frames, flows).items()}
+
+    if cache_dir is None:
+        return reward_model.terms(images, frames, flows)
+    digest = cache.content_hash({"images": images, "frames": frames, **flows})
+    path = Path(cache_dir) / f"{clip_id}-window-{cache.key(reward_model.cfg_reward, digest, 1)}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    terms = cache.cached_tensors(path, build, f"window baseline terms of {clip_id}",
+                                 expect=("reward", *reward_model.names))
+    if any(v.shape != (frames.shape[0] - 1,) for v in terms.values()):                # a clashing key
+        path.unlink(missing_ok=True)
+        terms = build()
+    return {k: v.to(frames.device) for k, v in terms.items()}
 
 
 def random_box(ep: Episode, size: int, seed: tuple) -> tuple:

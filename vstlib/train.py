@@ -117,7 +117,7 @@ def _train(cfg, out: Path, run: str, resume: bool, max_updates: Optional[int]) -
             t_roll = time.time()
             if cfg.train.crop > 0:                                             # a random window per visit
                 box = random_box(ep, cfg.train.crop, (cfg.train.seed, epoch, pos))
-                ep = crop_episode(ep, box, reward_model)
+                ep = crop_episode(ep, box, reward_model, paths.cache_dir(cfg.profile) / "terms")
             with torch.no_grad():                                              # collect data only
                 tr = rollout(policy, ep, stylizer, reward_model, samples=K, render=learner.render)
             # the rollout's cost is booked on the clip's first update: "time" and "queries" (reward
