@@ -130,12 +130,14 @@ def write_learners_table(df, cfg):
     rows = summary(df).to_dict("records")
     for r in rows:
         r["seeds"], r["reward_queries"] = int(r["seeds"]), int(r["reward_queries"])
+    n = cfg.eval.select_clips
+    chosen = f"the first {n} train clips" if n > 0 else "the train clips"
     text = tables.latex_table(
         rows, LEARNER_COLUMNS,
         "Held-out test clips, change relative to the per-frame baseline (\\%, mean and std over seeds; "
         "lower is better for all three): warping error (Lai et al.), Gram style loss, content loss; "
         "edge correlation of the stylized frames with the input (higher follows the motion). Blend "
-        "weights $b$ were chosen on the train clips. Goal: warp $\\le -30$\\% with style and content "
+        f"weights $b$ were chosen on {chosen}. Goal: warp $\\le -30$\\% with style and content "
         "$\\le +5$\\%. Queries: reward evaluations (frames rendered and scored) spent in training, in "
         "selecting $b$ or in direct optimisation, per seed.", "tab:learners", cfg.profile,
         headers=["Method", "Setting", "Seeds", "$\\Delta$warp", "std", "$\\Delta$style", "std",
