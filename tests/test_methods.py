@@ -185,6 +185,13 @@ def test_evaluation_cache_is_reused_keyed_and_rebuilt(cfg, monkeypatch):
     monkeypatch.setattr(ev, "_score_clips", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = ev.evaluate(c, run="evalcache", splits=("test",))["table1"]
     assert calls == [] and again.round(8).equals(first.round(8))
+    # adding comparison rows does not rescore the policy; changing how it is scored does
+    ev.evaluate(c.override(eval={"control_seeds": 2, "select_clips": 1, "compare": ["frozen_first"]}),
+                run="evalcache", splits=("test",))
+    assert calls == []
+    ev.evaluate(c.override(eval={"warp_error": "rgb_mean"}), run="evalcache", splits=("test",))
+    assert calls == [1]
+    calls.clear()
     ev.evaluate(c, run="evalcache", splits=("train", "test"))                 # other clips: scored
     assert calls == [1]
     (run / ev.EVAL_CACHE).write_text("{not json")                              # damaged: rescored

@@ -156,9 +156,21 @@ def evaluation_key(cfg, policy_file: Path, manifest: dict, clips: list) -> str:
     from vstlib.cache import json_digest
 
     digest = hashlib.sha256(Path(policy_file).read_bytes()).hexdigest()
-    part = {k: v for k, v in cfg.to_dict().items() if k not in ("train", "profile")}
-    return json_digest({"policy": digest, "config": part, "profile": cfg.profile, "clips": clips,
-                        "manifest": json_digest(manifest), "version": 2})
+    return json_digest({"policy": digest, "config": scoring_config(cfg, drop=("train", "profile")),
+                        "profile": cfg.profile, "clips": clips, "manifest": json_digest(manifest), "version": 2})
+
+
+# eval fields that choose what `vst compare` runs beside the policy, not how a policy is scored
+COMPARE_ONLY = ("compare", "control_seeds", "select_clips", "blend_grid", "direct_steps", "direct_lr")
+
+
+def scoring_config(cfg, drop: tuple) -> dict:
+    """The config a policy's (or a reference row's) scores depend on: without the sections in
+    ``drop`` and without the comparison-only eval fields (adding a row must not rescore the others)."""
+    part = {k: v for k, v in cfg.to_dict().items() if k not in drop}
+    if "eval" in part:
+        part["eval"] = {k: v for k, v in part["eval"].items() if k not in COMPARE_ONLY}
+    return part
 
 
 def _read_eval_entries(path) -> dict:
@@ -201,7 +213,7 @@ def _reference_rows(cfg, split: str, cid: str, ep, style, reward_model, embed, s
 
     from vstlib import cache
 
-    part = {k: v for k, v in cfg.to_dict().items() if k not in ("train", "policy")}
+    part = scoring_config(cfg, drop=("train", "policy"))
     digest = cache.content_hash({"frames": ep.frames, "images": ep.base.images, "style": style})
     path = paths.cache_dir(cfg.profile) / "scores" / f"{cid}-{cache.key(part, split, digest, 1)}.json"
     methods = [*REFERENCES[:1], *(["per-frame"] if getattr(ep.base, "per_frame", None) is not None else []),
