@@ -337,13 +337,15 @@ def test_window_terms_are_cached_by_content_and_validated(env, tmp_path, capsys)
     assert all(torch.equal(c.base_terms[k], fresh.base_terms[k]) for k in fresh.base_terms)
 
 
-def test_learners_table_caption_says_which_clips_chose_b(cfg):
+def test_learners_table_caption_says_which_clips_chose_b(cfg, tmp_path, monkeypatch):
     import pandas as pd
 
-    from vstlib import report
+    from vstlib import paths, report
+
+    monkeypatch.setattr(paths, "TABLES", tmp_path)                           # never the committed paper/tables
 
     row = dict(split="test", d_warp_error=-1.0, d_style=0.0, d_content=0.0, edge_corr=0.5, param="", reward_queries=1)
     df = pd.DataFrame([dict(row, method="baseline", seed=None), dict(row, method="policy", seed=0)])
     for n, phrase in ((0, "chosen on the train clips"), (3, "chosen on the first 3 train clips")):
-        text = report.write_learners_table(df, cfg.override(eval={"select_clips": n})).read_text()
-        assert phrase in text
+        out = report.write_learners_table(df, cfg.override(eval={"select_clips": n}))
+        assert out.parent == tmp_path and phrase in out.read_text()
