@@ -88,7 +88,7 @@ def pathwise_loss(policy, ep, tr, chunk, stylizer, reward_model, cfg):
     """
     s, e = int(chunk[0]) + 1, int(chunk[-1]) + 1                  # current frames s..e; pasts s-1..e-1
     past = tr.rendered.get(s - 1) if s > 1 else None              # (1,3,H,W) or None
-    first = s if (s == 1 or past is not None) else s - 1          # no kept frame: render S_{s-1} too
+    first = s if past is not None else max(s - 1, 1)              # no kept frame: render S_{s-1} too
     frames = torch.arange(first, e + 1, device=ep.obs.device)                  # frames to render (m,)
     idx = frames - 1                                                           # their transitions
     extra = tr.extra[0, idx] if tr.extra is not None else None                 # observations of the rollout

@@ -134,11 +134,21 @@ def baseline_terms(cfg, clip_id: str, images, frames, flows: dict, style, reward
     digest = cache.content_hash({"frames": frames, "images": images, "style": style})
     key = cache.key(cfg.reward, cfg.flow, digest, 1)
     path = paths.ensure(paths.cache_dir(cfg.profile) / "terms") / f"{clip_id}-{key}.safetensors"
-    terms = cache.cached_tensors(path, lambda: {k: v.cpu() for k, v in reward_model.terms(images, frames, flows).items()},
-                                 f"baseline reward terms of {clip_id}", expect=("reward", *reward_model.names))
+    return _cached_terms(path, f"baseline reward terms of {clip_id}", images, frames, flows, reward_model)
+
+
+def _cached_terms(path: Path, what: str, images, frames, flows: dict, reward_model) -> dict:
+    """``reward_model.terms(images, frames, flows)``, (T-1,) each, from the validated cache file
+    ``path`` (computed and written when absent, damaged or of another clip length)."""
+    from vstlib import cache
+
+    def build():
+        return {k: v.cpu() for k, v in reward_model.terms(images, frames, flows).items()}
+
+    terms = cache.cached_tensors(path, build, what, expect=("reward", *reward_model.names))
     if any(v.shape != (frames.shape[0] - 1,) for v in terms.values()):                # a clashing key
         path.unlink(missing_ok=True)
-        terms = reward_model.terms(images, frames, flows)
+        terms = build()
     return {k: v.to(frames.device) for k, v in terms.items()}
 
 
@@ -169,22 +179,14 @@ def crop_episode(ep: Episode, box: tuple, reward_model, cache_dir=None) -> Episo
 
 def _window_terms(clip_id: str, images, frames, flows: dict, reward_model, cache_dir=None) -> dict:
     """``reward_model.terms`` of the baseline on a window, disk-cached in ``cache_dir`` if given."""
-    from vstlib import cache
-
-    def build():
-        return {k: v.cpu() for k, v in reward_model.terms(images, frames, flows).items()}
+    from vstlib import cache, paths
 
     if cache_dir is None:
         return reward_model.terms(images, frames, flows)
     digest = cache.content_hash({"images": images, "frames": frames, **flows})
-    path = Path(cache_dir) / f"{clip_id}-window-{cache.key(reward_model.cfg_reward, digest, 1)}.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    terms = cache.cached_tensors(path, build, f"window baseline terms of {clip_id}",
-                                 expect=("reward", *reward_model.names))
-    if any(v.shape != (frames.shape[0] - 1,) for v in terms.values()):                # a clashing key
-        path.unlink(missing_ok=True)
-        terms = build()
-    return {k: v.to(frames.device) for k, v in terms.items()}
+    key = cache.key(reward_model.cfg_reward, digest, 1)
+    path = paths.ensure(Path(cache_dir)) / f"{clip_id}-window-{key}.safetensors"
+    return _cached_terms(path, f"window baseline terms of {clip_id}", images, frames, flows, reward_model)
 
 
 def random_box(ep: Episode, size: int, seed: tuple) -> tuple:
