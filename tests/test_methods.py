@@ -1,6 +1,7 @@
 """Issue 11's competitors and controls, the policy heads, random crops, edge correlation, the
 evaluation cache and the comparison table, on a tiny smoke setup with EXACT flows (known values)."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -215,17 +216,27 @@ def test_compare_writes_every_method_with_seeds(cfg):
     from vstlib import paths
     from vstlib.compare import COLUMNS, compare, learned_runs, summary
 
+    cfg = cfg.override(eval={"frontier": (10.0, 20.0)})        # 10 is the main run's own temporal weight
     df = compare(cfg)
     assert list(df.columns[:len(COLUMNS)]) == COLUMNS
     test = df[df.split == "test"]
     methods = set(test.method)
-    assert {"baseline", "policy", "reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first",
-            "direct"} <= methods
-    for m in ("policy", "reinforce_paper", "constant"):                   # every learner on every seed
+    assert {"baseline", "policy", "reinforce_paper", "rloo", "obs_pair", "constant", "weights_20", "latent_blend",
+            "pixel_blend", "frozen_first", "direct"} <= methods
+    assert "weights_10" not in methods                                      # = the main run: not trained twice
+    for m in ("policy", "reinforce_paper", "rloo", "obs_pair", "constant", "weights_20"):   # every learner, every seed
         assert sorted(test[test.method == m].seed) == [0, 1], m
-    runs = {(m, s): r for m, s, _, r in learned_runs(cfg)}
-    assert len(set(runs.values())) == len(runs)                             # one run folder per (method, seed)
-    assert runs[("reinforce_paper", 0)] == "ablations/learner/reinforce_paper"  # the ablation grid's cell
+    runs = {(m, s): (c, r) for m, s, c, r in learned_runs(cfg)}
+    assert len({r for _, r in runs.values()}) == len(runs)                  # one run folder per (method, seed)
+    assert runs[("reinforce_paper", 0)][1] == "ablations/learner/reinforce_paper"  # the ablation grid's cell
+    assert runs[("obs_pair", 0)][1] == "ablations/observation/obs_pair"             # the observation grid's cell
+    rl, wt = runs[("rloo", 1)][0], runs[("weights_20", 1)][0]
+    assert (rl.train.learner, rl.train.samples, rl.train.normalize_advantage, rl.train.seed) == ("rloo", 4, True, 1)
+    assert rl.policy == cfg.policy and rl.reward == cfg.reward               # the main run's settings otherwise
+    assert wt.reward.w_temp == 20.0 and wt.train == replace(cfg.train, seed=1)
+    q = test.groupby("method").reward_queries.first()
+    assert q["rloo"] == 4 * q["policy"]                                     # K = 4 rollouts per transition
+    assert test[test.method == "weights_20"].param.iloc[0] == "weights 10/1/20"
     rp = test[test.method == "reinforce_paper"]
     assert rp.warp_error.nunique() == 2                                      # two seeds, two trained policies
     base = test[test.method == "baseline"].iloc[0]

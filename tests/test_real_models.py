@@ -335,3 +335,23 @@ def test_cpu_preset_names_vendored_inputs():
     assert _resolve(cfg.data.style) == painting_path(cfg.backbone.style_net)     # R = the network's painting
     ids = [cid for cid, _, _ in _sources(cfg, None)]
     assert len(ids) == 7 and "sintel-market-demo" in ids
+
+
+def test_cpu_full_preset_is_the_cpu_profile_with_every_row_of_issue_11():
+    """cpu-full differs from cpu in values only, and only in WHAT is run (seeds, rows, grids), never
+    in how a run trains or scores: its main run equals cpu's. Every learned row gets >= 3 seeds."""
+    from dataclasses import replace
+
+    from vstlib.compare import learned_runs
+    from vstlib.config import get_config
+
+    cpu, full = get_config("cpu"), get_config("cpu-full")
+    assert replace(full, profile="cpu", train=cpu.train, eval=cpu.eval) == cpu
+    assert replace(full.train, ablation_grids=cpu.train.ablation_grids) == cpu.train
+    assert {"learner", "observation"} <= set(full.train.ablation_grids)
+    assert {"reinforce_paper", "rloo", "obs_pair", "constant", "direct"} <= set(full.eval.compare)
+    assert len(full.eval.frontier) >= 2 and full.eval.control_seeds == 0
+    seeds = {}
+    for method, s, _, _ in learned_runs(full):
+        seeds.setdefault(method, set()).add(s)
+    assert len(seeds) >= 6 and all(len(v) >= 3 for v in seeds.values()), seeds

@@ -71,3 +71,55 @@ def test_figure_banner_marks_reduced_runs(tmp_path, monkeypatch):
     atomic_write_json(paths.run_config_path("paper"), {"overrides": ["train.epochs=1"]})
     assert tables.marked("paper") == "paper profile; reduced run: train.epochs=1"
     assert tables.marked("smoke") == tables.SMOKE_NOTE
+
+
+def _learners_frame():
+    import pandas as pd
+
+    rows = [dict(method="baseline", seed=None, param="", d_warp_error=0.0, d_style=0.0, d_content=0.0)]
+    for m, w, y in (("policy", None, -36.0), ("weights_10", 10, -27.0), ("weights_50", 50, -41.0)):
+        for s in (0, 1, 2):
+            rows.append(dict(method=m, seed=s, param=f"weights 10/1/{w}" if w else "pathwise",
+                             d_warp_error=y + s, d_style=-10.0 + s, d_content=-1.0 - s))
+    rows.append(dict(method="frozen_first", seed=None, param="", d_warp_error=51.0, d_style=-1.0, d_content=14.0))
+    return pd.DataFrame(rows).assign(split="test")
+
+
+def test_pareto_plots_warp_against_style_and_content_with_the_frontier():
+    """Issue 11: warping error against style AND against content, every method, the main learner's
+    points over the temporal weight joined in order of their warping error."""
+    import matplotlib.pyplot as plt
+
+    fig = figures.pareto(_learners_frame())
+    ax_style, ax_content = fig.axes[:2]
+    assert "style" in ax_style.get_xlabel() and "content" in ax_content.get_xlabel()
+    for ax, key, mean in ((ax_style, "style", -9.0), (ax_content, "content", -2.0)):
+        front = [ln for ln in ax.get_lines() if ln.get_label().startswith("frontier")]
+        assert len(front) == 1
+        x, y = front[0].get_data()
+        assert list(y) == [-40.0, -35.0, -26.0] and list(x) == [mean] * 3    # w=50, policy (30), w=10
+    labels = [t.get_text() for t in ax_style.texts]
+    assert sorted(labels) == ["w=10", "w=50"]
+    plt.close(fig)
+
+
+def test_sample_efficiency_reads_every_learner_with_one_normalised_reward():
+    """Hand-computed: style 2x the baseline's, content equal, temporal half: with weights 10/1/30
+    the gain over the baseline is -(10 * 1 + 0 + 30 * -0.5) = +5; a skipped update's reward is left out;
+    one point per clip visit at the running sum of its reward queries (REINFORCE renders a whole
+    clip in the visit's first update)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    log = pd.DataFrame({"epoch": [0, 0, 0, 0, 1], "clip": ["a", "a", "b", "b", "a"],
+                        "style": [2.0, 2.0, 9.0, 1.0, 1.0], "base_style": [1.0] * 5,
+                        "content": [3.0] * 5, "base_content": [3.0] * 5,
+                        "temporal": [0.5, 0.5, 9.0, 1.0, 0.5], "base_temporal": [1.0] * 5,
+                        "queries": [8, 0, 8, 0, 8], "skipped": [False, False, True, False, False]})
+    fig = figures.sample_efficiency({"a": [log, log]}, (10.0, 1.0, 30.0))
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("a")]
+    x, y = line.get_data()
+    assert list(x) == [8, 16, 24] and np.allclose(y, [5.0, 0.0, 15.0])       # visits a, b (the skipped update
+    # counts its queries, not its reward), a
+    assert line.get_label() == "a (2 seeds)"
+    plt.close(fig)

@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
         from vstlib.config import DEFAULT_PROFILE
 
         p.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PRESETS),
-                       help="cpu: real small vendored models on real clips (default); smoke: tiny random "
+                       help="cpu: real small vendored models on real clips (default); cpu-full: the same with "
+                            "every learner, control and frontier row of the comparison; smoke: tiny random "
                             "models for unit tests; paper: GPU, DiffuseST weights, the authors' "
                             "choices where the paper text is silent; paper-text: the paper text's")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",

@@ -7,6 +7,12 @@ Rows (``eval.compare`` picks the optional ones; every name works on every profil
 - ``policy``            the main learner (cfg), one row per seed of ``train.seeds``;
 - ``reinforce_paper``   the paper's learner as published (REINFORCE, lr 1e-4, gate 5, pair
                         observation, raw reward), the ablation grid's cell;
+- ``rloo``              policy gradients done better: K samples per transition, leave-one-out
+                        normalised advantages, on the main run's settings (``eval.rloo_samples``);
+- ``obs_pair``          the paper's observation (L_{t-1}, L_t) with the residual head: the
+                        observation grid's cell;
+- ``weights_<w>``       the main learner with temporal weight w (``eval.frontier``): the frontier
+                        over the reward's weights, the main run being its point at its own weight;
 - ``constant``          control: one learned latent offset that never looks at the input
                         (``policy.head="constant"``, trained by the main learner);
 - ``latent_blend``, ``pixel_blend``  training-free, weight b chosen on the TRAIN clips (the best
@@ -43,23 +49,51 @@ def seed_runs(cfg) -> dict:
             for s in dict.fromkeys([cfg.train.seed, *cfg.train.seeds])}
 
 
-def learned_runs(cfg) -> list:
-    """(method, seed, config, run) of every policy ``compare`` trains, in training order."""
+def learned_methods(cfg) -> dict:
+    """{method: (config, run of the first seed, setting)} of every learned row ``compare`` trains."""
     from vstlib.config import ablations
 
-    # every learned method on every seed of train.seeds (issue 11: >= 3 seeds per learner), or the
-    # first eval.control_seeds of them for the reference and control rows; the first seed's run is
-    # the ablation grid's cell (reinforce_paper) or the control's own run
-    learned = {"policy": (cfg, "main")}
-    if "reinforce_paper" in cfg.eval.compare:
-        c = ablations(cfg.override(train={"ablation_grids": ("learner",)}))["learner"]["reinforce_paper"]
-        learned["reinforce_paper"] = (c, "ablations/learner/reinforce_paper")
-    if "constant" in cfg.eval.compare:
-        learned["constant"] = (cfg.override(policy={"head": "constant", "observation": "pair"}), "controls/constant")
+    grid = lambda name: ablations(cfg.override(train={"ablation_grids": (name,)}))[name]   # noqa: E731
+    out = {"policy": (cfg, "main", _label(cfg))}
+    for m in cfg.eval.compare:
+        if m == "reinforce_paper":                     # the paper's learner as published: the grid's cell
+            c = grid("learner")["reinforce_paper"]
+            out[m] = (c, "ablations/learner/reinforce_paper", _label(c))
+        elif m == "rloo":                              # better policy gradients on the main run's settings
+            c = cfg.override(train={"learner": "rloo", "samples": cfg.eval.rloo_samples, "normalize_advantage": True})
+            out[m] = (c, "learners/rloo", f"{_label(c)}, K={c.train.samples}")
+        elif m == "obs_pair":                          # the paper's observation: the observation grid's cell
+            c = grid("observation")["obs_pair"]
+            out[m] = (c, "ablations/observation/obs_pair", _label(c))
+        elif m == "constant":                          # control: one offset that never looks at the input
+            c = cfg.override(policy={"head": "constant", "observation": "pair"})
+            out[m] = (c, "controls/constant", _label(c))
+    for w in cfg.eval.frontier:                        # the frontier over the temporal weight
+        c = cfg.override(reward={"w_temp": float(w)})
+        if c != cfg:                                   # the main run is the frontier's point at its own weight
+            out[f"weights_{w:g}"] = (c, f"frontier/w{w:g}", _weights(c))
+    return out
+
+
+def _label(c) -> str:
+    return f"{c.train.learner}, {c.policy.head} head, {c.policy.observation} obs"
+
+
+def _weights(c) -> str:
+    from vstlib.rewards import weight
+
+    return "weights " + "/".join(f"{weight(c.reward, t):g}" for t in c.reward.terms)
+
+
+def learned_runs(cfg) -> list:
+    """(method, seed, config, run) of every policy ``compare`` trains, in training order.
+
+    Every learned method runs on every seed of ``train.seeds`` (issue 11: >= 3 seeds per learner),
+    or on the first ``eval.control_seeds`` of them beside the main learner (a budget)."""
     runs = []
-    for method, (c, first) in learned.items():
+    for method, (c, first, _) in learned_methods(cfg).items():
         seeds = list(seed_runs(c).items())
-        if method != "policy" and cfg.eval.control_seeds > 0:              # a budget: the first N seeds
+        if method != "policy" and cfg.eval.control_seeds > 0:
             seeds = seeds[:cfg.eval.control_seeds]
         for s, (cs, r) in seeds:
             runs.append((method, s, cs, r if method == "policy" else (first if r == "main" else f"{first}-s{s}")))
@@ -94,7 +128,8 @@ def compare(cfg) -> "pd.DataFrame":
     rows = []
 
     # 1. learned policies: evaluate() scores them (cached per policy file)
-    for method, seed, c, run in learned_runs(cfg):
+    settings = {m: label for m, (_, _, label) in learned_methods(cfg).items()}
+    for method, seed, c, run in progress(learned_runs(cfg), desc="learners"):
         train(c, run=run)
         splits = ("train", "test") if run == "main" else ("test",)           # the main run on both splits
         per = evaluate(c, run=run, splits=splits)["table1_per_clip"]
@@ -103,11 +138,10 @@ def compare(cfg) -> "pd.DataFrame":
             for m, gm in g.groupby("method", sort=False):
                 if m == "baseline" and run != "main":                        # one baseline row per split
                     continue
-                name = method if m == "policy" else "baseline"
-                label = f"{c.train.learner}, {c.policy.head} head, {c.policy.observation} obs"
-                rows.append({"method": name, "seed": seed if m == "policy" else None, "split": split,
-                             "param": label if m == "policy" else "", "n_clips": len(gm),
-                             "train_s": t_s if m == "policy" else 0.0, "reward_queries": queries if m == "policy" else 0,
+                pol = m == "policy"
+                rows.append({"method": method if pol else "baseline", "seed": seed if pol else None, "split": split,
+                             "param": settings[method] if pol else "", "n_clips": len(gm),
+                             "train_s": t_s if pol else 0.0, "reward_queries": queries if pol else 0,
                              **gm[list(METRICS)].mean().to_dict()})
 
     # 2. training-free methods and controls, b chosen on train, scored on test
@@ -173,4 +207,4 @@ def summary(df) -> "pd.DataFrame":
     return out.reset_index()
 
 
-__all__ = ["compare", "summary", "learned_runs", "seed_runs", "COLUMNS"]
+__all__ = ["compare", "summary", "learned_methods", "learned_runs", "seed_runs", "COLUMNS"]

@@ -135,9 +135,13 @@ class EvalConfig:
     clip_pretrained: Optional[str] = None  # "openai" in the paper profile
     warp_error: str = "lai"            # Table 1 warp_error: "lai" (Lai et al. 2018, RGB summed) | "rgb_mean"
     # issue 11's comparison (vstlib.compare): the competitors and controls scored beside the policy
-    compare: tuple = ("reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first", "direct")
-    control_seeds: int = 0             # seeds of the reinforce_paper and constant rows: the first N of
-                                       # train.seeds (0 = all of them, like the main learner)
+    compare: tuple = ("reinforce_paper", "rloo", "obs_pair", "constant", "latent_blend", "pixel_blend",
+                      "frozen_first", "direct")
+    control_seeds: int = 0             # seeds of every learned row beside the main learner: the first N
+                                       # of train.seeds (0 = all of them, like the main learner)
+    rloo_samples: int = 4              # K of the rloo row
+    frontier: tuple = ()               # temporal weights w: the main learner trained at style/content/w,
+                                       # rows weights_<w> (the main run is the point at its own weight)
     blend_grid: tuple = (0.25, 0.5, 0.75)  # blend weights b tried on the train clips
     select_clips: int = 0              # b is chosen on the first N train clips of the manifest (0 = all)
     direct_steps: int = 10             # Adam steps of the per-clip direct optimisation (upper bound)
@@ -240,11 +244,24 @@ CPU = Config(
                     compare=("reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first")),
 )
 
+# every row of issue 11 on the cpu profile's models and clips: all learned rows on 3 seeds (the paper's
+# REINFORCE, RLOO, the paper's observation, the constant control), the frontier over the temporal
+# weight, direct optimisation and both grids of notebook 04. About N min on 2 cores (README), so
+# not the default: `make reproduce PROFILE=cpu-full` (its own data/, results/ and caches).
+CPU_FULL = replace(
+    CPU, profile="cpu-full",
+    train=replace(CPU.train, ablation_grids=("learner", "observation")),
+    eval=replace(CPU.eval, control_seeds=0, frontier=(10.0, 20.0, 50.0), direct_steps=10,
+                 compare=("reinforce_paper", "rloo", "obs_pair", "constant", "latent_blend", "pixel_blend",
+                          "frozen_first", "direct")),
+)
+
 # the paper text where it decides against the authors' code: "S_t = D(L_t + delta)", the adjusted
 # latent is decoded (z0), not re-denoised from x_T
 PAPER_TEXT = replace(PAPER, profile="paper-text", backbone=replace(PAPER.backbone, injection="z0"))
 
-PRESETS: dict[str, Config] = {"smoke": SMOKE, "paper": PAPER, "paper-text": PAPER_TEXT, "cpu": CPU}
+PRESETS: dict[str, Config] = {"smoke": SMOKE, "paper": PAPER, "paper-text": PAPER_TEXT, "cpu": CPU,
+                              "cpu-full": CPU_FULL}
 DEFAULT_PROFILE = "cpu"  # `make reproduce`, every `vst` step and the notebooks' parameters cells
 
 

@@ -161,7 +161,8 @@ def evaluation_key(cfg, policy_file: Path, manifest: dict, clips: list) -> str:
 
 
 # eval fields that choose what `vst compare` runs beside the policy, not how a policy is scored
-COMPARE_ONLY = ("compare", "control_seeds", "select_clips", "blend_grid", "direct_steps", "direct_lr")
+COMPARE_ONLY = ("compare", "control_seeds", "select_clips", "blend_grid", "direct_steps", "direct_lr",
+                "rloo_samples", "frontier")
 
 
 def scoring_config(cfg, drop: tuple) -> dict:

@@ -159,29 +159,81 @@ def ablation_bars(df, x: str, metrics: Sequence[str] = ("reward", "content", "st
 
 
 def pareto(df, title: str = ""):
-    """Warping-error change vs style change (% of the per-frame baseline, test clips), one marker
-    per method, mean +- std over seeds; the goal region (warp <= -30 %, style <= +5 %) shaded."""
+    """Warping-error change against style change and against content change (% of the per-frame
+    baseline, test clips): one marker per method, mean +- std over seeds, the seeds as dots; the
+    main learner's points over the temporal weight (rows weights_<w>) joined as its frontier; the
+    goal region (warp <= -30 %, style / content <= +5 %) shaded."""
     plt = _plt()
     t = df[(df.split == "test") & (df.method != "baseline")]
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    ax.axhline(-30, color="0.6", lw=0.8, ls="--", zorder=1)
-    ax.axvline(5, color="0.6", lw=0.8, ls="--", zorder=1)
-    ax.axhline(0, color="0.3", lw=0.6), ax.axvline(0, color="0.3", lw=0.6)
-    for i, (method, g) in enumerate(t.groupby("method", sort=False)):
-        x, y = g["d_style"].astype(float), g["d_warp_error"].astype(float)
-        err = dict(xerr=x.std(), yerr=y.std()) if len(g) > 1 else {}
-        ax.errorbar(x.mean(), y.mean(), fmt="o", ms=6, capsize=3, color=f"C{i}",
-                    label=f"{method} ({len(g)} seeds)" if len(g) > 1 else method, **err)
-        if len(g) > 1:
-            ax.scatter(x, y, s=10, color=f"C{i}", alpha=0.5)
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.9), sharey=True)
+    means = t.groupby("method", sort=False)[["d_warp_error", "d_style", "d_content"]].mean()
+    front = [m for m in means.index if m == "policy" or m.startswith("weights_")]
+    w_temp = {m: float(t[t.method == m]["param"].iloc[0].split("/")[-1]) if m != "policy" else None for m in front}
     lo = min(-40.0, float(t["d_warp_error"].min()) - 5)
-    ax.set_ylim(lo, max(10.0, float(t["d_warp_error"].max()) + 5))
-    xs = t["d_style"].astype(float)
-    ax.set_xlim(min(-20.0, float(xs.min()) - 5), max(20.0, float(xs.max()) + 5))
-    x0, y0 = ax.get_xlim()[0], ax.get_ylim()[0]
-    ax.add_patch(plt.Rectangle((x0, y0), 5 - x0, -30 - y0, color="0.9", zorder=0))   # the goal region
-    ax.set_xlabel("style loss change vs per-frame baseline (%)"), ax.set_ylabel("warping error change (%)")
-    ax.set_title(title or "held-out clips: flicker vs style (goal: shaded, below the dashed line)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    for ax, key, name in ((axes[0], "d_style", "style loss"), (axes[1], "d_content", "content loss")):
+        ax.axhline(-30, color="0.6", lw=0.8, ls="--", zorder=1)
+        ax.axvline(5, color="0.6", lw=0.8, ls="--", zorder=1)
+        ax.axhline(0, color="0.3", lw=0.6), ax.axvline(0, color="0.3", lw=0.6)
+        for i, (method, g) in enumerate(t.groupby("method", sort=False)):
+            x, y = g[key].astype(float), g["d_warp_error"].astype(float)
+            err = dict(xerr=x.std(), yerr=y.std()) if len(g) > 1 else {}
+            label = f"{method} ({len(g)} seeds)" if len(g) > 1 else method
+            ax.errorbar(x.mean(), y.mean(), fmt="o", ms=5, capsize=3, color=f"C{i % 10}", label=label, **err)
+            if len(g) > 1:
+                ax.scatter(x, y, s=9, color=f"C{i % 10}", alpha=0.5)
+        if len(front) > 1:                                   # the frontier, in order of the temporal weight
+            order = sorted(front, key=lambda m: means.loc[m, "d_warp_error"])
+            ax.plot(means.loc[order, key], means.loc[order, "d_warp_error"], color="0.4", lw=0.8, zorder=1,
+                    label="frontier over the temporal weight")
+            for m in front:
+                if w_temp[m] is not None:
+                    ax.annotate(f"w={w_temp[m]:g}", (means.loc[m, key], means.loc[m, "d_warp_error"]),
+                                fontsize=6, xytext=(3, 3), textcoords="offset points")
+        xs = t[key].astype(float)
+        ax.set_xlim(min(-20.0, float(xs.min()) - 5), max(20.0, float(xs.max()) + 5))
+        ax.set_ylim(lo, max(10.0, float(t["d_warp_error"].max()) + 5))
+        x0, y0 = ax.get_xlim()[0], ax.get_ylim()[0]
+        ax.add_patch(plt.Rectangle((x0, y0), 5 - x0, -30 - y0, color="0.9", zorder=0))   # the goal region
+        ax.set_xlabel(f"{name} change vs per-frame baseline (%)")
+    axes[0].set_ylabel("warping error change (%)")
+    fig.suptitle(title or "held-out clips: flicker vs style and vs content (goal: shaded)", fontsize=9)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def sample_efficiency(curves: Mapping[str, Sequence], weights: Sequence[float], title: str = ""):
+    """Training reward against reward queries spent, one line per learner (mean over its seeds).
+
+    ``curves``: {method: [training log per seed]} (train.read_log frames). Every learner is read
+    with ONE reward, ``weights`` (style, content, temporal) on terms divided by the per-frame
+    baseline's on the same frames, so the paper's raw-reward learner and the normalised ones
+    share an axis: 0 is the baseline, higher is better. One point per clip visit (the updates of
+    one pass over a clip averaged): a REINFORCE learner renders a whole clip before its updates,
+    a pathwise one renders as it goes, so only whole visits compare. Seconds are not plotted
+    (they vary run to run, and the figure must regenerate byte for byte); ``learners.csv`` has them."""
+    plt = _plt()
+    ws, wc, wt = weights
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    for i, (method, logs) in enumerate(curves.items()):
+        per_seed = []
+        for log in logs:
+            visit = ((log["clip"] != log["clip"].shift()) | (log["epoch"] != log["epoch"].shift())).cumsum()
+            x = log["queries"].groupby(visit).sum().cumsum().to_numpy()          # skipped updates spent them too
+            gain = -(ws * (log["style"] / log["base_style"] - 1) + wc * (log["content"] / log["base_content"] - 1)
+                     + wt * (log["temporal"] / log["base_temporal"] - 1))
+            if "skipped" in log:                                                 # ...but taught nothing
+                gain = gain.where(~log["skipped"].astype(bool))
+            per_seed.append((x, gain.groupby(visit).mean().to_numpy()))
+        if not per_seed:
+            continue
+        n = min(len(x) for x, _ in per_seed)
+        y = np.mean([g[:n] for _, g in per_seed], axis=0)
+        ax.plot(per_seed[0][0][:n], y, "o-", ms=3, color=f"C{i % 10}", lw=1.2, label=f"{method} ({len(per_seed)} seeds)")
+    ax.axhline(0, color="0.3", lw=0.6)
+    ax.set_xlabel("reward queries (frames rendered and scored)")
+    ax.set_ylabel(f"reward gain over the baseline\n(normalised, {ws:g}/{wc:g}/{wt:g}; per clip visit)")
+    ax.set_title(title or "sample efficiency on the training windows", fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -152,6 +152,23 @@ def learners_figure(df, profile: str):
     return figures.save(figures.pareto(df), "pareto", profile)[0]
 
 
+def sample_efficiency_figure(cfg):
+    """``figures/sample_efficiency.png``: the training reward of every learner (its seeds' logs)
+    against the reward queries it spent, on the main run's reward (issue 11: learners compared
+    per query; their seconds are in ``learners.csv``)."""
+    from . import figures
+    from .compare import learned_runs
+    from .rewards import weight
+    from .train import read_log
+
+    curves = {}
+    for method, _, c, run in learned_runs(cfg):
+        if method in ("policy", "reinforce_paper", "rloo"):          # the learners, not the controls
+            curves.setdefault(f"{method} ({c.train.learner})", []).append(read_log(paths.run_dir(cfg.profile, run)))
+    w = [weight(cfg.reward, t) for t in ("style", "content", "temporal")]
+    return figures.save(figures.sample_efficiency(curves, w), "sample_efficiency", cfg.profile)[0]
+
+
 # --------------------------------------------------------------------------- notebook 05
 def paper_numbers(cfg, table1, manifest: dict) -> dict:
     """The numbers the paper's text quotes (``\\vst<key>`` macros): settings and headline results.
