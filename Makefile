@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## the main job: regenerate every table and figure (PROFILE=cpu|smoke|paper)
+## the main job: regenerate every table and figure (PROFILE=cpu|cpu-full|smoke|paper)
 reproduce: $(STAMP)
 	$(PY) -m vstlib.cli reproduce --profile $(PROFILE) $(foreach s,$(SET),--set $(s))
 

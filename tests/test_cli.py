@@ -44,6 +44,12 @@ def test_parse_set():
         "eval": {"clip_model": "ViT-B-32"}, "reward": {"style_layers": ["relu1_1"]}}
 
 
+def test_unknown_comparison_row_is_one_line_not_a_silently_missing_row(capsys):
+    assert main(["compare", "--profile", "smoke", "--set", "eval.compare=[reinforce_paper,rlo]"]) == 2
+    line = _err_line(capsys)
+    assert "'rlo'" in line and "rloo" in line and "choose from" in line
+
+
 def test_stylize_writes_a_playable_mp4(clip, home, capsys):
     from vstlib.config import get_config
     from vstlib.policy import LatentPolicy

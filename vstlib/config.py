@@ -232,13 +232,12 @@ CPU = Config(
                         style_layers=("leaky_re_lu_1", "leaky_re_lu_2", "leaky_re_lu_6", "leaky_re_lu_10",
                                       "leaky_re_lu_14"), normalize="baseline", w_temp=30.0),
     train=TrainConfig(epochs=2, checkpoint_every=10, learner="pathwise", lr=1e-3, crop=16, seeds=(0, 1, 2),
-                      # a grid cell is a run: the CPU budget keeps the learner grid only (the observation
-                      # grid adds ~115 s: `--set train.ablation_grids=[learner,observation]`, docs/results.md)
+                      # a grid cell is a run: the 15-min budget keeps the learner grid only (cpu-full,
+                      # below, adds the observation grid)
                       ablation_grids=("learner",)),
-    # no "direct" row: at this budget it is no upper bound (4 Adam steps, ~300 s on 2 cores: -17 %
-    # warp, -68 % style; 2 steps at lr 0.1: +119 % warp); `--set eval.compare=[...,direct]` adds it.
-    # The paper's REINFORCE and the constant control on one seed: two more of each cost ~330 s
-    # (`--set eval.control_seeds=0` trains them on every seed of train.seeds)
+    # the 15-min budget (issue 10) keeps the paper's REINFORCE and the constant control on one seed
+    # and leaves out RLOO, the paper's observation, the frontier and "direct" (~75 s per pathwise
+    # run with its scoring; direct ~75 s per Adam step): profile cpu-full runs them all
     # b chosen on 3 of the 5 train clips (55 -> 30 s; all 5 choose the same b, measured)
     eval=EvalConfig(embedder="darknet", direct_steps=4, direct_lr=0.05, control_seeds=1, select_clips=3,
                     compare=("reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first")),
@@ -246,7 +245,7 @@ CPU = Config(
 
 # every row of issue 11 on the cpu profile's models and clips: all learned rows on 3 seeds (the paper's
 # REINFORCE, RLOO, the paper's observation, the constant control), the frontier over the temporal
-# weight, direct optimisation and both grids of notebook 04. About N min on 2 cores (README), so
+# weight, direct optimisation and both grids of notebook 04. 52 min on 2 cores (docs/results.md), so
 # not the default: `make reproduce PROFILE=cpu-full` (its own data/, results/ and caches).
 CPU_FULL = replace(
     CPU, profile="cpu-full",
@@ -363,9 +362,17 @@ def load(profile: str = "smoke", sets: Sequence[str] = (), **overrides: Any) -> 
         cfg = cfg.override(**changes)
     if overrides:
         cfg = cfg.override(**overrides)
+    unknown = [m for m in cfg.eval.compare if m not in COMPARE_METHODS]
+    if unknown:                                          # a typo would silently drop a row
+        raise KeyError(f"eval.compare names unknown methods {unknown}; choose from {list(COMPARE_METHODS)}")
     return cfg.override(train={"device": str(resolve_device(cfg.train.device))})
 
 
+# the rows `vst compare` can add beside the main learner (vstlib.compare says what each is)
+COMPARE_METHODS = ("reinforce_paper", "rloo", "obs_pair", "constant", "latent_blend", "pixel_blend", "frozen_first",
+                   "direct")
+
+
 __all__ = ["Config", "DataConfig", "FlowConfig", "BackboneConfig", "PolicyConfig", "RewardConfig",
-           "TrainConfig", "EvalConfig", "PRESETS", "SMOKE", "PAPER", "PAPER_TEXT", "CPU", "DEFAULT_PROFILE", "TINY", "get_config",
-           "ablations", "from_dict", "section_from_dict", "parse_overrides", "load"]
+           "TrainConfig", "EvalConfig", "PRESETS", "SMOKE", "PAPER", "PAPER_TEXT", "CPU", "CPU_FULL", "DEFAULT_PROFILE", "TINY", "get_config",
+           "ablations", "from_dict", "section_from_dict", "parse_overrides", "load", "COMPARE_METHODS"]

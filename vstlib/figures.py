@@ -158,6 +158,9 @@ def ablation_bars(df, x: str, metrics: Sequence[str] = ("reward", "content", "st
     return fig
 
 
+MARKERS = "osD^vP*Xh"  # 9 markers against 10 colours: 90 distinct pairs
+
+
 def pareto(df, title: str = ""):
     """Warping-error change against style change and against content change (% of the per-frame
     baseline, test clips): one marker per method, mean +- std over seeds, the seeds as dots; the
@@ -178,7 +181,9 @@ def pareto(df, title: str = ""):
             x, y = g[key].astype(float), g["d_warp_error"].astype(float)
             err = dict(xerr=x.std(), yerr=y.std()) if len(g) > 1 else {}
             label = f"{method} ({len(g)} seeds)" if len(g) > 1 else method
-            ax.errorbar(x.mean(), y.mean(), fmt="o", ms=5, capsize=3, color=f"C{i % 10}", label=label, **err)
+            # colour and marker both cycle, so 13+ methods stay distinguishable (10 colours alone repeat)
+            ax.errorbar(x.mean(), y.mean(), fmt=MARKERS[i % len(MARKERS)], ms=5, capsize=3, color=f"C{i % 10}",
+                        label=label, **err)
             if len(g) > 1:
                 ax.scatter(x, y, s=9, color=f"C{i % 10}", alpha=0.5)
         if len(front) > 1:                                   # the frontier, in order of the temporal weight
