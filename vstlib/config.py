@@ -128,6 +128,11 @@ class TrainConfig:
                                        # grids notebook 04 trains (a preset value: each cell is a run)
 
 
+# the rows `vst compare` can add beside the main learner (vstlib.compare says what each is)
+COMPARE_METHODS = ("reinforce_paper", "rloo", "obs_pair", "constant", "latent_blend", "pixel_blend", "frozen_first",
+                   "direct")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     embedder: str = "clip"             # models.EMBEDDERS: the Table 2 image embedder
@@ -135,8 +140,7 @@ class EvalConfig:
     clip_pretrained: Optional[str] = None  # "openai" in the paper profile
     warp_error: str = "lai"            # Table 1 warp_error: "lai" (Lai et al. 2018, RGB summed) | "rgb_mean"
     # issue 11's comparison (vstlib.compare): the competitors and controls scored beside the policy
-    compare: tuple = ("reinforce_paper", "rloo", "obs_pair", "constant", "latent_blend", "pixel_blend",
-                      "frozen_first", "direct")
+    compare: tuple = COMPARE_METHODS   # every row (the cpu preset drops some for its budget)
     control_seeds: int = 0             # seeds of every learned row beside the main learner: the first N
                                        # of train.seeds (0 = all of them, like the main learner)
     rloo_samples: int = 4              # K of the rloo row
@@ -250,9 +254,7 @@ CPU = Config(
 CPU_FULL = replace(
     CPU, profile="cpu-full",
     train=replace(CPU.train, ablation_grids=("learner", "observation")),
-    eval=replace(CPU.eval, control_seeds=0, frontier=(10.0, 20.0, 50.0), direct_steps=10,
-                 compare=("reinforce_paper", "rloo", "obs_pair", "constant", "latent_blend", "pixel_blend",
-                          "frozen_first", "direct")),
+    eval=replace(CPU.eval, control_seeds=0, frontier=(10.0, 20.0, 50.0), direct_steps=10, compare=COMPARE_METHODS),
 )
 
 # the paper text where it decides against the authors' code: "S_t = D(L_t + delta)", the adjusted
@@ -367,10 +369,6 @@ def load(profile: str = "smoke", sets: Sequence[str] = (), **overrides: Any) -> 
         raise KeyError(f"eval.compare names unknown methods {unknown}; choose from {list(COMPARE_METHODS)}")
     return cfg.override(train={"device": str(resolve_device(cfg.train.device))})
 
-
-# the rows `vst compare` can add beside the main learner (vstlib.compare says what each is)
-COMPARE_METHODS = ("reinforce_paper", "rloo", "obs_pair", "constant", "latent_blend", "pixel_blend", "frozen_first",
-                   "direct")
 
 
 __all__ = ["Config", "DataConfig", "FlowConfig", "BackboneConfig", "PolicyConfig", "RewardConfig",
