@@ -1,5 +1,7 @@
 # Two entry points (README): `make reproduce` and `make test`.
 # Both create or reuse .venv and install the package with its extras from pyproject.toml.
+# `make reproduce` writes results/<PROFILE>/ and verifies it against the committed results;
+# `make publish` copies a reproduction into figures/, paper/ and notebooks/ (a deliberate change).
 PROFILE ?= cpu
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,8 +11,19 @@ PY := $(VENV)/bin/python
 export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 STAMP := $(VENV)/.vstlib-installed
+# CPU kernels capped to AVX2 on x86-64 so that x86-64 machines agree bit for bit (the same values as
+# vstlib/reproduce.py KERNEL_CAPS; docs/reproducibility.md). KERNEL_CAPS=off: the fastest kernels,
+# numbers then agree within vstlib/verify.py's tolerance.
+KERNEL_CAPS ?= on
+export VSTLIB_KERNEL_CAPS := $(KERNEL_CAPS)
+ifeq ($(KERNEL_CAPS)-$(shell uname -m),on-x86_64)
+export ATEN_CPU_CAPABILITY ?= avx2
+export ONEDNN_MAX_CPU_ISA ?= AVX2
+export DNNL_MAX_CPU_ISA ?= AVX2
+export MKL_CBWR ?= AVX2
+endif
 
-.PHONY: install reproduce test unit nbval clean-results lab paper rehearse
+.PHONY: install reproduce verify publish test unit nbval clean-results lab paper rehearse
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +38,14 @@ install: $(STAMP)
 reproduce: $(STAMP)
 	$(PY) -m vstlib.cli reproduce --profile $(PROFILE) $(foreach s,$(SET),--set $(s))
 
+## compare the last reproduction with the committed results (tolerance: docs/reproducibility.md)
+verify: $(STAMP)
+	$(PY) -m vstlib.cli verify --profile $(PROFILE)
+
+## copy the last reproduction into figures/, paper/tables, paper/results and the notebooks' outputs
+publish: $(STAMP)
+	$(PY) -m vstlib.cli publish --profile $(PROFILE)
+
 ## the paper profile end to end on stand-in weights (random, real layouts; not results): .rehearse/
 rehearse: $(STAMP)
 	PYTHON=$(PY) scripts/rehearse.sh
@@ -37,10 +58,14 @@ test: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests
 
-## the paper from the committed tables and figures -> paper/build/main.pdf (git-ignored)
+## the paper from the committed tables and figures -> paper/build/main.pdf (git-ignored);
+## PAPER_FROM=results/paper builds it from a reproduction's tables and figures instead
 PAPER_OUT ?= build
+PAPER_FROM ?=
+PAPER_INPUTS := $(if $(PAPER_FROM),$(abspath $(PAPER_FROM)):$(abspath $(PAPER_FROM))/figures:,$(CURDIR)/figures:)
 paper:
-	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet -outdir=$(PAPER_OUT) main.tex
+	cd paper && TEXINPUTS=$(PAPER_INPUTS) latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet \
+		-outdir=$(PAPER_OUT) main.tex
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks

@@ -91,7 +91,6 @@ def test_ablation_epochs_follow_the_overridden_epochs():
 
 
 def test_reduced_run_is_recorded_and_marked(home, capsys, monkeypatch):
-    monkeypatch.setattr(paths, "TABLES", home / "tables")      # never the committed paper/tables
     cfg = report.start("paper", REDUCED)
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "profile: paper" and "reduced run: " + " ".join(REDUCED) in out

@@ -30,15 +30,15 @@ def test_flow_colour_wheel_direction():
     assert np.allclose(figures.flow_to_rgb(torch.zeros(2, 2, 2)), 1.0)
 
 
-def test_saved_smoke_figure_has_banner_and_is_closed(tmp_path, monkeypatch):
+def test_saved_smoke_figure_has_banner_and_is_closed(vst_home):
     import matplotlib.pyplot as plt
 
-    monkeypatch.setattr(paths, "FIGURES", tmp_path)
     fig = figures.image_grid({"a": [np.zeros((4, 4, 3)), np.ones((4, 4, 3))]})
     texts = []
     fig.text = lambda *a, **k: texts.append(a[2])
     png, pdf = figures.save(fig, "grid", "smoke")
     assert png.read_bytes()[:4] == b"\x89PNG" and pdf.read_bytes()[:4] == b"%PDF"
+    assert png.parent == paths.figures_dir("smoke") and vst_home in png.parents   # never the committed figures/
     assert texts and "smoke profile" in texts[0]
     assert not plt.get_fignums()
 
@@ -48,7 +48,7 @@ def test_saved_figures_are_byte_identical_run_to_run(tmp_path, monkeypatch):
     import time
 
     def draw(folder):
-        monkeypatch.setattr(paths, "FIGURES", folder)
+        monkeypatch.setenv("VSTLIB_HOME", str(folder))
         fig = figures.image_grid({"a": [np.random.default_rng(0).random((8, 8, 3))] * 2}, col_labels=["t=0", "t=1"])
         fig.axes[0].plot([0, 3], [0, 5])
         return figures.save(fig, "same", "smoke")

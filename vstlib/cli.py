@@ -6,7 +6,9 @@
     vst evaluate  [--profile ...] [--run main]
     vst compare   [--profile ...]          # learners over seeds, competitors, controls -> learners.csv
     vst stylize   --video IN.mp4 --out OUT.mp4 [--style STYLE] [--policy policy.safetensors] [--size N]
-    vst reproduce [--profile ...] [--videos DIR] [--style IMG] [--set ...]   # every notebook
+    vst reproduce [--profile ...] [--videos DIR] [--style IMG] [--set ...]   # every notebook, then verify
+    vst verify    [--profile ...]          # the last reproduction against the committed results
+    vst publish   [--profile ...]          # copy the last reproduction into figures/, paper/, notebooks/
     vst download-weights --profile paper   # fetch every pretrained weight once, with network
     vst stand-in-weights --profile paper DIR  # random weights, real layouts (rehearsals)
 
@@ -173,6 +175,23 @@ def cmd_reproduce(args) -> int:
     return int(reproduce.main(args.profile, args.only, reproduce_overrides(args)) or 0)
 
 
+def cmd_verify(args) -> int:
+    from vstlib.verify import verify
+
+    report = verify(args.profile)
+    print(report.line())
+    return 0 if report.ok else 1
+
+
+def cmd_publish(args) -> int:
+    from vstlib.reproduce import publish
+
+    written = publish(args.profile, force=args.force)
+    print(f"published the {args.profile} reproduction: {len(written)} files in "
+          f"{', '.join(sorted({p.parent.name for p in written}))}; review them with `git diff`")
+    return 0
+
+
 def cmd_download_weights(args) -> int:
     """Fetch every pretrained weight the profile uses; say where each one is cached.
 
@@ -315,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 03")
     p.add_argument("--videos", default=None, help="folder of videos for notebook 01 (= --set data.source=DIR)")
     p.add_argument("--style", default=None, help="style image (= --set data.style=IMAGE)")
+    add("verify", cmd_verify, "compare the last reproduction with the committed results (within tolerance)")
+    p = add("publish", cmd_publish, "copy the last reproduction into figures/, paper/tables, paper/results, notebooks/")
+    p.add_argument("--force", action="store_true", help="publish a reduced run (--set overrides) too")
     add("download-weights", cmd_download_weights, "download every pretrained weight of the profile")
     p = add("stand-in-weights", cmd_stand_in_weights,
             "write RANDOM weights with the real architectures in the real cache layouts (rehearsals)")

@@ -1,4 +1,5 @@
-"""Paper figures: one function per figure, saved as PNG and PDF into ``figures/``.
+"""Paper figures: one function per figure, saved as PNG and PDF into ``results/<profile>/figures/``
+(``vst publish`` copies them to the committed ``figures/``).
 
 Every figure made on the smoke profile carries a banner saying so: its numbers check the
 machinery, not the paper. Figures are closed after saving (no leaks, no notebook noise).
@@ -42,12 +43,13 @@ def flow_to_rgb(flow) -> np.ndarray:
 
 
 def save(fig, name: str, profile: str) -> list[Path]:
-    """Save ``fig`` as figures/<name>.png and .pdf (reproducible bytes), with the profile banner."""
+    """Save ``fig`` as <name>.png and .pdf in ``paths.figures_dir(profile)`` (reproducible bytes),
+    with the profile banner."""
     plt = _plt()
     note = marked(profile)                                # smoke, or a reduced run (overrides)
     if note:
         fig.text(0.5, 0.995, note, ha="center", va="top", fontsize=7, color="crimson")
-    out = paths.ensure(paths.FIGURES)
+    out = paths.ensure(paths.figures_dir(profile))
     files = [out / f"{name}.png", out / f"{name}.pdf"]
     fig.savefig(files[0], dpi=110, bbox_inches="tight", metadata={"Software": None})
     fig.savefig(files[1], bbox_inches="tight", metadata={"CreationDate": None, "Creator": None, "Producer": None})
@@ -55,10 +57,10 @@ def save(fig, name: str, profile: str) -> list[Path]:
     return files
 
 
-def remove(name: str) -> None:
-    """Delete figures/<name>.png and .pdf (a figure the current profile does not make)."""
+def remove(name: str, profile: str) -> None:
+    """Delete <name>.png and .pdf of a reproduction (a figure the current profile does not make)."""
     for suffix in (".png", ".pdf"):
-        (paths.FIGURES / f"{name}{suffix}").unlink(missing_ok=True)
+        (paths.figures_dir(profile) / f"{name}{suffix}").unlink(missing_ok=True)
 
 
 def image_grid(rows: Mapping[str, Sequence], col_labels: Sequence[str] | None = None, cell: float = 1.4):

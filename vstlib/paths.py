@@ -12,10 +12,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent                      # the repository (editable install)
 NOTEBOOKS = ROOT / "notebooks"
+# the committed (published) results: a reproduction writes under results/<profile>/ instead and
+# `vst publish` copies it here (vstlib.verify)
 FIGURES = ROOT / "figures"
 PAPER = ROOT / "paper"
 TABLES = PAPER / "tables"
-TESTS = ROOT / "tests"
+PAPER_RESULTS = PAPER / "results"          # the result CSVs the committed tables come from
 ASSETS = PACKAGE / "assets"                # vendored real weights, clips, paintings (scripts/vendor_assets.py)
 SHARED = ROOT.parent / "shared"            # workplace data beside the checkout (may be absent)
 SINTEL = SHARED / "data" / "sintel"
@@ -50,6 +52,21 @@ def style_path(profile: str) -> Path:
 def results_dir(profile: str) -> Path:
     """Tables, logs, checkpoints and executed notebooks of one profile."""
     return home() / "results" / profile
+
+
+def figures_dir(profile: str) -> Path:
+    """Figures (PNG + PDF) a reproduction of ``profile`` writes (published to ``FIGURES``)."""
+    return results_dir(profile) / "figures"
+
+
+def tables_dir(profile: str) -> Path:
+    """LaTeX tables and ``numbers.tex`` a reproduction writes (published to ``TABLES``)."""
+    return results_dir(profile) / "tables"
+
+
+def verification_path(profile: str, suffix: str = ".md") -> Path:
+    """The report comparing a reproduction with the committed results (``.md`` and ``.csv``)."""
+    return (results_dir(profile) / "verification").with_suffix(suffix)
 
 
 def run_config_path(profile: str) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from . import paths, tables
-from .utils import atomic_write_json
+from .utils import atomic_path, atomic_write_json
 
 ABLATION_COLUMNS = ["grid", "setting", "reward", "content", "style", "temporal", "d_temporal"]
 
@@ -48,8 +48,9 @@ def start(profile: str, overrides: Sequence[str] = ()):
 # --------------------------------------------------------------------------- notebook 04
 def ablation_table(cfg):
     """Train and evaluate every cell of ``config.ablations(cfg)``; one row per cell (test clips,
-    policy with the mean action). Every cell is scored with ``cfg.reward``'s weights, so cells
-    trained with other weights still compare; the main run's cell reuses run "main"."""
+    policy with the mean action), also written to ``results/<profile>/ablations.csv``. Every cell is
+    scored with ``cfg.reward``'s weights, so cells trained with other weights still compare; the
+    main run's cell reuses run "main". ``d_temporal``: % change of the temporal loss vs the baseline."""
     import pandas as pd
 
     from .config import ablations
@@ -67,8 +68,11 @@ def ablation_table(cfg):
             rows.append({"grid": grid, "setting": setting, "lr": c.train.lr, "epochs": c.train.epochs,
                          "reward": float(weighted_reward(pol, cfg.reward, base)), "content": pol["content"],
                          "style": pol["style"], "temporal": pol["temporal"],
-                         "d_temporal": pol["temporal"] - base["temporal"]})
-    return pd.DataFrame(rows)
+                         "d_temporal": 100 * (pol["temporal"] / base["temporal"] - 1)})
+    df = pd.DataFrame(rows)
+    with atomic_path(paths.ensure(paths.results_dir(cfg.profile)) / "ablations.csv") as tmp:
+        df.assign(profile=cfg.profile).to_csv(tmp, index=False)
+    return df
 
 
 def ablation_figures(abl, profile: str) -> list:
@@ -85,7 +89,7 @@ def ablation_figures(abl, profile: str) -> list:
                                     title="learning rate x epochs (test clips)")
         pngs.append(figures.save(fig, "ablation_lr_epochs", profile)[0])
     else:
-        figures.remove("ablation_lr_epochs")
+        figures.remove("ablation_lr_epochs", profile)
     other = abl[abl.grid != "lr_epochs"]
     if len(other):
         grids = ", ".join(dict.fromkeys(other.grid))
@@ -93,7 +97,7 @@ def ablation_figures(abl, profile: str) -> list:
                                     title=f"ablations: {grids} (test clips)")
         pngs.append(figures.save(fig, "ablation_other", profile)[0])
     else:
-        figures.remove("ablation_other")
+        figures.remove("ablation_other", profile)
     return pngs
 
 
@@ -105,10 +109,11 @@ def write_ablation_table(abl, cfg):
     text = tables.latex_table(
         abl.to_dict("records"), ABLATION_COLUMNS,
         f"Ablations, test clips, policy (mean action); reward with the main run's weights {w} "
-        f"({'/'.join(cfg.reward.terms)}). $\\Delta$temporal is relative to the per-frame baseline.",
+        f"({'/'.join(cfg.reward.terms)}). $\\Delta$temporal: change of the temporal loss against the per-frame "
+        f"baseline, \\%.",
         "tab:ablations", cfg.profile,
         headers=["Grid", "Setting", "Reward", "Content", "Style", "Temporal", "$\\Delta$Temporal"])
-    return tables.write_table("ablations", text)
+    return tables.write_table("ablations", text, cfg.profile)
 
 
 # --------------------------------------------------------------------------- notebook 04: issue 11
@@ -142,7 +147,7 @@ def write_learners_table(df, cfg):
         "selecting $b$ or in direct optimisation, per seed.", "tab:learners", cfg.profile,
         headers=["Method", "Setting", "Seeds", "$\\Delta$warp", "std", "$\\Delta$style", "std",
                  "$\\Delta$content", "std", "Edge corr.", "Queries"], digits=2)
-    return tables.write_table("learners", text)
+    return tables.write_table("learners", text, cfg.profile)
 
 
 def learners_figure(df, profile: str):
@@ -167,6 +172,15 @@ def sample_efficiency_figure(cfg):
             curves.setdefault(f"{method} ({c.train.learner})", []).append(read_log(paths.run_dir(cfg.profile, run)))
     w = [weight(cfg.reward, t) for t in ("style", "content", "temporal")]
     return figures.save(figures.sample_efficiency(curves, w), "sample_efficiency", cfg.profile)[0]
+
+
+# --------------------------------------------------------------------------- notebook 06
+def verification(cfg) -> str:
+    """The last cell of the reproduction: every committed number against this run, within
+    tolerance (``vstlib.verify``; report in ``results/<profile>/verification.md``)."""
+    from .verify import verify
+
+    return verify(cfg.profile).line()
 
 
 # --------------------------------------------------------------------------- notebook 05

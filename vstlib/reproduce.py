@@ -7,13 +7,18 @@
 Every notebook gets two papermill parameters: ``profile`` and ``overrides`` (a list of
 ``section.field=value`` strings); its first cell resolves the config from them once
 (``report.start``), which records them in ``results/<profile>/run_config.json``.
-Executed copies go to ``results/<profile>/notebooks/``; the notebooks write ``figures/`` and
-``paper/tables/`` themselves (through ``vstlib.paths``). A failure names the notebook and the cell.
+Everything goes under ``results/<profile>/``: executed notebooks, figures, tables, result CSVs.
+Nothing committed changes: the run ends by verifying every committed number against its
+reproduction within tolerance (``vstlib.verify``; exit status 1 when one is out), and
+``vst publish`` copies a reproduction into place when a change is intended. A failure names the
+notebook and the cell.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,7 +26,9 @@ from typing import Sequence
 
 from . import paths
 from .config import DEFAULT_PROFILE
-from .utils import VstError, atomic_path, progress_enabled
+from .tables import recorded_overrides
+from .utils import VstError, atomic_path, atomic_write_json, progress_enabled
+from .verify import PUBLISHED, RESULT_CSVS, verify
 
 
 def notebooks() -> list[Path]:
@@ -103,25 +110,41 @@ def tune_kernel_malloc() -> None:
         os.environ.setdefault(key, value)
 
 
+# PyTorch (ATen), oneDNN and MKL pick SIMD kernels by CPU at run time; their sums then round
+# differently and training amplifies it (AVX-512 against AVX2: 4th-5th digit). Capped to AVX2 on
+# x86-64, every x86-64 CPU since 2013 runs the same kernels and reproduces bit for bit; the cap costs
+# about 7 % of wall time (docs/reproducibility.md). VSTLIB_KERNEL_CAPS=off keeps the fastest kernels
+# (numbers then agree within vstlib.verify's tolerance). The Makefile exports the same values.
+KERNEL_CAPS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2",
+               "MKL_CBWR": "AVX2"}
+
+
+def cap_kernels() -> dict:
+    """Set ``KERNEL_CAPS`` for the notebook kernels we start (read at their torch import), unless
+    ``VSTLIB_KERNEL_CAPS=off``, the CPU is not x86-64, or the user set a value; returns what is set."""
+    if os.environ.get("VSTLIB_KERNEL_CAPS", "on") == "off" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    for key, value in KERNEL_CAPS.items():
+        os.environ.setdefault(key, value)
+    return {k: os.environ[k] for k in KERNEL_CAPS}
+
+
 def parameters(profile: str = DEFAULT_PROFILE, overrides: Sequence[str] = ()) -> dict:
     """The papermill parameters every notebook receives (its parameters cell names both)."""
     return {"profile": profile, "overrides": list(overrides)}
 
 
-def run(profile: str = DEFAULT_PROFILE, only: list[str] | None = None, overrides: Sequence[str] = (),
-        store_outputs: bool | None = None) -> dict:
+def run(profile: str = DEFAULT_PROFILE, only: list[str] | None = None, overrides: Sequence[str] = ()) -> dict:
     """Execute every notebook (or those whose name starts with one of ``only``); return timings.
 
-    ``overrides``: ``section.field=value`` strings passed to every notebook. ``store_outputs``
-    (default: on for the default profile, config.DEFAULT_PROFILE, without overrides) refreshes the outputs stored in
-    ``notebooks/*.ipynb``, which nbval compares against.
+    ``overrides``: ``section.field=value`` strings passed to every notebook.
     """
-    store_outputs = (profile == DEFAULT_PROFILE and not overrides) if store_outputs is None else store_outputs
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     out_dir = paths.ensure(paths.results_dir(profile) / "notebooks")
     tune_kernel_malloc()
+    cap_kernels()
     params = parameters(profile, overrides)
     config = _kernel_config()
     timings = {}
@@ -136,15 +159,58 @@ def run(profile: str = DEFAULT_PROFILE, only: list[str] | None = None, overrides
                                 log_output=False, report_mode=False, **config)
         except PapermillExecutionError as err:
             raise _cell_error(err, out_dir / nb.name, profile) from None
-        if store_outputs:
-            store_outputs_in_source(out_dir / nb.name, nb)
         timings[nb.name] = time.perf_counter() - t0
         print(f"[reproduce:{profile}] {nb.name} done in {timings[nb.name]:.1f} s", flush=True)
     total = sum(timings.values())
     print(f"[reproduce:{profile}] all notebooks done in {total:.1f} s")
-    print(f"  figures: {sorted(p.name for p in paths.FIGURES.glob('*.png'))}")
-    print(f"  tables:  {sorted(p.name for p in paths.TABLES.glob('*.tex'))}")
+    print(f"  figures: {sorted(p.name for p in paths.figures_dir(profile).glob('*.png'))}")
+    print(f"  tables:  {sorted(p.name for p in paths.tables_dir(profile).glob('*.tex'))}")
     return timings
+
+
+def publish(profile: str, force: bool = False) -> list[Path]:
+    """Copy a finished reproduction into the committed places: figures, tables, result CSVs and
+    the notebooks' stored outputs (what ``pytest --nbval`` compares). Returns the written paths."""
+    res = paths.results_dir(profile)
+    executed = [res / "notebooks" / nb.name for nb in notebooks()]
+    missing = [p for p in executed if not p.exists()]
+    if missing:
+        raise VstError("the reproduction is incomplete (executed notebook missing)", missing[0],
+                       f"run `make reproduce PROFILE={profile}` first")
+    if recorded_overrides(profile) and not force:
+        raise VstError(f"the last reproduction was a reduced run ({' '.join(recorded_overrides(profile))})",
+                       paths.run_config_path(profile), "rerun `make reproduce` without SET=, or publish --force")
+    written = _mirror(paths.figures_dir(profile), paths.FIGURES, ("*.png", "*.pdf"))
+    written += _mirror(paths.tables_dir(profile), paths.TABLES, ("*.tex",))
+    paths.ensure(paths.PAPER_RESULTS)
+    for name in RESULT_CSVS:
+        dst = paths.PAPER_RESULTS / name
+        if (res / name).exists():
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(res / name, tmp)
+            written.append(dst)
+        else:
+            dst.unlink(missing_ok=True)
+    for nb, done in zip(notebooks(), executed):
+        store_outputs_in_source(done, nb)
+        written.append(nb)
+    written.append(atomic_write_json(paths.PAPER_RESULTS / PUBLISHED, {"profile": profile}))
+    return written
+
+
+def _mirror(src: Path, dst: Path, patterns: tuple) -> list[Path]:
+    """Make ``dst``'s files matching ``patterns`` exactly those of ``src`` (copied atomically)."""
+    paths.ensure(dst)
+    new = {p.name: p for pat in patterns for p in Path(src).glob(pat)}
+    for old in (p for pat in patterns for p in dst.glob(pat)):
+        if old.name not in new:
+            old.unlink()
+    out = []
+    for name, p in sorted(new.items()):
+        with atomic_path(dst / name) as tmp:
+            shutil.copyfile(p, tmp)
+        out.append(dst / name)
+    return out
 
 
 def _cell_error(err, executed: Path, profile: str) -> VstError:
@@ -159,8 +225,12 @@ def _cell_error(err, executed: Path, profile: str) -> VstError:
 
 
 def main(profile: str = DEFAULT_PROFILE, only: list[str] | None = None, overrides: Sequence[str] = ()) -> int:
+    """Run the notebooks, then verify against the committed results: 0, or 1 when a number is out
+    of tolerance (the last line says which)."""
     run(profile, only, overrides)
-    return 0
+    report = verify(profile)
+    print(report.line(), flush=True)
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":  # python -m vstlib.reproduce --profile cpu

@@ -1,4 +1,5 @@
-"""Paper tables generated from result CSVs (never typed by hand), written to ``paper/tables/``."""
+"""Paper tables generated from result CSVs (never typed by hand), written to
+``results/<profile>/tables/`` (``vst publish`` copies them to the committed ``paper/tables/``)."""
 from __future__ import annotations
 
 import math
@@ -85,8 +86,8 @@ def latex_table(rows: Sequence[dict], columns: Sequence[str], caption: str, labe
     return "\n".join(lines)
 
 
-def write_table(name: str, text: str) -> Path:
-    return atomic_write_text(paths.ensure(paths.TABLES) / f"{name}.tex", text)
+def write_table(name: str, text: str, profile: str) -> Path:
+    return atomic_write_text(paths.ensure(paths.tables_dir(profile)) / f"{name}.tex", text)
 
 
 def write_paper_tables(profile: str) -> list[Path]:
@@ -97,14 +98,14 @@ def write_paper_tables(profile: str) -> list[Path]:
     t1 = pd.read_csv(res / "table1.csv").to_dict("records")
     t2 = pd.read_csv(res / "table2.csv").to_dict("records")
     cols1 = ["method", "split", "content", "style", "temporal"] + (["warp_error"] if "warp_error" in t1[0] else [])
-    out = [write_table("table1", latex_table(
+    out = [write_table("table1", profile=profile, text=latex_table(
         t1, cols1, "Mean losses (lower is better): LPIPS content loss, Gram style loss, bidirectional "
         "temporal loss and the warping error of Lai et al.\\ (2018), per-frame DiffuseST baseline vs. "
         "our policy (mean action).", "tab:losses", profile,
         headers=["Method", "Split", "Content", "Style", "Temporal"] + (["Warp err."] if len(cols1) > 5 else []),
         best={c: "min" for c in cols1[2:]}))]
     embedder = t2[0].get("embedder", "CLIP") if t2 else "CLIP"          # from the CSV, never the profile
-    out.append(write_table("table2", latex_table(
+    out.append(write_table("table2", profile=profile, text=latex_table(
         t2, ["method", "split", "content", "style", "temporal"],
         f"{embedder} cosine similarities (higher is better): stylized vs. original frame (content), vs. the "
         "style image (style) and between consecutive stylized frames (temporal).", "tab:clip", profile,
@@ -125,4 +126,4 @@ def write_numbers(numbers: dict, profile: str) -> Path:
         if not key.isalpha():
             raise ValueError(f"macro name must be letters only: {key!r}")
         lines.append(rf"\newcommand{{\vst{key}}}{{{_fmt(value, 4) if not isinstance(value, str) else value}}}")
-    return atomic_write_text(paths.ensure(paths.TABLES) / "numbers.tex", "\n".join(lines) + "\n")
+    return atomic_write_text(paths.ensure(paths.tables_dir(profile)) / "numbers.tex", "\n".join(lines) + "\n")
