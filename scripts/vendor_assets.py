@@ -26,10 +26,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vstlib import data, paths  # noqa: E402
-from vstlib.nets import darknet, faststyle, taef2  # noqa: E402
-from vstlib.nets.weights import tensor_digest  # noqa: E402
-from vstlib.utils import atomic_path, atomic_write_text  # noqa: E402
+from vstlib import paths
+from vstlib.files import atomic_path, atomic_write_text
+from vstlib.nets import darknet, faststyle, taef2
+from vstlib.nets.weights import tensor_digest
+from vstlib.video.io import read_frames
 
 N_FRAMES, SIZE, CRF = 20, 256, 10
 PAINTING_SIDE, JPEG_QUALITY = 512, 90
@@ -182,7 +183,7 @@ def vendor_clips(src: Path, out: Path) -> list:
     rows = []
     for name, (source, licence) in CLIPS.items():
         p_src = src / "clips" / name
-        frames = data.read_frames(p_src, N_FRAMES, SIZE)                 # (T,256,256,3) uint8
+        frames = read_frames(p_src, N_FRAMES, SIZE)                 # (T,256,256,3) uint8
         p = out / "clips" / f"{Path(name).stem}.mp4"
         fps = source_fps(p_src)
         write_mp4(p, frames, fps)

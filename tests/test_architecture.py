@@ -29,7 +29,7 @@ def import_graph() -> dict[str, set[str]]:
                     up = package.split(".")
                     up = up[:len(up) - (node.level - 1)]
                     base = ".".join(up + ([base] if base else []))
-                # `from vstlib import clips` imports the module vstlib.clips
+                # `from vstlib import clips` imports the module vstlib.video.clips
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
             for t in targets:
                 while t and t not in files:                      # vstlib.x.y -> vstlib.x
@@ -72,8 +72,8 @@ def test_the_checker_finds_a_known_cycle():
 
 def test_the_graph_sees_function_level_and_relative_imports():
     g = import_graph()
-    assert "vstlib.flow" in g["vstlib.clips"]                    # `from .flow import ...` at module level
-    assert "vstlib.backbones" in g["vstlib.rollout"]             # inside make_stylizer
+    assert "vstlib.flow" in g["vstlib.video.clips"]                    # `from .flow import ...` at module level
+    assert "vstlib.backbones" in g["vstlib.rl.episodes"]             # inside make_stylizer
 
 
 def test_vstlib_imports_run_one_way():
@@ -84,5 +84,5 @@ def test_vstlib_imports_run_one_way():
     # the CLI's `vst train`, report's ablation table (notebook 04 trains every grid cell) and
     # compare's learners table (it trains the seeds and controls it scores)
     assert g["vstlib.flow"] <= {"vstlib.utils"}
-    assert {m for m, deps in g.items() if "vstlib.train" in deps} == {"vstlib.cli", "vstlib.report", "vstlib.compare"}
+    assert {m for m, deps in g.items() if "vstlib.rl.train" in deps} == {"vstlib.cli", "vstlib.report", "vstlib.evaluation.compare"}
     assert not {m for m, deps in g.items() if "vstlib.report" in deps}     # nothing below imports it

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from vstlib.backbones import BACKBONES, Backbone, BaselineOutput, make_backbone
 from vstlib.config import get_config
-from vstlib.utils import InputError
+from vstlib.errors import InputError
 
 # Every registered backbone: a BackboneConfig that builds offline (random tiny weights), or the
 # reason it cannot. A new backbone must add itself here (test_every_backbone_is_listed).

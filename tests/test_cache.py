@@ -81,8 +81,9 @@ def test_damaged_cache_is_rebuilt_with_one_notice(tmp_path, capsys, damage):
 
 def test_flow_cache_rebuilt_after_truncation(vst_home, monkeypatch, capsys):
     """clips.clip_flows (RAFT source) survives a truncated cache file."""
-    from vstlib import clips, flow
+    from vstlib import flow
     from vstlib.config import get_config
+    from vstlib.video import clips
 
     cfg = get_config("smoke", flow={"source": "raft"}, data={"size": 16})
     frames = torch.rand(3, 3, 16, 16)

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import isolated_home
 
 from vstlib.backbones import BaselineOutput
 from vstlib.backbones.diffusest import DiffuseST, DiffuseSTOutput
 from vstlib.backbones.diffusest.injection import InjectionAttnProcessor, InjectionState
 from vstlib.backbones.diffusest.sampler import ddim_move
 from vstlib.config import get_config
-from vstlib.utils import InputError, MissingWeightsError
-from conftest import isolated_home
+from vstlib.errors import InputError, MissingWeightsError
 
 T = 4  # frames per test clip
 
@@ -322,8 +322,8 @@ def test_non_square_clip_stylizes_and_the_policy_renders_it(home):
     """A 64x96 clip (latents 8x12) and a 80x48 style image: DiffuseST keeps the frames' size, the
     style reference is inverted at the frames' size, and the policy's act -> render round trip works
     for z0 and xT (zero action = the baseline)."""
-    from vstlib.policy import LatentPolicy
-    from vstlib.rollout import act, latent_flow, render_actions
+    from vstlib.rl.episodes import act, latent_flow, render_actions
+    from vstlib.rl.policy import LatentPolicy
 
     frames = F.interpolate(smooth_images(3, 0), size=(64, 96), mode="bilinear", align_corners=False)
     style = F.interpolate(smooth_images(1, 1), size=(80, 48), mode="bilinear", align_corners=False)

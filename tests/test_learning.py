@@ -60,7 +60,7 @@ def _key(frame: torch.Tensor) -> bytes:
 
 @pytest.fixture(scope="module")
 def toy_home(tmp_path_factory):
-    from vstlib.data import prepare
+    from vstlib.video.prepare import prepare
 
     mp = pytest.MonkeyPatch()
     mp.setenv("VSTLIB_HOME", str(tmp_path_factory.mktemp("toy")))
@@ -78,10 +78,12 @@ def _merge(a: dict, b: dict) -> dict:
 
 @pytest.mark.parametrize("learner", ["pathwise", "pathwise_blend", "constant"])
 def test_learner_moves_toward_the_known_optimum(toy_home, monkeypatch, learner, sign=1.0):
-    from vstlib import clips, rewards, rollout
-    from vstlib.checkpoint import load_policy
-    from vstlib.clips import load_manifest
-    from vstlib.train import train
+    from vstlib.rl import episodes as rollout
+    from vstlib.rl import rewards
+    from vstlib.rl.checkpoint import load_policy
+    from vstlib.rl.train import train
+    from vstlib.video import clips
+    from vstlib.video.clips import load_manifest
 
     over = _merge(TOY, CASES[learner])
     over["reward"] = {**over.get("reward", {}), "terms": ["target"], "weights": {"target": 1.0}}
@@ -122,7 +124,7 @@ def test_learner_moves_toward_the_known_optimum(toy_home, monkeypatch, learner, 
 def test_leave_one_out_advantage_matches_hand_computed_values():
     from types import SimpleNamespace
 
-    from vstlib.learners import leave_one_out_advantage
+    from vstlib.rl.learners import leave_one_out_advantage
 
     r = torch.tensor([[1.0, 0.0], [2.0, 0.0], [6.0, 3.0]])                     # (K=3, n=2)
     adv = leave_one_out_advantage(r, None, SimpleNamespace(normalize_advantage=False))
@@ -131,7 +133,7 @@ def test_leave_one_out_advantage_matches_hand_computed_values():
 
 
 def test_importance_weight_is_one_on_policy_and_truncated():
-    from vstlib.learners import importance_weight
+    from vstlib.rl.learners import importance_weight
 
     lp = torch.tensor([-3.0, -1.0])
     assert torch.equal(importance_weight(lp, lp, 10.0), torch.ones(2))
@@ -144,10 +146,10 @@ def test_importance_weight_is_one_on_policy_and_truncated():
 def test_score_function_gradient_points_along_the_pathwise_gradient(toy_home, learner):
     """With many samples the REINFORCE / RLOO estimate agrees in direction with the exact
     (pathwise) gradient of the same reward; a sign error makes the cosine negative."""
-    from vstlib import rollout
-    from vstlib.clips import load_manifest
-    from vstlib.learners import gradient_cosine
-    from vstlib.policy import LatentPolicy
+    from vstlib.rl import episodes as rollout
+    from vstlib.rl.learners import gradient_cosine
+    from vstlib.rl.policy import LatentPolicy
+    from vstlib.video.clips import load_manifest
 
     cfg = get_config("smoke", **_merge(TOY, {"train": {"learner": learner}}))
     stylizer, reward_model, _ = rollout.make_env(cfg)

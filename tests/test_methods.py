@@ -5,9 +5,9 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import isolated_home
 
 from vstlib.config import get_config
-from conftest import isolated_home
 
 TINY = dict(
     data={"n_clips": 3, "n_frames": 4, "size": 48, "motion_threshold": 0.0, "train_fraction": 0.67},
@@ -29,7 +29,7 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cfg(home):
-    from vstlib.data import prepare
+    from vstlib.video.prepare import prepare
 
     cfg = get_config("smoke", **TINY)
     prepare(cfg)
@@ -38,8 +38,8 @@ def cfg(home):
 
 @pytest.fixture(scope="module")
 def env(cfg):
-    from vstlib.clips import load_manifest
-    from vstlib.rollout import build_episode, make_env
+    from vstlib.rl.episodes import build_episode, make_env
+    from vstlib.video.clips import load_manifest
 
     stylizer, reward_model, _ = make_env(cfg, "cpu")
     cid = load_manifest(cfg.profile)["train"][0]
@@ -49,9 +49,9 @@ def env(cfg):
 def test_untrained_blend_head_is_the_latent_blend(cfg, env):
     """Zero-initialised, the blend head's mean action gives exactly the latent blend with
     b = sigmoid(blend_init); a wrong sign or a missing mask would not."""
-    from vstlib import methods
-    from vstlib.policy import LatentPolicy
-    from vstlib.rollout import policy_frames
+    from vstlib.evaluation import competitors as methods
+    from vstlib.rl.episodes import policy_frames
+    from vstlib.rl.policy import LatentPolicy
 
     stylizer, _, ep = env
     for b_init in (0.0, 1.5):
@@ -65,14 +65,14 @@ def test_untrained_blend_head_is_the_latent_blend(cfg, env):
 
 
 def test_blend_head_needs_the_flow_observation():
-    from vstlib.policy import LatentPolicy
+    from vstlib.rl.policy import LatentPolicy
 
     with pytest.raises(ValueError, match="observation='flow'"):
         LatentPolicy(head="blend", observation="pair")
 
 
 def test_constant_head_never_looks_at_the_input():
-    from vstlib.policy import LatentPolicy
+    from vstlib.rl.policy import LatentPolicy
 
     pol = LatentPolicy(latent_channels=4, head="constant")
     with torch.no_grad():
@@ -85,8 +85,8 @@ def test_constant_head_never_looks_at_the_input():
 def test_blends_with_b_zero_are_the_baseline_and_pixel_blend_one_removes_flicker(env):
     """b = 0: the baseline exactly. b = 1 in pixel space on EXACT flows: every visible pixel of
     S_t is S_{t-1} warped, so the warping error on visible pixels is ~0."""
-    from vstlib import methods
-    from vstlib.rewards import warping_error
+    from vstlib.evaluation import competitors as methods
+    from vstlib.rl.rewards import warping_error
 
     stylizer, _, ep = env
     D = ep.base.images.float()
@@ -105,7 +105,7 @@ def test_blends_with_b_zero_are_the_baseline_and_pixel_blend_one_removes_flicker
 
 
 def test_frozen_first_repeats_frame_zero(env):
-    from vstlib import methods
+    from vstlib.evaluation import competitors as methods
 
     _, _, ep = env
     S = methods.frozen_first(ep)
@@ -114,7 +114,7 @@ def test_frozen_first_repeats_frame_zero(env):
 
 def test_direct_optimisation_improves_the_clips_reward(env):
     """Gradient descent on the actions raises the clip's own reward; zero steps is the baseline."""
-    from vstlib import methods
+    from vstlib.evaluation import competitors as methods
 
     stylizer, reward_model, ep = env
     torch.manual_seed(0)
@@ -129,7 +129,7 @@ def test_crop_episode_keeps_flow_values_and_masks_what_leaves_the_window(env):
     window is masked out (else it would be compared with the border-padded warp); the baseline's
     terms are recomputed on the window."""
     from vstlib.flow import inside_mask
-    from vstlib.rollout import crop_episode, random_box
+    from vstlib.rl.episodes import crop_episode, random_box
 
     stylizer, reward_model, ep = env
     box = (1, 2, 4, 4)                                                         # latent cells (factor 8)
@@ -152,7 +152,7 @@ def test_crop_episode_keeps_flow_values_and_masks_what_leaves_the_window(env):
 
 
 def test_edge_correlation_known_values():
-    from vstlib.evaluate import edge_correlation
+    from vstlib.evaluation.evaluate import edge_correlation
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 24, 24, generator=g)
@@ -163,7 +163,7 @@ def test_edge_correlation_known_values():
 
 
 def test_training_on_crops_is_seeded_and_renders_at_crop_size(cfg, monkeypatch):
-    from vstlib.train import read_log, train
+    from vstlib.rl.train import read_log, train
 
     c = cfg.override(train={"crop": 4, "seeds": (0,)})
     a = read_log(train(c, run="crop_a", resume=False)).drop(columns="time")
@@ -174,9 +174,9 @@ def test_training_on_crops_is_seeded_and_renders_at_crop_size(cfg, monkeypatch):
 
 
 def test_evaluation_cache_is_reused_keyed_and_rebuilt(cfg, monkeypatch):
-    from vstlib import evaluate as ev
     from vstlib import paths
-    from vstlib.train import train
+    from vstlib.evaluation import evaluate as ev
+    from vstlib.rl.train import train
 
     c = cfg.override(train={"seeds": (0,)})
     run = train(c, run="evalcache")
@@ -201,8 +201,8 @@ def test_evaluation_cache_is_reused_keyed_and_rebuilt(cfg, monkeypatch):
     # a partial-split evaluation of a non-main run stays in its folder: the paper's tables are untouched
     assert (run / "table1.csv").exists() and not (paths.results_dir(c.profile) / "table1.csv").exists()
     # the input / per-frame / baseline rows are scored once per clip and shared by every policy
-    from vstlib.clips import load_manifest
-    from vstlib.policy import LatentPolicy
+    from vstlib.rl.policy import LatentPolicy
+    from vstlib.video.clips import load_manifest
 
     losses, real_losses = [], ev.clip_losses
     monkeypatch.setattr(ev, "clip_losses", lambda *a, **k: losses.append(1) or real_losses(*a, **k))
@@ -214,7 +214,7 @@ def test_evaluation_cache_is_reused_keyed_and_rebuilt(cfg, monkeypatch):
 
 def test_compare_writes_every_method_with_seeds(cfg):
     from vstlib import paths
-    from vstlib.compare import COLUMNS, compare, learned_runs, summary
+    from vstlib.evaluation.compare import COLUMNS, compare, learned_runs, summary
 
     cfg = cfg.override(eval={"frontier": (10.0, 20.0)})        # 10 is the main run's own temporal weight
     df = compare(cfg)
@@ -251,7 +251,7 @@ def test_compare_writes_every_method_with_seeds(cfg):
 
 def test_baseline_terms_are_cached_validated_and_rebuilt(cfg, env, capsys):
     from vstlib import paths
-    from vstlib.rollout import build_episode
+    from vstlib.rl.episodes import build_episode
 
     stylizer, reward_model, ep = env
     cid, folder = ep.clip_id, paths.cache_dir(cfg.profile) / "terms"
@@ -275,7 +275,7 @@ def test_training_logs_count_reward_queries(cfg):
     """'queries' (rewards computed) lets learners be compared per query: the pathwise learner
     scores each transition of its chunk once; REINFORCE scores the whole rollout, booked on the
     clip's first update."""
-    from vstlib.train import read_log, train
+    from vstlib.rl.train import read_log, train
 
     pw = read_log(train(cfg.override(train={"seeds": (0,)}), run="q_pw", resume=False))
     assert pw.queries.tolist() == [len(f) for f in pw.frames]
@@ -288,8 +288,8 @@ def test_training_logs_count_reward_queries(cfg):
 def test_episode_flicker_curves(cfg, env):
     """The flicker figure's data: per-pair warping error of each method; the policy's curve is
     computed from the frames given (the baseline's frames give the baseline's curve exactly)."""
-    from vstlib.evaluate import episode_flicker, flicker_curves
-    from vstlib.rewards import warping_error
+    from vstlib.evaluation.evaluate import episode_flicker, flicker_curves
+    from vstlib.rl.rewards import warping_error
 
     _, reward_model, ep = env
     c = episode_flicker(ep, reward_model, ep.base.images)
@@ -304,9 +304,9 @@ def test_pathwise_keeps_the_previous_chunks_last_frame(cfg, env, monkeypatch):
     """Each frame of a clip is rendered once per visit: a chunk's past frame S_{s-1} is the previous
     chunk's last render. With unchanged weights (no Adam step between) the loss equals the one
     that re-renders S_{s-1}; a kept frame from the wrong index (e.g. S_s itself) would not."""
-    from vstlib.learners import pathwise_loss
-    from vstlib.policy import LatentPolicy
-    from vstlib.rollout import rollout
+    from vstlib.rl.episodes import rollout
+    from vstlib.rl.learners import pathwise_loss
+    from vstlib.rl.policy import LatentPolicy
 
     stylizer, reward_model, ep = env
     pol = LatentPolicy.from_config(cfg.override(policy={"sigma_init": 1e-12}).policy)   # a = mu
@@ -330,7 +330,7 @@ def test_pathwise_keeps_the_previous_chunks_last_frame(cfg, env, monkeypatch):
 def test_window_terms_are_cached_by_content_and_validated(env, tmp_path, capsys):
     """A window's baseline terms come back from disk equal to a fresh computation; another window
     gets its own file; a damaged file is rebuilt with a notice."""
-    from vstlib.rollout import crop_episode
+    from vstlib.rl.episodes import crop_episode
 
     stylizer, reward_model, ep = env
     a = crop_episode(ep, (1, 2, 4, 4), reward_model, tmp_path)

@@ -14,12 +14,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vstlib import data, flow, paths
+from vstlib import flow, paths
+from vstlib.errors import InputError
 from vstlib.flow import dis_flow
 from vstlib.nets import darknet, faststyle, taef2
 from vstlib.nets.weights import load_weights
-from vstlib.rewards import warping_error
-from vstlib.utils import InputError
+from vstlib.rl.rewards import warping_error
+from vstlib.video.io import load_image, read_frames, to_tensor
+from vstlib.video.resize import resize
 
 CLIP = paths.ASSETS / "clips" / "wolf.mp4"
 
@@ -34,7 +36,7 @@ def two_threads():
 
 @pytest.fixture(scope="module")
 def clip():
-    return data.to_tensor(data.read_frames(CLIP))                     # (20,3,256,256)
+    return to_tensor(read_frames(CLIP))                     # (20,3,256,256)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def photo():
     """scikit-image's astronaut (a known photo), short side 256, centre crop: (1,3,256,256)."""
     import skimage.data
 
-    return data.to_tensor(data.resize(skimage.data.astronaut(), 256))[None]
+    return to_tensor(resize(skimage.data.astronaut(), 256))[None]
 
 
 def psnr(a, b):
@@ -135,7 +137,7 @@ def test_darknet_classifies_chelsea_as_a_cat():
     import skimage.data
 
     net = darknet.load_darknet()
-    cat = data.to_tensor(skimage.data.chelsea())[None]                 # (1,3,300,451)
+    cat = to_tensor(skimage.data.chelsea())[None]                 # (1,3,300,451)
     with torch.no_grad():
         p = net(cat).softmax(-1)[0]
     top = p.topk(5).indices.tolist()
@@ -182,7 +184,7 @@ def test_wave_network_paints_the_photo(wave, photo):
         assert corr(sobel_magnitude(rnd(photo)), sobel_magnitude(photo)) < c - 0.3
     # ... and takes the painting's colours: the mean colour moves towards Hokusai's wave
     # (distance of mean RGB to the painting's: photo 0.285, output 0.080)
-    painting = data.load_image(paths.ASSETS / "styles" / "wave.jpg")
+    painting = load_image(paths.ASSETS / "styles" / "wave.jpg")
     m_out, m_photo, m_paint = (t.mean((0, 2, 3)) for t in (out, photo, painting))
     assert torch.dist(m_out, m_paint) < 0.5 * torch.dist(m_photo, m_paint)
     # regression pin (vendored fp16 weights, input scaled to [0,255])
@@ -221,8 +223,8 @@ def test_dis_flow_on_sintel(level):
     if not (d / "gt" / "frame_0002.flo").exists():
         pytest.skip(f"Sintel samples not found at {d}")
     gt = torch.from_numpy(flow.read_flo(d / "gt" / "frame_0002.flo"))[None]
-    i2, i3 = data.load_image(d / "frame_0002.png"), data.load_image(d / "frame_0003.png")
-    valid = (data.load_image(d / "gt" / "invalid" / "frame_0002.png")[:, :1] < 0.5).float()
+    i2, i3 = load_image(d / "frame_0002.png"), load_image(d / "frame_0003.png")
+    valid = (load_image(d / "gt" / "invalid" / "frame_0002.png")[:, :1] < 0.5).float()
     f = dis_flow(i2, i3)
     assert f.shape == gt.shape and f.dtype == torch.float32
     epe = float((torch.linalg.vector_norm(f - gt, dim=1, keepdim=True) * valid).sum() / valid.sum())
@@ -291,9 +293,16 @@ def test_dis_is_a_registered_flow_estimator():
 def test_darknet_feature_networks():
     """Registered by name for rewards and Table 2; the perceptual distance is 0 on identical images,
     grows with distortion, and the Sequential used for Gram losses matches the network's features."""
-    from vstlib.models import (CONTENT_NETS, EMBEDDERS, IMAGENET_MEAN, IMAGENET_STD, STYLE_NETS,
-                               DarknetPerceptual, darknet_sequential)
     from vstlib.nets.darknet import load_darknet
+    from vstlib.nets.perceptual import (
+        CONTENT_NETS,
+        EMBEDDERS,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        STYLE_NETS,
+        DarknetPerceptual,
+        darknet_sequential,
+    )
 
     assert {"darknet"} <= set(STYLE_NETS) & set(CONTENT_NETS) & set(EMBEDDERS)
     import skimage.data
@@ -328,8 +337,8 @@ def test_presets_policy_channels_follow_the_backbone():
 
 def test_cpu_preset_names_vendored_inputs():
     from vstlib.config import get_config
-    from vstlib.data import _resolve, _sources
     from vstlib.nets.faststyle import painting_path
+    from vstlib.video.prepare import _resolve, _sources
 
     cfg = get_config("cpu")
     assert _resolve(cfg.data.style) == painting_path(cfg.backbone.style_net)     # R = the network's painting
@@ -342,8 +351,8 @@ def test_cpu_full_preset_is_the_cpu_profile_with_every_row_of_issue_11():
     in how a run trains or scores: its main run equals cpu's. Every learned row gets >= 3 seeds."""
     from dataclasses import replace
 
-    from vstlib.compare import learned_runs
     from vstlib.config import get_config
+    from vstlib.evaluation.compare import learned_runs
 
     cpu, full = get_config("cpu"), get_config("cpu-full")
     assert replace(full, profile="cpu", train=cpu.train, eval=cpu.eval) == cpu

@@ -6,10 +6,10 @@ import torch
 from vstlib.backbones import make_backbone
 from vstlib.cli import main
 from vstlib.config import get_config
-from vstlib.data import read_frames
-from vstlib.policy import LatentPolicy
+from vstlib.errors import InputError
+from vstlib.rl.policy import LatentPolicy
 from vstlib.stylize import aspect_size, frame_chunks, stylized_chunks
-from vstlib.utils import InputError
+from vstlib.video.io import read_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

@@ -11,8 +11,9 @@ import sys
 import nbformat
 import pytest
 
-from vstlib import paths, reproduce, tables, verify
+from vstlib import paths, reproduce, verify
 from vstlib.cli import main
+from vstlib.evaluation import tables
 
 
 def _table(rows, profile="cpu"):

@@ -12,14 +12,16 @@ import time
 import torch
 
 from vstlib import paths
-from vstlib.clips import load_clip, load_manifest
-from vstlib.utils import atomic_write_json, progress, resolve_device, save_frames
+from vstlib.files import atomic_write_json
+from vstlib.runtime import progress, resolve_device
+from vstlib.video.clips import load_clip, load_manifest
+from vstlib.video.io import save_frames
 
 
 def run_baseline(cfg) -> dict:
     """Stylize every clip of the manifest; returns {clip_id: {split, n_frames, seconds, unet_calls}}."""
-    from vstlib.rollout import make_env
-    from vstlib.tables import profile_note
+    from vstlib.evaluation.tables import profile_note
+    from vstlib.rl.episodes import make_env
 
     device = resolve_device(cfg.train.device)
     manifest = load_manifest(cfg.profile)

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from .utils import atomic_save_tensors
+from vstlib.files import atomic_save_tensors
 
 HASH_KEY = "vstlib.sha256"
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vstlib.utils import VstError, check_output_path, os_error_line
+from vstlib.errors import VstError, check_output_path, os_error_line
 
 
 # --------------------------------------------------------------------------- config from flags
@@ -43,7 +43,7 @@ def make_config(profile: str, sets: Sequence[str] = ()):
 
 # --------------------------------------------------------------------------- commands
 def cmd_prepare(args) -> int:
-    from vstlib.data import prepare
+    from vstlib.video.prepare import prepare
 
     # the user's paths are read from the current folder (config defaults from VSTLIB_HOME)
     style = _from_cwd(args.style) if args.style else None
@@ -79,7 +79,7 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from vstlib.train import read_log, train
+    from vstlib.rl.train import read_log, train
 
     cfg = make_config(args.profile, list(args.set) + ([f"train.learner={args.learner}"] if args.learner else []))
     t0 = time.perf_counter()
@@ -98,7 +98,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     import pandas as pd
 
-    from vstlib.evaluate import evaluate
+    from vstlib.evaluation.evaluate import evaluate
 
     cfg = make_config(args.profile, args.set)
     t0 = time.perf_counter()
@@ -115,7 +115,7 @@ def cmd_evaluate(args) -> int:
 def cmd_compare(args) -> int:
     import pandas as pd
 
-    from vstlib.compare import compare, summary
+    from vstlib.evaluation.compare import compare, summary
 
     cfg = make_config(args.profile, args.set)
     t0 = time.perf_counter()
@@ -128,9 +128,9 @@ def cmd_compare(args) -> int:
 
 
 def cmd_stylize(args) -> int:
-    from vstlib.checkpoint import load_policy
+    from vstlib.errors import require_file
+    from vstlib.rl.checkpoint import load_policy
     from vstlib.stylize import stylize_video
-    from vstlib.utils import require_file
 
     cfg = make_config(args.profile, args.set)
     device = cfg.train.device                                                  # resolved in make_config
@@ -158,7 +158,7 @@ def reproduce_overrides(args) -> list[str]:
     ``--videos DIR`` is ``data.source=DIR`` and ``--style IMG`` is ``data.style=IMG`` (absolute
     paths: the notebooks run in notebooks/). Checked here, before any notebook starts.
     """
-    from vstlib.utils import require_file
+    from vstlib.errors import require_file
 
     sets = list(args.set)
     if args.videos:
@@ -200,7 +200,7 @@ def cmd_download_weights(args) -> int:
     import torchvision
 
     from vstlib.config import TINY
-    from vstlib.utils import load_torchvision_weights, torch_hub_checkpoint, weights_guard
+    from vstlib.hub import load_torchvision_weights, torch_hub_checkpoint, weights_guard
 
     cfg = make_config(args.profile, args.set)
     jobs = []                                                                  # (what, fetch -> path)
@@ -212,7 +212,11 @@ def cmd_download_weights(args) -> int:
     if cfg.backbone.model_id != TINY:
         from huggingface_hub import hf_hub_download, snapshot_download
 
-        from vstlib.backbones.diffusest.hub import QFORMER_TOKENIZER, hf_cache_dir, missing_files
+        from vstlib.backbones.diffusest.hub import (
+            QFORMER_TOKENIZER,
+            hf_cache_dir,
+            missing_files,
+        )
 
         def hub(repo, files=None):
             with weights_guard(repo, model_ids=[repo]):
@@ -269,8 +273,8 @@ def cmd_download_weights(args) -> int:
 
 def cmd_stand_in_weights(args) -> int:
     """``vst stand-in-weights --profile paper DIR [--scale full|tiny] [--dtype ...]``."""
-    from vstlib import standin
     from vstlib.config import TINY
+    from vstlib.tools import standin
 
     cfg = make_config(args.profile, args.set)
     if cfg.backbone.model_id == TINY:

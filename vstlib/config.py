@@ -112,7 +112,7 @@ class TrainConfig:
     lr: float = 1e-4
     accumulation: int = 4              # transitions per Adam step
     grad_clip: float = 1.0             # max global grad norm (not in the paper); 0 disables clipping
-    learner: str = "reinforce"         # vstlib.learners.LEARNERS: "reinforce" (paper), "rloo", "pathwise"
+    learner: str = "reinforce"         # vstlib.rl.learners.LEARNERS: "reinforce" (paper), "rloo", "pathwise"
     samples: int = 4                   # rloo: K samples (rollouts) per transition
     normalize_advantage: bool = False  # rloo: divide leave-one-out advantages by their std over K
     max_ratio: float = 10.0            # truncated importance ratio pi_new/pi_old for chunks sampled under
@@ -128,7 +128,7 @@ class TrainConfig:
                                        # grids notebook 04 trains (a preset value: each cell is a run)
 
 
-# the rows `vst compare` can add beside the main learner (vstlib.compare says what each is)
+# the rows `vst compare` can add beside the main learner (vstlib.evaluation.compare says what each is)
 COMPARE_METHODS = ("reinforce_paper", "rloo", "obs_pair", "constant", "latent_blend", "pixel_blend", "frozen_first",
                    "direct")
 
@@ -139,7 +139,7 @@ class EvalConfig:
     clip_model: str = TINY             # open_clip architecture; "ViT-B-32" in the paper profile
     clip_pretrained: Optional[str] = None  # "openai" in the paper profile
     warp_error: str = "lai"            # Table 1 warp_error: "lai" (Lai et al. 2018, RGB summed) | "rgb_mean"
-    # issue 11's comparison (vstlib.compare): the competitors and controls scored beside the policy
+    # issue 11's comparison (vstlib.evaluation.compare): the competitors and controls scored beside the policy
     compare: tuple = COMPARE_METHODS   # every row (the cpu preset drops some for its budget)
     control_seeds: int = 0             # seeds of every learned row beside the main learner: the first N
                                        # of train.seeds (0 = all of them, like the main learner)
@@ -356,7 +356,7 @@ def parse_overrides(sets: Sequence[str]) -> dict:
 def load(profile: str = "smoke", sets: Sequence[str] = (), **overrides: Any) -> Config:
     """The entry points' one call (cli, notebooks): a preset, ``--set`` dotlist overrides, keyword
     sections, and ``train.device`` resolved ONCE ("auto" -> "cuda" or "cpu")."""
-    from vstlib.utils import resolve_device
+    from vstlib.runtime import resolve_device
 
     cfg = get_config(profile)
     changes = parse_overrides(sets)

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .utils import InputError, fork_rng, load_torchvision_weights, require_file
+from vstlib.errors import InputError, require_file
+from vstlib.hub import load_torchvision_weights
+from vstlib.runtime import fork_rng
 
 FLO_MAGIC = 202021.25
 RAFT_MIN_SIZE = 128  # see estimate_flow: 1/8 features, 4-level correlation pyramid, >= 2 cells at the top

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import paths, tables
-from .utils import atomic_path, atomic_write_json
+from vstlib import paths
+from vstlib.evaluation import tables
+from vstlib.files import atomic_path, atomic_write_json
 
 ABLATION_COLUMNS = ["grid", "setting", "reward", "content", "style", "temporal", "d_temporal"]
 
@@ -36,7 +37,7 @@ def record_run(cfg, overrides: Sequence[str] = ()) -> None:
 def start(profile: str, overrides: Sequence[str] = ()):
     """A notebook's first cell: resolve the config ONCE (profile + ``overrides``, device),
     record the run, print the banner; returns the config."""
-    from .config import load
+    from vstlib.config import load
 
     overrides = overrides.split() if isinstance(overrides, str) else list(overrides or [])
     cfg = load(profile, overrides)
@@ -53,10 +54,10 @@ def ablation_table(cfg):
     main run's cell reuses run "main". ``d_temporal``: % change of the temporal loss vs the baseline."""
     import pandas as pd
 
-    from .config import ablations
-    from .evaluate import evaluate
-    from .rewards import weighted_reward
-    from .train import train
+    from vstlib.config import ablations
+    from vstlib.evaluation.evaluate import evaluate
+    from vstlib.rl.rewards import weighted_reward
+    from vstlib.rl.train import train
 
     rows = []
     for grid, runs in ablations(cfg).items():
@@ -79,7 +80,7 @@ def ablation_figures(abl, profile: str) -> list:
     """The ablation figures of the grids the profile ran (``train.ablation_grids``): the lr x
     epochs grid as its own figure, every other grid in one; returns the PNG paths. A figure
     whose grid did not run is removed, so no stale figure of another profile stays behind."""
-    from . import figures
+    from vstlib.evaluation import figures
 
     pngs = []
     lr_ep = abl[abl.grid == "lr_epochs"]
@@ -103,7 +104,7 @@ def ablation_figures(abl, profile: str) -> list:
 
 def write_ablation_table(abl, cfg):
     """``paper/tables/ablations.tex`` from :func:`ablation_table`'s frame."""
-    from .rewards import weight
+    from vstlib.rl.rewards import weight
 
     w = "/".join(f"{weight(cfg.reward, t):g}" for t in cfg.reward.terms)
     text = tables.latex_table(
@@ -123,14 +124,14 @@ LEARNER_COLUMNS = ["method", "param", "seeds", "d_warp_error_mean", "d_warp_erro
 
 def learners_summary(df):
     """``compare.summary`` rounded for display (test clips; mean and std over seeds)."""
-    from .compare import summary
+    from vstlib.evaluation.compare import summary
 
     return summary(df).round(2)
 
 
 def write_learners_table(df, cfg):
     """``paper/tables/learners.tex``: every method's change relative to the per-frame baseline."""
-    from .compare import summary
+    from vstlib.evaluation.compare import summary
 
     rows = summary(df).to_dict("records")
     for r in rows:
@@ -152,7 +153,7 @@ def write_learners_table(df, cfg):
 
 def learners_figure(df, profile: str):
     """``figures/pareto.png``: warping error vs style change of every method (test clips)."""
-    from . import figures
+    from vstlib.evaluation import figures
 
     return figures.save(figures.pareto(df), "pareto", profile)[0]
 
@@ -161,10 +162,10 @@ def sample_efficiency_figure(cfg):
     """``figures/sample_efficiency.png``: the training reward of every learner (its seeds' logs)
     against the reward queries it spent, on the main run's reward (issue 11: learners compared
     per query; their seconds are in ``learners.csv``)."""
-    from . import figures
-    from .compare import learned_runs
-    from .rewards import weight
-    from .train import read_log
+    from vstlib.evaluation import figures
+    from vstlib.evaluation.compare import learned_runs
+    from vstlib.rl.rewards import weight
+    from vstlib.rl.train import read_log
 
     curves = {}
     for method, _, c, run in learned_runs(cfg):
@@ -178,7 +179,7 @@ def sample_efficiency_figure(cfg):
 def verification(cfg) -> str:
     """The last cell of the reproduction: every committed number against this run, within
     tolerance (``vstlib.verify``; report in ``results/<profile>/verification.md``)."""
-    from .verify import verify
+    from vstlib.verify import verify
 
     return verify(cfg.profile).line()
 

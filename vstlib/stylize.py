@@ -21,12 +21,16 @@ from typing import Callable, Iterable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from .utils import InputError, aspect_size, atomic_path, progress, to_uint8
+from vstlib.errors import InputError
+from vstlib.files import atomic_path
+from vstlib.runtime import progress
+from vstlib.video.io import to_uint8
+from vstlib.video.resize import aspect_size
 
 
 def frame_chunks(video, short: int, chunk: int = 16, max_frames: Optional[int] = None) -> Iterator[torch.Tensor]:
     """Stream a video as float chunks (n,3,H,W) in [0,1], resized (aspect kept, see aspect_size)."""
-    from .data import iter_frames
+    from vstlib.video.io import iter_frames
 
     buf, size, n = [], None, 0
     for frame in iter_frames(video):                                       # (h,w,3) uint8
@@ -63,8 +67,8 @@ def stylized_chunks(backbone, chunks: Iterable[torch.Tensor], style: torch.Tenso
     OUTPUT latent warped along the input's flow and its visibility; ``flows_fn(frames (m,3,H,W))``
     gives that flow (fw, bw, masks of consecutive pairs). Everything carries across chunk
     boundaries (last frame, latent and output latent), so chunking never changes the output."""
-    from .flow import warp
-    from .rollout import latent_flow
+    from vstlib.flow import warp
+    from vstlib.rl.episodes import latent_flow
 
     use_flow = policy is not None and getattr(policy, "observation", "pair") == "flow"
     if use_flow and flows_fn is None:
@@ -103,7 +107,7 @@ def stylized_chunks(backbone, chunks: Iterable[torch.Tensor], style: torch.Tenso
 def _flows_fn(cfg_flow) -> Callable:
     """Flows of a user's video for a flow-aware policy: the profile's estimator, or OpenCV DIS
     where the profile's flows only exist for synthetic clips ("exact")."""
-    from .flow import get_estimator
+    from vstlib.flow import get_estimator
 
     cfg_flow = cfg_flow if cfg_flow.source != "exact" else dataclasses.replace(cfg_flow, source="dis")
     estimate = get_estimator(cfg_flow.source)
@@ -166,8 +170,8 @@ class Mp4Writer:
 def resolve_style(cfg, style: Optional[str]):
     """(backbone config, style image path) for ``--style``; a backbone may map names to its own
     networks (``select_style`` classmethod, e.g. faststyle's wave|udnie|scream|wreck)."""
-    from .backbones import BACKBONES
-    from .data import _resolve
+    from vstlib.backbones import BACKBONES
+    from vstlib.video.prepare import _resolve
 
     hook = getattr(BACKBONES.get(cfg.backbone.name), "select_style", None)
     if hook is not None:
@@ -178,8 +182,8 @@ def resolve_style(cfg, style: Optional[str]):
 def stylize_video(cfg, video, out, style: Optional[str] = None, policy=None, size: Optional[int] = None,
                   chunk: int = 16, max_frames: Optional[int] = None, device=None) -> dict:
     """Stylize ``video`` into the mp4 ``out`` (see the module doc); returns what was written."""
-    from .backbones import make_backbone
-    from .data import load_image
+    from vstlib.backbones import make_backbone
+    from vstlib.video.io import load_image
 
     out = Path(out)
     if out.suffix.lower() != ".mp4":

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from . import paths
-from .utils import atomic_path, atomic_write_text
+from vstlib import paths
+from vstlib.files import atomic_path, atomic_write_text
 
 RESULT_CSVS = ("table1.csv", "table2.csv", "ablations.csv", "learners.csv")   # what the tables come from
 PUBLISHED = "published.json"                                                   # which profile is committed

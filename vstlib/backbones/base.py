@@ -20,7 +20,8 @@ from typing import Callable, Optional, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-from vstlib.utils import InputError, aspect_size
+from vstlib.errors import InputError
+from vstlib.video.resize import aspect_size
 
 
 @dataclass

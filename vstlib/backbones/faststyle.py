@@ -22,11 +22,11 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .. import cache
-from ..nets.faststyle import PAINTINGS, STYLES, load_faststyle, painting_path
-from ..nets.taef2 import LATENT_CHANNELS, load_taef2
-from ..utils import InputError
-from .base import BaselineOutput, register
+from vstlib import cache
+from vstlib.backbones.base import BaselineOutput, register
+from vstlib.errors import InputError
+from vstlib.nets.faststyle import PAINTINGS, STYLES, load_faststyle, painting_path
+from vstlib.nets.taef2 import LATENT_CHANNELS, load_taef2
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Every vendored file carries ``sha256`` of its tensor contents in its safetensors metadata
 (written by ``scripts/vendor_assets.py``); a missing, truncated or altered file is one
-:class:`~vstlib.utils.InputError` naming it and the fix, never a traceback from deep in torch.
+:class:`~vstlib.errors.InputError` naming it and the fix, never a traceback from deep in torch.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Mapping, Optional
 
 import torch
 
-from ..utils import InputError
+from vstlib.errors import InputError
 
 FIX = ("restore it (`git checkout -- vstlib/assets`) or rebuild the vendored assets with "
        "`python scripts/vendor_assets.py` (needs ../shared/assets)")
@@ -31,9 +31,8 @@ def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
 def load_weights(path: os.PathLike, what: str,
                  shapes: Optional[Mapping[str, tuple]] = None) -> dict[str, torch.Tensor]:
     """``path`` -> {name: float32 tensor}; checks the content hash, expected names/shapes, finiteness."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
-    from safetensors import safe_open
 
     p = os.fspath(path)
     if not os.path.isfile(p):

@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from vstlib.utils import progress
+from vstlib.runtime import progress
 
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]   # (n,4,h,w), timestep -> eps (n,4,h,w)
 

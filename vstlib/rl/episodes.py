@@ -8,7 +8,7 @@ starts fresh. The reward of S_t is
 
     r_t = -(w_style * style(S_t) + w_content * content(S_t, I_t) + w_temp * temporal(S_{t-1}, S_t))
 
-(``rewards.weighted_reward``); the learners (``vstlib.learners``) turn rollouts into updates.
+(``rewards.weighted_reward``); the learners (``vstlib.rl.learners``) turn rollouts into updates.
 
 With ``policy.observation="pair"`` observations never depend on earlier actions, so a whole clip
 is rolled out in one batch. With ``"flow"`` the policy also sees the previous OUTPUT latent
@@ -26,8 +26,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from vstlib import clips
-from vstlib.utils import InputError, fork_rng, resolve_device
+from vstlib.errors import InputError
+from vstlib.runtime import fork_rng, resolve_device
+from vstlib.video import clips
 
 CRITIC_SEED = 0  # random smoke critics (VGG, LPIPS trunk) are the same networks in every run
 
@@ -218,7 +219,7 @@ def make_stylizer(cfg, device):
 
 def make_reward_model(cfg_reward, style: torch.Tensor, device):
     """The frozen critics; random smoke critics are always the same networks (CRITIC_SEED)."""
-    from vstlib.rewards import RewardModel
+    from vstlib.rl.rewards import RewardModel
 
     device = torch.device(device)
     with fork_rng(device):
@@ -266,7 +267,7 @@ def act(policy, L: torch.Tensor, lat_bw: Optional[torch.Tensor], lat_mask: Optio
     reparametrised sample, a - mu = sigma * eps would cancel mu's gradient), hence no graph here.
     """
     from vstlib.flow import warp
-    from vstlib.policy import log_prob
+    from vstlib.rl.policy import log_prob
 
     K, n = samples, L.shape[0] - 1
     if getattr(policy, "observation", "pair") == "pair":                       # batched over t

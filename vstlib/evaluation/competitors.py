@@ -1,7 +1,7 @@
 """Competitors and controls scored beside the learned policy (issue 11): what a learner must beat.
 
 Each method turns one episode (a clip with its baseline, latents and the input's flows) into
-stylized frames S (T,3,H,W); ``vstlib.compare`` scores them like the policy.
+stylized frames S (T,3,H,W); ``vstlib.evaluation.compare`` scores them like the policy.
 
     latent_blend   L^out_t = L_t + b v_t (warp(L^out_{t-1}) - L_t), S_t = render(L^out_t)
                    (flow-guided blending in the latent the policy acts on; training-free)
@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from vstlib.flow import warp
-from vstlib.rollout import Episode, render_actions
+from vstlib.rl.episodes import Episode, render_actions
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@
     LEARNERS = {"reinforce": ..., "rloo": ..., "pathwise": ...}
     loss, rec = LEARNERS[name].loss(policy, ep, tr, chunk, stylizer, reward_model, cfg)
 
-The trainer (``vstlib.train``) rolls each clip out once (``rollout``, K = ``samples(cfg)``
+The trainer (``vstlib.rl.train``) rolls each clip out once (``rollout``, K = ``samples(cfg)``
 episodes, no graph), then calls ``loss`` for each chunk of ``train.accumulation`` transitions
 and takes one Adam step per chunk. Every loss is divided by the REAL chunk size (the last chunk
 of a clip may be shorter).
@@ -32,8 +32,8 @@ from typing import Callable
 
 import torch
 
-from vstlib import policy as policy_lib
-from vstlib.rollout import policy_dist
+from vstlib.rl import policy as policy_lib
+from vstlib.rl.episodes import policy_dist
 
 
 # --------------------------------------------------------------------------- advantages
@@ -133,7 +133,7 @@ def gradient_cosine(policy, ep, stylizer, reward_model, cfg, learner: str = "rei
     reward, over the mean's parameters (sigma excluded). ~1: the advantage carries the direction;
     ~0: noise (the paper's setting: ~0.03 for one sample at sigma 0.1 on real models).
     """
-    from vstlib.rollout import rollout
+    from vstlib.rl.episodes import rollout
 
     params = [p for n, p in policy.named_parameters() if n != "log_sigma"]
     chunk = torch.arange(ep.n_steps, device=ep.obs.device)

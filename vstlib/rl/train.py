@@ -5,7 +5,7 @@
 One epoch walks the train clips (order shuffled by seed + epoch). Each clip is rolled out
 once (K x (T-1) transitions, no graph; K = 1 except for RLOO); the transitions are then consumed
 in chunks of ``cfg.train.accumulation``, one Adam step per chunk, whose loss the learner
-``cfg.train.learner`` computes (``vstlib.learners``: "reinforce" is the paper's
+``cfg.train.learner`` computes (``vstlib.rl.learners``: "reinforce" is the paper's
 
     loss = -(w_t * log pi(a_t | L_{t-1}, L_t) * A_t).mean over the chunk,   A_t = r_t - r_t^baseline
 
@@ -14,7 +14,7 @@ log pi is recomputed per chunk under the current weights (a graph kept across an
 would hold stale, in-place-modified parameters). The global gradient norm is clipped to
 ``train.grad_clip`` (not in the paper; 0 disables it). A NaN/Inf reward or gradient skips the update.
 
-Checkpoints (``vstlib.checkpoint``: safetensors + JSON, no pickle) hold the policy, Adam's
+Checkpoints (``vstlib.rl.checkpoint``: safetensors + JSON, no pickle) hold the policy, Adam's
 state, the counters and the RNG state; they are written at clip boundaries (the actions of a
 clip are sampled once for all its chunks) as soon as ``checkpoint_every`` updates have passed. ``train(resume=True)``
 continues the same curve: an interrupted run and an uninterrupted one log the same lines and
@@ -32,14 +32,29 @@ import numpy as np
 import torch
 
 from vstlib import paths
-from vstlib import policy as policy_lib
-from vstlib.checkpoint import (CKPT, CKPT_JSON, POLICY, load_checkpoint, repair_policy, run_lock, save_checkpoint,
-                               save_policy)
-from vstlib.clips import load_manifest
-from vstlib.learners import get_learner
-from vstlib.rollout import build_episode, crop_episode, make_env, random_box, rollout
-from vstlib.utils import (InputError, append_jsonl, atomic_write_json, atomic_write_text, progress,
-                          read_jsonl, resolve_device, seed_everything)
+from vstlib.errors import InputError
+from vstlib.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from vstlib.rl import policy as policy_lib
+from vstlib.rl.checkpoint import (
+    CKPT,
+    CKPT_JSON,
+    POLICY,
+    load_checkpoint,
+    repair_policy,
+    run_lock,
+    save_checkpoint,
+    save_policy,
+)
+from vstlib.rl.episodes import (
+    build_episode,
+    crop_episode,
+    make_env,
+    random_box,
+    rollout,
+)
+from vstlib.rl.learners import get_learner
+from vstlib.runtime import progress, resolve_device, seed_everything
+from vstlib.video.clips import load_manifest
 
 LOG = "log.jsonl"
 

@@ -11,8 +11,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from . import paths
-from .tables import marked
+from vstlib import paths
+from vstlib.evaluation.tables import marked
 
 SMOOTH = 5  # moving-average window of the training curves (updates)
 

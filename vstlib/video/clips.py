@@ -20,9 +20,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import cache, paths
-from .flow import get_estimator
-from .utils import InputError, require_file, to_tensor
+from vstlib import cache, paths
+from vstlib.errors import InputError, require_file
+from vstlib.flow import get_estimator
+from vstlib.video.io import to_tensor
 
 EXACT_FLOW = "flow_exact.npz"
 FLOW_KEYS = ("fw", "bw", "mask_fw", "mask_bw")

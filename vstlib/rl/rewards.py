@@ -26,9 +26,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vstlib.errors import InputError
 from vstlib.flow import resize_flow, warp
-from vstlib.models import CONTENT_NETS, IMAGENET_MEAN, IMAGENET_STD, STYLE_NETS, pick
-from vstlib.utils import InputError
+from vstlib.nets.perceptual import (
+    CONTENT_NETS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    STYLE_NETS,
+    pick,
+)
 
 Device = Union[str, torch.device]
 

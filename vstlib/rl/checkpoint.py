@@ -21,10 +21,12 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
+
 from vstlib import cache
 from vstlib.config import PolicyConfig, section_from_dict
-from vstlib.policy import LatentPolicy
-from vstlib.utils import InputError, VstError, atomic_write_json, require_file
+from vstlib.errors import InputError, VstError, require_file
+from vstlib.files import atomic_write_json
+from vstlib.rl.policy import LatentPolicy
 
 CKPT = "checkpoint.safetensors"
 CKPT_JSON = "checkpoint.json"

@@ -31,12 +31,14 @@ import time
 
 import torch
 
-from vstlib import methods, paths
-from vstlib.clips import load_manifest
-from vstlib.evaluate import clip_losses, evaluate
-from vstlib.rollout import build_episode, crop_episode, make_env
-from vstlib.train import read_log, train
-from vstlib.utils import atomic_path, progress, resolve_device
+from vstlib import paths
+from vstlib.evaluation import competitors as methods
+from vstlib.evaluation.evaluate import clip_losses, evaluate
+from vstlib.files import atomic_path
+from vstlib.rl.episodes import build_episode, crop_episode, make_env
+from vstlib.rl.train import read_log, train
+from vstlib.runtime import progress, resolve_device
+from vstlib.video.clips import load_manifest
 
 METRICS = ("warp_error", "temporal", "style", "content", "edge_corr")
 COLUMNS = ["method", "seed", "split", "param", *METRICS, "d_warp_error", "d_style", "d_content", "n_clips",
@@ -80,7 +82,7 @@ def _label(c) -> str:
 
 
 def _weights(c) -> str:
-    from vstlib.rewards import weight
+    from vstlib.rl.rewards import weight
 
     return "weights " + "/".join(f"{weight(c.reward, t):g}" for t in c.reward.terms)
 

@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vstlib.config import TINY
-from vstlib.utils import fork_rng, load_torchvision_weights, weights_guard
+from vstlib.hub import load_torchvision_weights, weights_guard
+from vstlib.runtime import fork_rng
 
 Device = Union[str, torch.device]
 

@@ -20,10 +20,12 @@ from pathlib import Path
 import torch
 
 from vstlib import paths
-from vstlib.checkpoint import CKPT, POLICY, load_policy
-from vstlib.clips import load_manifest
-from vstlib.rollout import build_episode, make_env, policy_frames
-from vstlib.utils import InputError, atomic_path, atomic_write_json, progress, resolve_device
+from vstlib.errors import InputError
+from vstlib.files import atomic_path, atomic_write_json
+from vstlib.rl.checkpoint import CKPT, POLICY, load_policy
+from vstlib.rl.episodes import build_episode, make_env, policy_frames
+from vstlib.runtime import progress, resolve_device
+from vstlib.video.clips import load_manifest
 
 METHODS = ("baseline", "policy")
 REFERENCES = ("input", "per-frame")            # Table 1 only: the clip itself, the stylizer's own frames
@@ -39,7 +41,7 @@ def clip_losses(S: torch.Tensor, frames: torch.Tensor, flows: dict, reward_model
     ``reward.loss_size`` (frames, flows and masks resized by ``reward_model.loss_inputs``).
 
     ``warp_error``: its definition (rewards.warping_error; "lai" = Lai et al. 2018, summed over RGB)."""
-    from vstlib.rewards import temporal_loss, warping_error
+    from vstlib.rl.rewards import temporal_loss, warping_error
 
     f = {k: flows[k].to(S) for k in ("fw", "bw", "mask_fw", "mask_bw")}        # (T-1,...) each
     S, frames, f = reward_model.loss_inputs(S, frames.to(S), f)               # at the loss size
@@ -97,8 +99,8 @@ def evaluate(cfg, run: str = "main", policy=None, splits: tuple = SPLITS) -> dic
     """
     import pandas as pd
 
-    from vstlib.models import EMBEDDER_NAMES
-    from vstlib.tables import profile_note
+    from vstlib.evaluation.tables import profile_note
+    from vstlib.nets.perceptual import EMBEDDER_NAMES
 
     device = resolve_device(cfg.train.device)
     manifest = load_manifest(cfg.profile)                                      # prepared data first
@@ -190,7 +192,7 @@ def _read_eval_entries(path) -> dict:
 @torch.no_grad()
 def _score_clips(cfg, policy, clips: list, device) -> dict:
     """{(split, clip): {"table1": rows, "table2": rows}} of the policy and the reference rows."""
-    from vstlib.models import EMBEDDERS, pick
+    from vstlib.nets.perceptual import EMBEDDERS, pick
 
     stylizer, reward_model, style = make_env(cfg, device)
     embed = pick(EMBEDDERS, cfg.eval.embedder, "evaluation embedder")(cfg.eval, device)
@@ -256,7 +258,7 @@ def flicker_curves(cfg, clip_id: str, policy=None) -> dict:
 @torch.no_grad()
 def episode_flicker(ep, reward_model, S_policy=None) -> dict:
     """``flicker_curves`` of a built episode, with the policy's frames (T,3,H,W) if already rendered."""
-    from vstlib.rewards import warping_error
+    from vstlib.rl.rewards import warping_error
 
     runs = {"input": ep.frames.float()}
     if getattr(ep.base, "per_frame", None) is not None:

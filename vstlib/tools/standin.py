@@ -48,9 +48,10 @@ from typing import Iterable
 
 import torch
 
-from .utils import InputError, atomic_path, atomic_write_json, atomic_write_text
+from vstlib.errors import InputError
+from vstlib.files import atomic_path, atomic_write_json, atomic_write_text
+from vstlib.hub import MARKER
 
-MARKER = "STAND-IN-WEIGHTS.txt"
 BLIP_REPO = "Salesforce/blipdiffusion"
 BERT_REPO = "bert-base-uncased"
 CLIP_REPO = "timm/vit_base_patch32_clip_224.openai"
@@ -183,13 +184,19 @@ def _seeded(seed: int):
 
 def _write_blipdiffusion(cache: Path, scale: str, dtype: torch.dtype, seed: int = 0) -> Path:
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from diffusers.pipelines.deprecated.blip_diffusion.blip_image_processing import BlipImageProcessor
-    from diffusers.pipelines.deprecated.blip_diffusion.modeling_blip2 import Blip2QFormerModel
-    from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import ContextCLIPTextModel
+    from diffusers.pipelines.deprecated.blip_diffusion.blip_image_processing import (
+        BlipImageProcessor,
+    )
+    from diffusers.pipelines.deprecated.blip_diffusion.modeling_blip2 import (
+        Blip2QFormerModel,
+    )
+    from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import (
+        ContextCLIPTextModel,
+    )
     from transformers import CLIPTextConfig, CLIPTokenizer
     from transformers.models.blip_2.configuration_blip_2 import Blip2Config
 
-    from .backbones.diffusest.tiny import SD15_UNET, SD15_VAE, TINY_UNET, TINY_VAE
+    from vstlib.backbones.diffusest.tiny import SD15_UNET, SD15_VAE, TINY_UNET, TINY_VAE
 
     full = scale == "full"
     snap = _Snapshot(cache, BLIP_REPO, scale)
@@ -287,7 +294,7 @@ def write_standin_weights(root: os.PathLike, scale: str = "full", parts: Iterabl
     # the marker first: even a partial folder says what it is
     atomic_write_text(root / MARKER, (
         "STAND-IN WEIGHTS: random weights with the real architectures, in the real cache layouts.\n"
-        "Written by `vst stand-in-weights` (vstlib.standin) for rehearsals without downloads.\n"
+        "Written by `vst stand-in-weights` (vstlib.tools.standin) for rehearsals without downloads.\n"
         "Nothing computed from them is a result.\n"
         f"scale: {scale}\nparts: {', '.join(parts)}\ndtype: {dtype}\nseed: {seed}\n"
         f"use: {' '.join(f'{k}={v}' for k, v in standin_env(root).items())}\n"))
@@ -307,17 +314,5 @@ def write_standin_weights(root: os.PathLike, scale: str = "full", parts: Iterabl
     return out
 
 
-def weights_are_standin() -> bool:
-    """True when the Hugging Face or torch cache in use lies in a stand-in folder (tables mark it)."""
-    roots = [os.environ.get(k) for k in ("HF_HUB_CACHE", "HF_HOME", "TORCH_HOME")]
-    return any(is_standin(r) for r in roots if r)
-
-
-def is_standin(path: os.PathLike) -> bool:
-    """True when ``path`` lies inside a stand-in folder (a parent holds the marker)."""
-    p = Path(path).resolve()
-    return any((q / MARKER).exists() for q in (p, *p.parents))
-
-
-__all__ = ["write_standin_weights", "standin_env", "hub_cache", "torch_checkpoints", "is_standin", "weights_are_standin",
-           "MODEL_INDEX", "PNDM_CONFIG", "SD15_TEXT", "BLIP2_QFORMER", "MARKER", "PARTS"]
+__all__ = ["write_standin_weights", "standin_env", "hub_cache", "torch_checkpoints",
+           "MODEL_INDEX", "PNDM_CONFIG", "SD15_TEXT", "BLIP2_QFORMER", "PARTS"]
