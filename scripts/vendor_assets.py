@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from vstlib import paths
 from vstlib.files import atomic_path, atomic_write_text
 from vstlib.nets import darknet, faststyle, taef2
-from vstlib.nets.weights import tensor_digest
+from vstlib.cache import content_hash
 from vstlib.video.io import read_frames
 
 N_FRAMES, SIZE, CRF = 20, 256, 10
@@ -78,7 +78,7 @@ def save_fp16(path: Path, tensors: dict, shapes: dict, source: str) -> None:
         raise SystemExit(f"{source}: a value overflows fp16")
     with atomic_path(path) as tmp:
         # one metadata key: safetensors writes a multi-key metadata map in a random order
-        save_file(half, str(tmp), metadata={"sha256": tensor_digest(half)})
+        save_file(half, str(tmp), metadata={"sha256": content_hash(half)})
 
 
 # --------------------------------------------------------------------------- weights

@@ -110,6 +110,6 @@ def test_stylize_is_disk_cached(built):
 
 def test_unknown_backbone_name():
     cfg = replace(get_config("smoke").backbone, name="nope")
-    with pytest.raises(InputError, match=r"unknown backbone.name 'nope'.*diffusest") as err:
+    with pytest.raises(InputError, match=r"unknown backbone 'nope' \(set backbone.name\).*diffusest") as err:
         make_backbone(cfg, "cpu")
     assert "\n" not in str(err.value)

@@ -45,9 +45,9 @@ def test_parse_set():
 
 
 def test_unknown_comparison_row_is_one_line_not_a_silently_missing_row(capsys):
-    assert main(["compare", "--profile", "smoke", "--set", "eval.compare=[reinforce_paper,rlo]"]) == 2
+    assert main(["compare", "--profile", "smoke", "--set", "compare.methods=[reinforce_paper,rlo]"]) == 2
     line = _err_line(capsys)
-    assert "'rlo'" in line and "rloo" in line and "choose from" in line
+    assert "'rlo'" in line and "rloo" in line and "choose one of" in line
 
 
 def test_stylize_writes_a_playable_mp4(clip, home, capsys):

@@ -21,7 +21,7 @@ from vstlib.video.io import (
     to_uint8,
 )
 from vstlib.video.prepare import prepare, split_clips
-from vstlib.video.resize import aspect_size, resize
+from vstlib.video.resize import resize_uint8, short_side_size
 from vstlib.video.synthetic import PHOTOS, make_style_image, make_synthetic_clip
 
 
@@ -94,7 +94,7 @@ def test_read_frames_mp4_gif_and_folder(tmp_path, write_video, smooth_frames):
     # first N frames, resized: short side + centre crop, per frame
     small = read_frames(folder, max_frames=3, size=24)
     assert small.shape == (3, 24, 24, 3)
-    want = resize(smooth_frames[2], 24)
+    want = resize_uint8(smooth_frames[2], 24)
     assert np.array_equal(small[2], want)
     assert read_frames(folder, size=(16, 20)).shape == (6, 16, 20, 3)
 
@@ -286,14 +286,27 @@ def test_paper_profile_prepares_at_short_side_512_without_crops():
 
 def test_resize_short_side_keeps_the_aspect_ratio(smooth_frames):
     f = smooth_frames[0]                                                   # (48,64,3)
-    assert resize(f, 24).shape == (24, 24, 3)                          # "fit": square crop (cpu, smoke)
-    assert resize(f, 24, "short_side").shape == (24, 32, 3)            # short side 24, 4:3 kept
-    assert resize(f.transpose(1, 0, 2), 24, "short_side").shape == (32, 24, 3)   # portrait too
-    assert resize(f, 48, "short_side") is f                            # already there: untouched
+    assert resize_uint8(f, 24).shape == (24, 24, 3)                        # "fit": square crop (cpu, smoke)
+    assert resize_uint8(f, 24, "short_side").shape == (24, 32, 3)          # short side 24, 4:3 kept
+    assert resize_uint8(f.transpose(1, 0, 2), 24, "short_side").shape == (32, 24, 3)   # portrait too
+    assert resize_uint8(f, 48, "short_side") is f                          # already there: untouched
     # 512 x 910 (16:9 at 512) is not a multiple of 8: the long side rounds to 912, the short stays 512
-    assert aspect_size(720, 1280, 512) == (512, 912)
+    assert short_side_size(720, 1280, 512) == (512, 912)
+    assert short_side_size(40, 72, 40) == (40, 72) and short_side_size(1920, 1080, 256) == (456, 256)
+    assert short_side_size(100, 100, 30) == (32, 32) and short_side_size(100, 150, 30, multiple=1) == (30, 45)
     with pytest.raises(ValueError, match="resize"):
-        resize(f, 24, "crop")
+        resize_uint8(f, 24, "crop")
+
+
+def test_fit_crops_the_centre_then_resizes():
+    """A 40x60 image whose outer 10-px columns are black and centre white: "fit" to 20x20 keeps the
+    centre 40x40, all white; "fit" to its own aspect ratio (20x30) crops nothing, so the black
+    columns reach the edges."""
+    img = np.full((40, 60, 3), 255, np.uint8)
+    img[:, :10] = img[:, 50:] = 0
+    assert resize_uint8(img, 20, "fit").min() == 255
+    wide = resize_uint8(img, (20, 30), "fit")
+    assert wide.shape == (20, 30, 3) and wide[:, 0].max() < 128 and wide[:, 15].min() == 255
 
 
 def test_prepare_non_square_video_short_side_keeps_aspect(vst_home, write_video, smooth_frames):
@@ -314,8 +327,7 @@ def test_prepare_non_square_video_short_side_keeps_aspect(vst_home, write_video,
     assert fl["fw"].shape == (2, 2, 24, 32) and fl["mask_bw"].shape == (2, 1, 24, 32)
     # the whole frame: the prepared frame is the video frame resized, nothing cut off
     ref = read_frames(vids / "wide.mp4", 3)
-    want = np.asarray(Image.fromarray(ref[1]).resize((32, 24), Image.Resampling.BICUBIC))
-    assert np.array_equal(to_uint8(frames[1]), want)
+    assert np.array_equal(to_uint8(frames[1]), resize_uint8(ref[1], 24, "short_side"))
     # re-running reuses the clip (valid non-square clip.json); "fit" rebuilds it square
     assert prepare(cfg) == m
     prepare(cfg.override(data={"resize": "fit"}))

@@ -19,9 +19,9 @@ from vstlib.errors import InputError
 from vstlib.flow import dis_flow
 from vstlib.nets import darknet, faststyle, taef2
 from vstlib.nets.weights import load_weights
-from vstlib.rl.rewards import warping_error
+from vstlib.evaluation.metrics import warping_error
 from vstlib.video.io import load_image, read_frames, to_tensor
-from vstlib.video.resize import resize
+from vstlib.video.resize import resize_uint8
 
 CLIP = paths.ASSETS / "clips" / "wolf.mp4"
 
@@ -49,7 +49,7 @@ def photo():
     """scikit-image's astronaut (a known photo), short side 256, centre crop: (1,3,256,256)."""
     import skimage.data
 
-    return to_tensor(resize(skimage.data.astronaut(), 256))[None]
+    return to_tensor(resize_uint8(skimage.data.astronaut(), 256))[None]
 
 
 def psnr(a, b):
@@ -275,14 +275,14 @@ def test_faststyle_backbone_latents_and_differentiable_render():
 def test_dis_is_a_registered_flow_estimator():
     """cfg.flow.source="dis" on a texture translated by (+3, +1) px: fw ~ (3, 1), bw ~ (-3, -1)."""
     from vstlib.config import get_config
-    from vstlib.flow import FLOW_ESTIMATORS, get_estimator
+    from vstlib.flow import FLOW_ESTIMATORS
 
     assert "dis" in FLOW_ESTIMATORS
     g = torch.Generator().manual_seed(0)
     big = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 12, generator=g), size=(96, 96), mode="bicubic",
                                           align_corners=False).clamp(0, 1)
     frames = torch.cat([big[..., 10:74, 10:74], big[..., 9:73, 7:71]])           # content moves right 3, down 1
-    out = get_estimator("dis")(frames, get_config("cpu").flow)
+    out = FLOW_ESTIMATORS.pick("dis")(frames, get_config("cpu").flow)
     assert set(out) == {"fw", "bw", "mask_fw", "mask_bw"} and out["fw"].shape == (1, 2, 64, 64)
     inner = (slice(None), slice(None), slice(12, 52), slice(12, 52))
     assert torch.allclose(out["fw"][inner].median(-1).values.median(-1).values, torch.tensor([[3.0, 1.0]]), atol=0.3)
@@ -338,15 +338,15 @@ def test_presets_policy_channels_follow_the_backbone():
 def test_cpu_preset_names_vendored_inputs():
     from vstlib.config import get_config
     from vstlib.nets.faststyle import painting_path
-    from vstlib.video.prepare import _resolve, _sources
+    from vstlib.video.prepare import _sources, resolve_path
 
     cfg = get_config("cpu")
-    assert _resolve(cfg.data.style) == painting_path(cfg.backbone.style_net)     # R = the network's painting
+    assert resolve_path(cfg.data.style) == painting_path(cfg.backbone.style_net)     # R = the network's painting
     ids = [cid for cid, _, _ in _sources(cfg, None)]
     assert len(ids) == 7 and "sintel-market-demo" in ids
 
 
-def test_cpu_full_preset_is_the_cpu_profile_with_every_row_of_issue_11():
+def test_cpu_full_preset_is_the_cpu_profile_with_every_row():
     """cpu-full differs from cpu in values only, and only in WHAT is run (seeds, rows, grids), never
     in how a run trains or scores: its main run equals cpu's. Every learned row gets >= 3 seeds."""
     from dataclasses import replace
@@ -355,11 +355,12 @@ def test_cpu_full_preset_is_the_cpu_profile_with_every_row_of_issue_11():
     from vstlib.evaluation.compare import learned_runs
 
     cpu, full = get_config("cpu"), get_config("cpu-full")
-    assert replace(full, profile="cpu", train=cpu.train, eval=cpu.eval) == cpu
+    assert replace(full, profile="cpu", train=cpu.train, compare=cpu.compare) == cpu
+    assert full.eval == cpu.eval                                              # scored the same way
     assert replace(full.train, ablation_grids=cpu.train.ablation_grids) == cpu.train
     assert {"learner", "observation"} <= set(full.train.ablation_grids)
-    assert {"reinforce_paper", "rloo", "obs_pair", "constant", "direct"} <= set(full.eval.compare)
-    assert len(full.eval.frontier) >= 2 and full.eval.control_seeds == 0
+    assert full.compare.methods == () and full.compare.control_seeds == 0      # every row, every seed
+    assert len(full.compare.frontier) >= 2
     seeds = {}
     for method, s, _, _ in learned_runs(full):
         seeds.setdefault(method, set()).add(s)

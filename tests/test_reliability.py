@@ -12,19 +12,13 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from conftest import isolated_home
+from conftest import isolated_home, tiny
 
 from vstlib import paths
 from vstlib.cli import main
 from vstlib.config import get_config
 
-TINY = dict(
-    data={"n_clips": 2, "n_frames": 3, "size": 32, "motion_threshold": 0.0, "train_fraction": 0.5,
-          "synthetic_images": ["coffee", "chelsea"]},
-    backbone={"resolution": 32, "num_inference_steps": 2, "num_inversion_steps": 2, "batch_size": 4},
-    policy={"hidden": 8, "gate_init": 0.0},
-    train={"epochs": 1, "accumulation": 2, "checkpoint_every": 1, "lr": 1e-3, "device": "cpu"},
-)
+TINY = tiny(data={"n_clips": 2, "n_frames": 3, "train_fraction": 0.5, "synthetic_images": ["coffee", "chelsea"]})
 # the same config as --set flags for `vst`
 SETS = ["--profile", "smoke"] + [a for sec, d in TINY.items() for k, v in d.items() for a in ("--set", f"{sec}.{k}={json.dumps(v)}")]
 

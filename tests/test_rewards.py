@@ -14,13 +14,13 @@ from vstlib.config import get_config
 from vstlib.errors import InputError
 from vstlib.nets import perceptual as models
 from vstlib.paths import SINTEL
+from vstlib.evaluation.metrics import warping_error
 from vstlib.rl.rewards import (
     ContentLoss,
     RewardModel,
     StyleLoss,
     gram,
     temporal_loss,
-    warping_error,
     weighted_reward,
 )
 

@@ -193,64 +193,12 @@ def cmd_publish(args) -> int:
 
 
 def cmd_download_weights(args) -> int:
-    """Fetch every pretrained weight the profile uses; say where each one is cached.
-
-    Every item is tried (one failure does not hide the others); any failure exits 2.
-    """
-    import torchvision
-
-    from vstlib.config import TINY
-    from vstlib.hub import load_torchvision_weights, torch_hub_checkpoint, weights_guard
+    """Fetch every pretrained weight the profile uses; say where each one is cached. Every item is
+    tried (one failure does not hide the others); any failure exits 2."""
+    from vstlib.downloads import download_jobs, fix_for_failures
 
     cfg = make_config(args.profile, args.set)
-    jobs = []                                                                  # (what, fetch -> path)
-
-    def tv(enum, what):
-        jobs.append((what, lambda: (load_torchvision_weights(enum, what),
-                                    torch_hub_checkpoint(Path(enum.url).name))[1]))
-
-    if cfg.backbone.model_id != TINY:
-        from huggingface_hub import hf_hub_download, snapshot_download
-
-        from vstlib.backbones.diffusest.hub import (
-            QFORMER_TOKENIZER,
-            hf_cache_dir,
-            missing_files,
-        )
-
-        def hub(repo, files=None):
-            with weights_guard(repo, model_ids=[repo]):
-                if files is None:
-                    return Path(snapshot_download(repo, cache_dir=hf_cache_dir()))
-                return Path([hf_hub_download(repo, f, cache_dir=hf_cache_dir()) for f in files][0]).parent
-
-        def blip():
-            root = hub(cfg.backbone.model_id)
-            gone = missing_files(root)       # snapshot_download offline returns an incomplete folder as is
-            if gone:
-                raise VstError(f"the snapshot lacks {', '.join(gone)}", root,
-                               f"delete {root.parent.parent} and download it again")
-            return root
-        jobs.append((cfg.backbone.model_id, blip))
-        jobs.append((f"{QFORMER_TOKENIZER} (Q-Former tokenizer)",
-                     lambda: hub(QFORMER_TOKENIZER, ["vocab.txt", "tokenizer_config.json", "config.json"])))
-    if cfg.reward.vgg_weights:
-        tv(getattr(torchvision.models.VGG19_Weights, cfg.reward.vgg_weights), "VGG19 (style loss)")
-    if cfg.reward.lpips_pretrained:
-        tv(torchvision.models.AlexNet_Weights.IMAGENET1K_V1, "AlexNet (LPIPS trunk)")
-    if cfg.flow.source == "raft" and cfg.flow.raft_weights:
-        enum = {"raft_large": torchvision.models.optical_flow.Raft_Large_Weights,
-                "raft_small": torchvision.models.optical_flow.Raft_Small_Weights}[cfg.flow.raft]
-        tv(getattr(enum, cfg.flow.raft_weights), f"RAFT ({cfg.flow.raft})")
-    if cfg.eval.clip_model != TINY and cfg.eval.clip_pretrained:
-        import open_clip
-
-        def clip():
-            pcfg = open_clip.get_pretrained_cfg(cfg.eval.clip_model, cfg.eval.clip_pretrained)
-            ids = [x for x in [(pcfg or {}).get("hf_hub", "").strip("/")] if x]
-            with weights_guard(f"CLIP {cfg.eval.clip_model} ({cfg.eval.clip_pretrained})", model_ids=ids):
-                return Path(open_clip.download_pretrained(pcfg))
-        jobs.append((f"CLIP {cfg.eval.clip_model}/{cfg.eval.clip_pretrained}", clip))
+    jobs = download_jobs(cfg)
     if not jobs:
         print(f"profile {cfg.profile!r} uses only tiny random or vendored models (vstlib/assets): nothing to download")
         return 0
@@ -262,12 +210,7 @@ def cmd_download_weights(args) -> int:
             failed.append(what)
             print(f"{what}: FAILED: {' '.join(str(err).split())}", file=sys.stderr)
     if failed:
-        from vstlib.backbones.diffusest.hub import offline
-
-        fix = ("HF_HUB_OFFLINE is set, so nothing can be downloaded: unset it (`unset HF_HUB_OFFLINE`) on a "
-               "machine with network and rerun `vst download-weights`" if offline() else
-               "check the network connection and rerun `vst download-weights`")
-        raise VstError(f"{len(failed)} of {len(jobs)} downloads failed ({', '.join(failed)})", fix=fix)
+        raise VstError(f"{len(failed)} of {len(jobs)} downloads failed ({', '.join(failed)})", fix=fix_for_failures())
     return 0
 
 

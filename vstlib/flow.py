@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from vstlib.errors import InputError, require_file
 from vstlib.hub import load_torchvision_weights
+from vstlib.registry import Registry
 from vstlib.runtime import fork_rng
 
 FLO_MAGIC = 202021.25
@@ -66,6 +67,27 @@ def resize_flow(flow: torch.Tensor, size: tuple) -> torch.Tensor:
         return flow
     out = F.interpolate(flow, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
     return out * torch.tensor([w / W, h / H], device=flow.device, dtype=flow.dtype).view(1, 2, 1, 1)
+
+
+def latent_flow(flows: dict, h: int, w: int) -> tuple:
+    """The input's backward flow and visibility on a latent grid (h, w): (bw (T-1,2,h,w), vis (T-1,1,h,w)).
+
+    Area-averaged; the displacement is divided by the downsampling factor of each axis (a move of
+    8 pixels is one latent cell at factor 8); vis = the share of a cell's pixels that are visible.
+    """
+    bw, mask = flows["bw"].float(), flows["mask_bw"].float()                    # (T-1,2,H,W), (T-1,1,H,W)
+    H, W = bw.shape[-2:]
+    lat = F.interpolate(bw, size=(h, w), mode="area")                          # (T-1,2,h,w)
+    lat = torch.stack([lat[:, 0] * (w / W), lat[:, 1] * (h / H)], dim=1)      # x by w/W, y by h/H
+    return lat.contiguous(), F.interpolate(mask, size=(h, w), mode="area").contiguous()
+
+
+def masked_mean(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of diff (N,C,H,W) over pixels where mask (N,1,H,W) is 1 (soft weights allowed): (N,);
+    0 where nothing is visible."""
+    num = (diff * mask).flatten(1).sum(1)                                     # (N,)
+    den = mask.flatten(1).sum(1) * diff.shape[1]                              # (N,) visible values
+    return num / den.clamp_min(1.0)
 
 
 def inside_mask(flow: torch.Tensor) -> torch.Tensor:
@@ -206,21 +228,8 @@ def estimate_flow(frames_a: torch.Tensor, frames_b: torch.Tensor, model: str = "
 
 # --------------------------------------------------------------------------- estimators
 # cfg.flow.source -> fn(frames (T,3,H,W) in [0,1], cfg_flow, exact) -> dict(fw, bw (T-1,2,H,W),
-# mask_fw, mask_bw (T-1,1,H,W)). A new estimator (e.g. "dis") is one function and one decorator.
-FLOW_ESTIMATORS: dict[str, Callable] = {}
-
-
-def register_flow(name: str):
-    def deco(fn):
-        FLOW_ESTIMATORS[name] = fn
-        return fn
-    return deco
-
-
-def get_estimator(name: str) -> Callable:
-    if name not in FLOW_ESTIMATORS:
-        raise ValueError(f"unknown flow source {name!r}; use one of {sorted(FLOW_ESTIMATORS)}")
-    return FLOW_ESTIMATORS[name]
+# mask_fw, mask_bw (T-1,1,H,W)). A new estimator is one function and one decorator.
+FLOW_ESTIMATORS = Registry("flow source", "flow.source")
 
 
 def with_masks(fw: torch.Tensor, bw: torch.Tensor, method: str = "sundaram") -> dict:
@@ -228,7 +237,7 @@ def with_masks(fw: torch.Tensor, bw: torch.Tensor, method: str = "sundaram") -> 
     return {"fw": fw, "bw": bw, "mask_fw": occlusion_mask(fw, bw, method), "mask_bw": occlusion_mask(bw, fw, method)}
 
 
-@register_flow("exact")
+@FLOW_ESTIMATORS.register("exact")
 def exact_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
     """The known flows of a synthetic clip (made with the clip, passed in as ``exact``)."""
     if exact is None:
@@ -236,7 +245,7 @@ def exact_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) ->
     return exact
 
 
-@register_flow("raft")
+@FLOW_ESTIMATORS.register("raft")
 def raft_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
     """RAFT fw on (frames[:-1], frames[1:]) and bw on (frames[1:], frames[:-1]), one batched call
     each, on the frames' device; masks from ``occlusion_mask(method=cfg_flow.occlusion)``."""
@@ -280,7 +289,7 @@ def dis_flow(frames_a: torch.Tensor, frames_b: torch.Tensor, preset: str = "medi
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().float()
 
 
-@register_flow("dis")
+@FLOW_ESTIMATORS.register("dis")
 def dis_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
     """OpenCV DIS fw on (frames[:-1], frames[1:]) and bw on (frames[1:], frames[:-1]) on the CPU,
     preset ``cfg_flow.dis_preset``; masks as for RAFT. No weights: usable on any profile."""
@@ -289,6 +298,6 @@ def dis_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> d
     return with_masks(fw, bw, cfg_flow.occlusion)
 
 
-__all__ = ["warp", "resize_flow", "inside_mask", "motion_boundary", "occlusion_mask", "mean_motion", "read_flo", "get_raft", "estimate_flow",
-           "pixel_grid", "RAFT_MIN_SIZE", "FLOW_ESTIMATORS", "register_flow", "get_estimator",
+__all__ = ["warp", "resize_flow", "latent_flow", "masked_mean", "inside_mask", "motion_boundary", "occlusion_mask", "mean_motion", "read_flo", "get_raft", "estimate_flow",
+           "pixel_grid", "RAFT_MIN_SIZE", "FLOW_ESTIMATORS",
            "with_masks", "exact_flows", "raft_flows", "dis_flows", "dis_flow", "DIS_PRESETS"]

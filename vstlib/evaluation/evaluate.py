@@ -15,16 +15,23 @@ T-1 consecutive pairs. Table 1's losses (and the flicker curves) are computed at
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import torch
 
-from vstlib import paths
+from vstlib import cache, paths
 from vstlib.errors import InputError
+from vstlib.evaluation.metrics import edge_correlation, warping_error
+from vstlib.evaluation.tables import profile_note
 from vstlib.files import atomic_path, atomic_write_json
+from vstlib.nets.perceptual import EMBEDDER_NAMES, EMBEDDERS
 from vstlib.rl.checkpoint import CKPT, POLICY, load_policy
-from vstlib.rl.episodes import build_episode, make_env, policy_frames
-from vstlib.runtime import progress, resolve_device
+from vstlib.rl.episodes import build_episode, make_env
+from vstlib.rl.rewards import temporal_loss
+from vstlib.rl.step import policy_frames
+from vstlib.runtime import progress
 from vstlib.video.clips import load_manifest
 
 METHODS = ("baseline", "policy")
@@ -40,9 +47,7 @@ def clip_losses(S: torch.Tensor, frames: torch.Tensor, flows: dict, reward_model
     """Table 1 metrics of stylized frames S (T,3,H,W) against originals (T,3,H,W): floats, at
     ``reward.loss_size`` (frames, flows and masks resized by ``reward_model.loss_inputs``).
 
-    ``warp_error``: its definition (rewards.warping_error; "lai" = Lai et al. 2018, summed over RGB)."""
-    from vstlib.rl.rewards import temporal_loss, warping_error
-
+    ``warp_error``: its definition (metrics.warping_error; "lai" = Lai et al. 2018, summed over RGB)."""
     f = {k: flows[k].to(S) for k in ("fw", "bw", "mask_fw", "mask_bw")}        # (T-1,...) each
     S, frames, f = reward_model.loss_inputs(S, frames.to(S), f)               # at the loss size
     prev, cur = S[:-1], S[1:]                                                  # (T-1,3,H,W) pairs
@@ -53,26 +58,6 @@ def clip_losses(S: torch.Tensor, frames: torch.Tensor, flows: dict, reward_model
         "warp_error": warping_error(prev, cur, f["fw"], f["mask_fw"], warp_error).mean().item(),
         "edge_corr": edge_correlation(S, frames.to(S)).mean().item(),
     }
-
-
-def edge_correlation(S: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of the Sobel edge magnitudes of S_t and I_t (grey), per frame: (T,).
-
-    A reward-hacking check (issue 11): a method whose frames stop following the input (a frozen
-    frame, a fixed pattern) loses edge correlation; one that only removes flicker keeps it.
-    """
-    import torch.nn.functional as F
-
-    def edges(x):                                                              # (T,3,H,W) -> (T,H*W)
-        g = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]     # (T,1,H,W) luma
-        k = torch.tensor([[1., 0., -1.], [2., 0., -2.], [1., 0., -1.]], device=x.device, dtype=x.dtype)
-        gx = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), k[None, None])
-        gy = F.conv2d(F.pad(g, (1, 1, 1, 1), mode="replicate"), k.T[None, None])
-        return (gx ** 2 + gy ** 2).sqrt().flatten(1)
-
-    a, b = edges(S.float()), edges(frames.float())
-    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + 1e-12)
 
 
 @torch.no_grad()
@@ -97,12 +82,7 @@ def evaluate(cfg, run: str = "main", policy=None, splits: tuple = SPLITS) -> dic
     keyed by the policy file's bytes, the scoring config and the clips; rebuilt when the key or
     the file does not match): notebooks 04, 05 and 06 score the main run once.
     """
-    import pandas as pd
-
-    from vstlib.evaluation.tables import profile_note
-    from vstlib.nets.perceptual import EMBEDDER_NAMES
-
-    device = resolve_device(cfg.train.device)
+    device = torch.device(cfg.train.device)
     manifest = load_manifest(cfg.profile)                                      # prepared data first
     clips = [(split, cid) for split in splits for cid in manifest.get(split, [])]
     cache_path = None
@@ -153,33 +133,18 @@ EVAL_CACHE = "evaluation.json"
 def evaluation_key(cfg, policy_file: Path, manifest: dict, clips: list) -> str:
     """What the scores of a policy file depend on: its bytes, the scoring config, the clips
     (one entry per clip: a test-only evaluation is reused by a later train + test one)."""
-    import hashlib
-
-    from vstlib.cache import json_digest
-
-    digest = hashlib.sha256(Path(policy_file).read_bytes()).hexdigest()
-    return json_digest({"policy": digest, "config": scoring_config(cfg, drop=("train", "profile")),
-                        "profile": cfg.profile, "clips": clips, "manifest": json_digest(manifest), "version": 2})
-
-
-# eval fields that choose what `vst compare` runs beside the policy, not how a policy is scored
-COMPARE_ONLY = ("compare", "control_seeds", "select_clips", "blend_grid", "direct_steps", "direct_lr",
-                "rloo_samples", "frontier")
+    return cache.key({"policy": cache.file_hash(policy_file), "config": scoring_config(cfg, drop=("train",)),
+                      "clips": clips, "manifest": cache.key(manifest), "version": 3})
 
 
 def scoring_config(cfg, drop: tuple) -> dict:
-    """The config a policy's (or a reference row's) scores depend on: without the sections in
-    ``drop`` and without the comparison-only eval fields (adding a row must not rescore the others)."""
-    part = {k: v for k, v in cfg.to_dict().items() if k not in drop}
-    if "eval" in part:
-        part["eval"] = {k: v for k, v in part["eval"].items() if k not in COMPARE_ONLY}
-    return part
+    """The config a policy's (or a reference row's) scores depend on: every section but those in
+    ``drop`` and ``compare`` (what else is compared does not change how a policy is scored)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in drop + ("compare",)}
 
 
 def _read_eval_entries(path) -> dict:
     """{key: {"table1": rows, "table2": rows}} of a run's evaluation cache; {} if absent or damaged."""
-    import json
-
     try:
         d = json.loads(Path(path).read_text())
         entries = d.get("entries", {})
@@ -192,16 +157,15 @@ def _read_eval_entries(path) -> dict:
 @torch.no_grad()
 def _score_clips(cfg, policy, clips: list, device) -> dict:
     """{(split, clip): {"table1": rows, "table2": rows}} of the policy and the reference rows."""
-    from vstlib.nets.perceptual import EMBEDDERS, pick
-
-    stylizer, reward_model, style = make_env(cfg, device)
-    embed = pick(EMBEDDERS, cfg.eval.embedder, "evaluation embedder")(cfg.eval, device)
+    env = make_env(cfg)
+    reward_model, style = env.reward, env.style
+    embed = EMBEDDERS.pick(cfg.eval.embedder)(cfg.eval, device)
     style_feat = embed(style)                                                  # (1,D)
     out = {}
     for split, cid in progress(clips, desc="evaluate"):
-        ep = build_episode(cfg, cid, stylizer, reward_model, device)
+        ep = build_episode(cfg, cid, env)
         ref = _reference_rows(cfg, split, cid, ep, style, reward_model, embed, style_feat)
-        S = policy_frames(policy, stylizer, ep.base, ep.flows).float().clamp(0, 1)   # (T,3,H,W)
+        S = policy_frames(policy, env.stylizer, ep.base, ep.clip).clamp(0, 1)  # (T,3,H,W)
         key = {"method": "policy", "split": split, "clip": cid, "n_frames": S.shape[0]}
         out[(split, cid)] = {
             "table1": ref["table1"] + [{**key, **clip_losses(S, ep.frames, ep.flows, reward_model, cfg.eval.warp_error)}],
@@ -212,11 +176,7 @@ def _score_clips(cfg, policy, clips: list, device) -> dict:
 def _reference_rows(cfg, split: str, cid: str, ep, style, reward_model, embed, style_feat) -> dict:
     """The rows that do not depend on the policy (input, per-frame, baseline), disk-cached per clip:
     every policy scored on a clip (seeds, controls, ablation cells) shares them."""
-    import json
-
-    from vstlib import cache
-
-    part = scoring_config(cfg, drop=("train", "policy"))
+    part = scoring_config(cfg, drop=("train", "policy", "profile"))
     digest = cache.content_hash({"frames": ep.frames, "images": ep.base.images, "style": style})
     path = paths.cache_dir(cfg.profile) / "scores" / f"{cid}-{cache.key(part, split, digest, 1)}.json"
     methods = [*REFERENCES[:1], *(["per-frame"] if getattr(ep.base, "per_frame", None) is not None else []),
@@ -248,18 +208,15 @@ def _reference_rows(cfg, split: str, cid: str, ep, style, reward_model, embed, s
 def flicker_curves(cfg, clip_id: str, policy=None) -> dict:
     """{method: per-pair warping error (T-1,) numpy} of one clip for input, per-frame (if the
     backbone has it), baseline and (with ``policy``, mean action) policy: the flicker figure's data."""
-    device = resolve_device(cfg.train.device)
-    stylizer, reward_model, _ = make_env(cfg, device)
-    ep = build_episode(cfg, clip_id, stylizer, reward_model, device)
-    S = policy_frames(policy.to(device).eval(), stylizer, ep.base, ep.flows) if policy is not None else None
-    return episode_flicker(ep, reward_model, S)
+    env = make_env(cfg)
+    ep = build_episode(cfg, clip_id, env)
+    S = policy_frames(policy.to(env.device).eval(), env.stylizer, ep.base, ep.clip) if policy is not None else None
+    return episode_flicker(ep, env.reward, S)
 
 
 @torch.no_grad()
 def episode_flicker(ep, reward_model, S_policy=None) -> dict:
     """``flicker_curves`` of a built episode, with the policy's frames (T,3,H,W) if already rendered."""
-    from vstlib.rl.rewards import warping_error
-
     runs = {"input": ep.frames.float()}
     if getattr(ep.base, "per_frame", None) is not None:
         runs["per-frame"] = ep.base.per_frame.float()
@@ -276,8 +233,6 @@ def episode_flicker(ep, reward_model, S_policy=None) -> dict:
 
 def _summarise(per_clip, columns: list, extra: tuple = ()):
     """Mean over the clips of each (method, split), in the order train/test x input/per-frame/baseline/policy."""
-    import pandas as pd
-
     if per_clip.empty:
         return pd.DataFrame(columns=columns + ["n_clips", *extra])
     metrics = columns[2:]
@@ -296,4 +251,4 @@ def _write_csv(df, path: Path) -> Path:
     return path
 
 
-__all__ = ["evaluate", "flicker_curves", "episode_flicker", "clip_losses", "clip_similarities", "edge_correlation", "evaluation_key", "METHODS", "REFERENCES", "SPLITS"]
+__all__ = ["evaluate", "flicker_curves", "episode_flicker", "clip_losses", "clip_similarities", "evaluation_key", "METHODS", "REFERENCES", "SPLITS"]

@@ -8,14 +8,13 @@ from typing import Sequence
 
 from vstlib import paths
 from vstlib.files import atomic_write_text
+from vstlib.hub import weights_are_standin
 
 SMOKE_NOTE = ("smoke profile: tiny randomly initialised models on synthetic clips; "
               "these numbers check the machinery, not the paper")
 
 
 def profile_note(profile: str) -> str:
-    from vstlib.hub import weights_are_standin
-
     note = SMOKE_NOTE if profile == "smoke" else f"{profile} profile"
     # a rehearsal on random stand-in weights must never pass for a result
     return f"STAND-IN WEIGHTS, not results; {note}" if profile != "smoke" and weights_are_standin() else note

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 
 from vstlib.config import TINY
 from vstlib.hub import load_torchvision_weights, weights_guard
+from vstlib.nets.darknet import FEATURES, LAYERS, LEAK, load_darknet, resize_input
+from vstlib.registry import Registry
 from vstlib.runtime import fork_rng
 
 Device = Union[str, torch.device]
@@ -127,8 +129,6 @@ class _FromImagenet(nn.Module):
 def darknet_sequential(device: Device = "cpu") -> tuple[nn.Sequential, dict[str, int]]:
     """The vendored Darknet-tiny as an ``nn.Sequential`` (what StyleLoss slices) and the index of
     each ``leaky_re_lu_<k>`` activation in it; its input is ImageNet-normalised (StyleLoss's)."""
-    from vstlib.nets.darknet import FEATURES, LAYERS, LEAK, load_darknet
-
     net = load_darknet()
     mods: list[nn.Module] = [_FromImagenet()]
     names: dict[str, int] = {}
@@ -150,8 +150,6 @@ class DarknetPerceptual(nn.Module):
 
     def __init__(self, device: Device = "cpu", layers: tuple = DARKNET_CONTENT_LAYERS):
         super().__init__()
-        from vstlib.nets.darknet import load_darknet
-
         self.net = _freeze(load_darknet(), device)
         self.layers = tuple(layers)
 
@@ -167,8 +165,6 @@ class DarknetPerceptual(nn.Module):
 
 def darknet_embedder(cfg_eval, device: Device = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
     """Table 2 on the cpu profile: unit-normalised pooled Darknet-tiny features (128-d) at 224x224."""
-    from vstlib.nets.darknet import load_darknet, resize_input
-
     net = _freeze(load_darknet(), device)
 
     @torch.no_grad()
@@ -183,14 +179,14 @@ def darknet_embedder(cfg_eval, device: Device = "cpu") -> Callable[[torch.Tensor
 # cfg.reward.style_net -> fn(cfg_reward, device) -> (features nn.Sequential, {layer name: index});
 # cfg.reward.content_net -> fn(cfg_reward, device) -> module(x, ref in [-1,1]) -> (N,1,1,1).
 # Another network (e.g. "darknet") is one function registered here.
-STYLE_NETS: dict[str, Callable] = {
+STYLE_NETS = Registry("style network", "reward.style_net", {
     "vgg19": lambda cfg_reward, device: (vgg19_features(cfg_reward.vgg_weights, device), VGG19_LAYERS),
     "darknet": lambda cfg_reward, device: darknet_sequential(device),
-}
-CONTENT_NETS: dict[str, Callable] = {
+})
+CONTENT_NETS = Registry("content network", "reward.content_net", {
     "lpips_alex": lambda cfg_reward, device: lpips_alex(cfg_reward.lpips_pretrained, device),
     "darknet": lambda cfg_reward, device: DarknetPerceptual(device),
-}
+})
 
 
 # cfg.eval.embedder -> fn(cfg_eval, device) -> embed(images (N,3,H,W) in [0,1]) -> (N,D) unit
@@ -200,15 +196,9 @@ def clip_embedder(cfg_eval, device: Device = "cpu") -> Callable[[torch.Tensor], 
     return lambda images: clip_image_features(model, preprocess, images)
 
 
-EMBEDDERS: dict[str, Callable] = {"clip": clip_embedder, "darknet": darknet_embedder}
+EMBEDDERS = Registry("evaluation embedder", "eval.embedder", {"clip": clip_embedder, "darknet": darknet_embedder})
 # what tables and captions call each embedder (Table 2's caption reads it from the CSV)
 EMBEDDER_NAMES: dict[str, str] = {"clip": "CLIP", "darknet": "Darknet-tiny (pooled features; not CLIP)"}
-
-
-def pick(registry: dict, name: str, what: str) -> Callable:
-    if name not in registry:
-        raise ValueError(f"unknown {what} {name!r}; registered: {sorted(registry)}")
-    return registry[name]
 
 
 # --------------------------------------------------------------------------- CLIP
@@ -307,6 +297,6 @@ def clip_image_features(model: nn.Module, preprocess: Callable, images: torch.Te
     return torch.cat(out)
 
 
-__all__ = ["STYLE_NETS", "CONTENT_NETS", "EMBEDDERS", "EMBEDDER_NAMES", "pick", "DarknetPerceptual",
+__all__ = ["STYLE_NETS", "CONTENT_NETS", "EMBEDDERS", "EMBEDDER_NAMES", "DarknetPerceptual",
            "darknet_sequential", "darknet_embedder", "DARKNET_STYLE_LAYERS", "DARKNET_CONTENT_LAYERS", "IMAGENET_MEAN", "IMAGENET_STD", "VGG19_LAYERS", "vgg19_layer_indices",
            "vgg19_features", "lpips_alex", "TINY_CLIP", "clip_quick_gelu", "clip_model", "clip_image_features"]

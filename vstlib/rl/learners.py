@@ -1,39 +1,34 @@
-"""The learners: how one chunk of transitions becomes a loss. Chosen by ``cfg.train.learner``.
+"""The learners: how a clip's transitions become losses, picked by name (``train.learner``).
 
-    LEARNERS = {"reinforce": ..., "rloo": ..., "pathwise": ...}
-    loss, rec = LEARNERS[name].loss(policy, ep, tr, chunk, stylizer, reward_model, cfg)
+    batch = learner.collect(policy, env, ep, cfg_train)             # once per clip visit, no graph
+    loss, info = learner.loss(policy, env, ep, batch, chunk, cfg_train)   # per chunk: one Adam step
 
-The trainer (``vstlib.rl.train``) rolls each clip out once (``rollout``, K = ``samples(cfg)``
-episodes, no graph), then calls ``loss`` for each chunk of ``train.accumulation`` transitions
-and takes one Adam step per chunk. Every loss is divided by the REAL chunk size (the last chunk
-of a clip may be shorter).
+reinforce (the paper)   a_t sampled, A_t = r_t - r_t^baseline (the per-frame baseline's reward on
+                        the same frame), loss = -(w_t * log pi(a_t | o_t) * A_t).mean()
+rloo                    K samples per transition, A^k_t = r^k_t - mean_{j != k} r^j_t (leave-one-out,
+                        optionally / std over k); loss as REINFORCE, mean over k
+pathwise                reward backpropagation (not reinforcement learning: no score function, no
+                        value): a_t = mu + sigma * eps, S_t = render(L_t + a_t) with grad, and
+                        loss = -r_t(S_{t-1}, S_t).mean(); the observation is built from the outputs
+                        this chain itself produced, and with ``train.bptt`` the gradient runs back
+                        through the chain within a chunk (truncated BPTT over ``accumulation`` frames);
+                        the chunk's first past frame and state come from the previous chunk, held constant
 
-reinforce (the paper)   A_t = r_t - r_t^baseline (the per-frame baseline's reward on the same frame)
-                        loss = -(w_t * log pi(a_t | o_t) * A_t).mean()
-rloo                    K samples per transition; A_t^k = r_t^k - mean_{j != k} r_t^j
-                        (leave-one-out, optionally / std over k); loss as REINFORCE, mean over k
-pathwise                a_t = mu + sigma * eps (reparameterised), S_t = render(L_t + a_t) with
-                        grad, loss = -r_t(S_{t-1}, S_t).mean(): the reward is backpropagated
-                        through the decoder, Gram, perceptual distance and the warp with the
-                        input's FIXED flows (as DRaFT / AlignProp do for diffusion); a chunk's
-                        first past frame is the previous chunk's last render, held constant
-
-Chunks after the first of a clip were sampled under older weights (the rollout happens once per
-clip): the policy-gradient learners weight each term by the truncated importance ratio
-w_t = min(pi_now(a_t) / pi_old(a_t), ``train.max_ratio``) (no gradient through w; the
-first chunk has w = 1 exactly; ``max_ratio=0`` turns the correction off, the pre-fix behaviour).
-Truncation (as in Retrace / V-trace) bounds the variance a 256-4096-dimensional density ratio
-can reach.
+A score-function learner samples a clip's actions once, so the chunks after its first were sampled
+under older weights: each term is weighted by the truncated importance ratio
+w_t = min(pi_now(a_t) / pi_old(a_t), ``train.max_ratio``) (no gradient through w; 1 on the first
+chunk; ``max_ratio=0`` switches it off). Every loss is divided by the real chunk size.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
-from vstlib.rl import policy as policy_lib
-from vstlib.rl.episodes import policy_dist
+from vstlib.registry import Registry
+from vstlib.rl.policy import log_prob
+from vstlib.rl.step import Unroll, observe, render, unroll
 
 
 # --------------------------------------------------------------------------- advantages
@@ -60,101 +55,118 @@ def importance_weight(logp_now: torch.Tensor, logp_old: torch.Tensor, max_ratio:
     return (logp_now.detach() - logp_old).exp().clamp(max=max_ratio)
 
 
-# --------------------------------------------------------------------------- the updates
-def policy_gradient_loss(advantage_fn: Callable):
-    """A score-function learner (REINFORCE, RLOO) with the given advantage."""
+# --------------------------------------------------------------------------- score-function learners
+@dataclass
+class Rollout:
+    """K sampled episodes of a clip, rendered and scored (what a score-function learner learns from)."""
 
-    def loss(policy, ep, tr, chunk, stylizer, reward_model, cfg):
-        K, n = tr.actions.shape[0], chunk.numel()
-        rewards, base = tr.terms["reward"][:, chunk], tr.base_terms["reward"][chunk]   # (K,n), (n,)
-        adv = advantage_fn(rewards, base, cfg.train)                                   # (K,n)
-        extra = tr.extra[:, chunk].flatten(0, 1) if tr.extra is not None else None     # (K*n,C+1,h,w)
-        dist = policy_dist(policy, ep, chunk.repeat(K), extra)                         # current weights
-        logp = policy_lib.log_prob(dist, tr.actions[:, chunk].flatten(0, 1)).view(K, n)  # (K,n)
-        w = importance_weight(logp, tr.logp[:, chunk], cfg.train.max_ratio)           # (K,n)
-        loss = -(w * logp * adv).sum() / (K * n)                                       # mean over k, t
-        terms = {k: v[:, chunk] for k, v in tr.terms.items()}                          # (K,n) each
-        return loss, {"advantage": adv, "reward": rewards, "ratio": w, "terms": terms}
+    u: Unroll                      # actions (K,T-1,C,h,w), their log-probs and observations
+    stylized: torch.Tensor         # (K,T,3,H,W) S_0 (the stylizer's) then S_1..S_{T-1}
+    terms: dict                    # each reward term and "reward", (K,T-1)
+    queries: int                   # frames rendered and scored
+
+
+@torch.no_grad()
+def rollout(policy, env, ep, samples: int = 1) -> Rollout:
+    """Sample K episodes of clip ``ep`` with the current policy, render and score every frame.
+
+    A NaN/inf rendered frame (a diverging decoder) must not abort training: the baseline frame is
+    scored in its place and every transition touching it is marked NaN (the update is skipped)."""
+    u = unroll(policy, ep.clip, "sample", samples)
+    stylized, terms = [], []
+    for k in range(samples):
+        S = torch.cat([ep.base.images[:1], render(env.stylizer, ep.base, u.out[k])]).contiguous()   # (T,3,H,W)
+        bad = ~torch.isfinite(S).flatten(1).all(1)                             # (T,)
+        t = env.reward.terms(torch.where(bad[:, None, None, None], ep.base.images.to(S), S), ep.frames, ep.flows,
+                             ep.base_terms)
+        if bad.any():
+            t = {key: v.masked_fill(bad[1:] | bad[:-1], float("nan")) for key, v in t.items()}
+        stylized.append(S)
+        terms.append(t)
+    terms = {key: torch.stack([t[key] for t in terms]) for key in terms[0]}  # (K,T-1) each
+    return Rollout(u, torch.stack(stylized), terms, samples * ep.n_steps)
+
+
+def score_function(advantage_fn: Callable) -> Callable:
+    """A score-function loss (REINFORCE, RLOO) with the given advantage."""
+
+    def loss(policy, env, ep, ro: Rollout, chunk: torch.Tensor, cfg_train):
+        K, n = ro.u.actions.shape[0], chunk.numel()
+        rewards, base = ro.terms["reward"][:, chunk], ep.base_terms["reward"][chunk]   # (K,n), (n,)
+        adv = advantage_fn(rewards, base, cfg_train)                                    # (K,n)
+        warped = ro.u.warped[:, chunk].flatten(0, 1) if ro.u.warped is not None else None   # (K*n,C,h,w)
+        dist = observe(policy, ep.clip, (chunk + 1).repeat(K), warped)                  # current weights
+        logp = log_prob(dist, ro.u.actions[:, chunk].flatten(0, 1)).view(K, n)          # (K,n)
+        w = importance_weight(logp, ro.u.logp[:, chunk], cfg_train.max_ratio)           # (K,n)
+        frames_ok = bool(torch.isfinite(ro.stylized[:, chunk + 1]).all())
+        return -(w * logp * adv).sum() / (K * n), {
+            "advantage": adv, "reward": rewards, "ratio": w, "terms": {k: v[:, chunk] for k, v in ro.terms.items()},
+            "queries": 0, "finite_frames": frames_ok}
 
     return loss
 
 
-def pathwise_loss(policy, ep, tr, chunk, stylizer, reward_model, cfg):
-    """Backpropagate the reward of transitions ``chunk`` through the reparameterised actions.
+# --------------------------------------------------------------------------- reward backpropagation
+@dataclass
+class Chain:
+    """The pathwise learner's chain across the chunks of one clip visit (detached at chunk ends)."""
 
-    S_{s-1}, the past of the chunk's first transition, is the previous chunk's last frame, kept
-    from its render (one Adam step old, a constant here): re-rendering it with grad cost a fifth
-    of every update's decoding (issue 10's budget) for one pair's gradient into the past frame.
-    """
-    s, e = int(chunk[0]) + 1, int(chunk[-1]) + 1                  # current frames s..e; pasts s-1..e-1
-    past = tr.rendered.get(s - 1) if s > 1 else None              # (1,3,H,W) or None
-    first = s if past is not None else max(s - 1, 1)              # no kept frame: render S_{s-1} too
-    frames = torch.arange(first, e + 1, device=ep.obs.device)                  # frames to render (m,)
-    idx = frames - 1                                                           # their transitions
-    extra = tr.extra[0, idx] if tr.extra is not None else None                 # observations of the rollout
-    dist = policy_dist(policy, ep, idx, extra)                                 # over (m,C,h,w), with grad
-    a = dist.rsample()                                                         # mu + sigma * eps
-    S = stylizer.render(ep.obs[frames] + a, ep.base, frames).float()           # (m,3,H,W), with grad
-    tr.rendered[e] = S[-1:].detach()                                           # the next chunk's S_{s-1}
-    if s == 1:                                                                 # S_0 is the baseline frame
-        S = torch.cat([ep.base.images[:1].to(S), S], dim=0)
-    elif past is not None:
-        S = torch.cat([past.to(S), S], dim=0)
-    sl = slice(s - 1, e)                                                       # transitions s-1..e-1
-    flows = {k: ep.flows[k][sl] for k in ("fw", "bw", "mask_fw", "mask_bw")}
+    out: dict = field(default_factory=dict)      # frame t -> (1,C,h,w) L^out_t: the next chunk's state
+    frames: dict = field(default_factory=dict)   # frame t -> (1,3,H,W) S_t: the next chunk's past frame
+
+
+def pathwise_loss(policy, env, ep, chain: Chain, chunk: torch.Tensor, cfg_train):
+    """Backpropagate the reward of transitions ``chunk`` (frames s..e) through reparameterised actions,
+    acting on the chain's own previous output."""
+    s, e = int(chunk[0]) + 1, int(chunk[-1]) + 1
+    u = unroll(policy, ep.clip, "rsample", first=s, last=e, out_prev=chain.out.get(s - 1), bptt=cfg_train.bptt)
+    S = render(env.stylizer, ep.base, u.out[0], s)                             # (n,3,H,W), with grad
+    past = ep.base.images[:1] if s == 1 else chain.frames[s - 1]               # S_{s-1}, a constant
+    chain.out[e], chain.frames[e] = u.out[0, -1:].detach(), S[-1:].detach()
+    S = torch.cat([past.to(S), S]).clamp(0, 1)                                 # (n+1,3,H,W)
+    flows = {k: ep.flows[k][s - 1:e] for k in ("fw", "bw", "mask_fw", "mask_bw")}
     base = {k: v[chunk] for k, v in ep.base_terms.items()}
-    terms = reward_model.differentiable_terms(S.clamp(0, 1), ep.frames[s - 1:e + 1], flows, base)
+    terms = env.reward.differentiable_terms(S, ep.frames[s - 1:e + 1], flows, base)
     rewards = terms["reward"][None]                                            # (1,n)
-    loss = -rewards.sum() / chunk.numel()
-    return loss, {"advantage": (rewards - base["reward"]).detach(), "reward": rewards.detach(),
-                  "ratio": torch.ones_like(rewards), "terms": {k: v.detach()[None] for k, v in terms.items()},
-                  "queries": chunk.numel()}                                    # rewards computed (with grad)
+    return -rewards.sum() / chunk.numel(), {
+        "advantage": (rewards - base["reward"]).detach(), "reward": rewards.detach(),
+        "ratio": torch.ones_like(rewards), "terms": {k: v.detach()[None] for k, v in terms.items()},
+        "queries": chunk.numel(), "finite_frames": True}
 
 
+# --------------------------------------------------------------------------- the registry
 @dataclass(frozen=True)
 class Learner:
     name: str
-    loss: Callable                 # (policy, ep, tr, chunk, stylizer, reward_model, cfg) -> (loss, info)
-    samples: Callable              # cfg_train -> K rollouts per clip
-    render: bool = True            # does the loss need the rollout's rendered frames and rewards?
+    collect: Callable              # (policy, env, ep, cfg_train) -> what the loss reads (no graph)
+    loss: Callable                 # (policy, env, ep, batch, chunk, cfg_train) -> (loss, info)
 
 
-LEARNERS: dict[str, Learner] = {
-    "reinforce": Learner("reinforce", policy_gradient_loss(baseline_advantage), lambda c: 1),
-    "rloo": Learner("rloo", policy_gradient_loss(leave_one_out_advantage), lambda c: int(c.samples)),
-    "pathwise": Learner("pathwise", pathwise_loss, lambda c: 1, render=False),   # renders its own chunks
-}
+LEARNERS = Registry("learner", "train.learner")
+LEARNERS["reinforce"] = Learner("reinforce", lambda policy, env, ep, c: rollout(policy, env, ep, 1),
+                                score_function(baseline_advantage))
+LEARNERS["rloo"] = Learner("rloo", lambda policy, env, ep, c: rollout(policy, env, ep, int(c.samples)),
+                           score_function(leave_one_out_advantage))
+LEARNERS["pathwise"] = Learner("pathwise", lambda policy, env, ep, c: Chain(), pathwise_loss)
 
 
-def gradient_cosine(policy, ep, stylizer, reward_model, cfg, learner: str = "reinforce",
-                    samples: int = 32) -> float:
+def gradient_cosine(policy, env, ep, cfg_train, learner: str = "reinforce", samples: int = 32,
+                    exact_samples: int = 8) -> float:
     """Signal-to-noise of a score-function learner: the cosine between its gradient estimate from
-    ``samples`` rollouts of clip ``ep`` and the pathwise (exact up to sigma) gradient of the same
-    reward, over the mean's parameters (sigma excluded). ~1: the advantage carries the direction;
-    ~0: noise (the paper's setting: ~0.03 for one sample at sigma 0.1 on real models).
-    """
-    from vstlib.rl.episodes import rollout
-
+    ``samples`` rollouts of clip ``ep`` and the pathwise gradient of the same reward averaged over
+    ``exact_samples`` draws (one chunk: the whole clip), over the mean's parameters (sigma
+    excluded). ~1: the advantage carries the direction; ~0: noise."""
     params = [p for n, p in policy.named_parameters() if n != "log_sigma"]
-    chunk = torch.arange(ep.n_steps, device=ep.obs.device)
+    chunk = torch.arange(ep.n_steps, device=ep.clip.L.device)
 
-    def grad(loss_fn, K):
-        with torch.no_grad():
-            tr = rollout(policy, ep, stylizer, reward_model, samples=K)
-        loss, _ = loss_fn(policy, ep, tr, chunk, stylizer, reward_model, cfg)
+    def grad(loss):
         g = torch.autograd.grad(loss, params, allow_unused=True)
         return torch.cat([(x if x is not None else torch.zeros_like(p)).flatten() for x, p in zip(g, params)])
 
-    exact = grad(pathwise_loss, 1)
-    est = grad(get_learner(learner).loss, samples)
+    exact = sum(grad(pathwise_loss(policy, env, ep, Chain(), chunk, cfg_train)[0]) for _ in range(exact_samples))
+    est = grad(LEARNERS.pick(learner).loss(policy, env, ep, rollout(policy, env, ep, samples), chunk, cfg_train)[0])
     return float(torch.nn.functional.cosine_similarity(exact, est, dim=0))
 
 
-def get_learner(name: str) -> Learner:
-    if name not in LEARNERS:
-        raise ValueError(f"unknown train.learner {name!r}; choose one of {sorted(LEARNERS)}")
-    return LEARNERS[name]
-
-
-__all__ = ["LEARNERS", "Learner", "get_learner", "baseline_advantage", "leave_one_out_advantage",
-           "importance_weight", "policy_gradient_loss", "pathwise_loss", "gradient_cosine"]
+__all__ = ["LEARNERS", "Learner", "Rollout", "Chain", "rollout", "score_function", "pathwise_loss",
+           "baseline_advantage", "leave_one_out_advantage", "importance_weight", "gradient_cosine"]

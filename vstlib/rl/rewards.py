@@ -19,42 +19,30 @@ differentiable), and the Gram target R is the whole style image squashed to ``lo
 """
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Union
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from vstlib.errors import InputError
-from vstlib.flow import resize_flow, warp
+from vstlib.flow import masked_mean, resize_flow, warp
 from vstlib.nets.perceptual import (
     CONTENT_NETS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     STYLE_NETS,
-    pick,
 )
+from vstlib.registry import Registry
+from vstlib.video.resize import resize, short_side_size
 
 Device = Union[str, torch.device]
 
 
 # --------------------------------------------------------------------------- loss size
 def loss_hw(h: int, w: int, short: int) -> tuple[int, int]:
-    """(h', w') with the short side ``short``, aspect ratio kept (rounded to whole pixels);
-    ``short <= 0``: (h, w) unchanged."""
-    if short <= 0 or min(h, w) == short:
-        return h, w
-    s = short / min(h, w)
-    return (short, max(1, round(w * s))) if h <= w else (max(1, round(h * s)), short)
-
-
-def resize_images(x: torch.Tensor, size: tuple) -> torch.Tensor:
-    """Images (N,C,H,W) resized to ``size`` (h, w): bilinear with antialiasing (non-negative
-    weights: [0,1] stays in [0,1], masks stay in [0,1]); differentiable; identity at that size."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    """(h', w') with the short side ``short``, aspect ratio kept (whole pixels); ``short <= 0``: (h, w)."""
+    return (h, w) if short <= 0 else short_side_size(h, w, short, multiple=1)
 
 
 def loss_inputs(short: int, stylized: torch.Tensor, originals: torch.Tensor, flows: dict):
@@ -68,14 +56,14 @@ def loss_inputs(short: int, stylized: torch.Tensor, originals: torch.Tensor, flo
     for k in ("fw", "bw"):
         f[k] = resize_flow(flows[k].float(), hw)
     for k in ("mask_fw", "mask_bw"):
-        f[k] = resize_images(flows[k].float(), hw)
-    return resize_images(stylized, hw), resize_images(originals, hw), f
+        f[k] = resize(flows[k].float(), hw)
+    return resize(stylized, hw), resize(originals, hw), f
 
 
 def style_target(style: torch.Tensor, short: int) -> torch.Tensor:
     """The Gram target R: the WHOLE style image (1,3,H,W), squashed to ``short`` x ``short``
     (the authors' ``Resize((256, 256))``; never cropped); ``short <= 0``: as given."""
-    return style if short <= 0 else resize_images(style, (short, short))
+    return style if short <= 0 else resize(style, (short, short))
 
 
 # --------------------------------------------------------------------------- style
@@ -114,7 +102,7 @@ class StyleLoss(nn.Module):
 
     def __init__(self, cfg_reward, style: torch.Tensor, device: Device = "cpu"):
         super().__init__()
-        net, names = pick(STYLE_NETS, cfg_reward.style_net, "style network")(cfg_reward, device)
+        net, names = STYLE_NETS.pick(cfg_reward.style_net)(cfg_reward, device)
         self.variant = cfg_reward.style_variant
         if self.variant not in STYLE_VARIANTS:
             raise ValueError(f"reward.style_variant must be one of {STYLE_VARIANTS}, got {self.variant!r}")
@@ -162,7 +150,7 @@ class ContentLoss(nn.Module):
 
     def __init__(self, cfg_reward, device: Device = "cpu"):
         super().__init__()
-        self.lpips = pick(CONTENT_NETS, cfg_reward.content_net, "content network")(cfg_reward, device)
+        self.lpips = CONTENT_NETS.pick(cfg_reward.content_net)(cfg_reward, device)
 
     def score(self, cur, prev, originals, flows) -> torch.Tensor:
         return self(cur, originals)
@@ -180,13 +168,6 @@ class ContentLoss(nn.Module):
 
 
 # --------------------------------------------------------------------------- temporal
-def _masked_mean(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of diff (N,C,H,W) over pixels where mask (N,1,H,W) is 1: (N,); 0 if none visible."""
-    num = (diff * mask).flatten(1).sum(1)                         # (N,)
-    den = mask.flatten(1).sum(1) * diff.shape[1]                  # (N,) visible values
-    return num / den.clamp_min(1.0)
-
-
 def temporal_loss(prev: torch.Tensor, cur: torch.Tensor, fw: torch.Tensor, bw: torch.Tensor,
                   mask_fw: torch.Tensor, mask_bw: torch.Tensor) -> torch.Tensor:
     """Bidirectional masked L1 between consecutive frames aligned by the original video's flow.
@@ -194,26 +175,9 @@ def temporal_loss(prev: torch.Tensor, cur: torch.Tensor, fw: torch.Tensor, bw: t
     prev, cur (N,3,H,W); fw = flow prev->cur, bw = flow cur->prev (N,2,H,W) in pixels;
     mask_fw: prev's pixels visible in cur, mask_bw: cur's pixels visible in prev (N,1,H,W).
     """
-    l_fw = _masked_mean((prev - warp(cur, fw)).abs(), mask_fw)   # (N,) prev vs cur pulled back
-    l_bw = _masked_mean((cur - warp(prev, bw)).abs(), mask_bw)   # (N,) cur vs prev pushed on
+    l_fw = masked_mean((prev - warp(cur, fw)).abs(), mask_fw)   # (N,) prev vs cur pulled back
+    l_bw = masked_mean((cur - warp(prev, bw)).abs(), mask_bw)   # (N,) cur vs prev pushed on
     return 0.5 * (l_fw + l_bw)
-
-
-WARP_ERRORS = ("lai", "rgb_mean")
-
-
-def warping_error(prev: torch.Tensor, cur: torch.Tensor, fw: torch.Tensor,
-                  mask_fw: torch.Tensor, definition: str = "lai") -> torch.Tensor:
-    """Warping error on visible pixels: (N,).
-
-    ``"lai"`` (Lai et al. 2018, the published metric): mean over visible pixels of the squared RGB
-    distance ||prev - warp(cur, fw)||^2 summed over the 3 channels. ``"rgb_mean"``: also averaged
-    over channels (this repository's first definition, exactly 1/3 of Lai's).
-    """
-    if definition not in WARP_ERRORS:
-        raise ValueError(f"eval.warp_error must be one of {WARP_ERRORS}, got {definition!r}")
-    per_channel = _masked_mean((prev - warp(cur, fw)).pow(2), mask_fw)       # (N,) mean over C too
-    return per_channel * prev.shape[1] if definition == "lai" else per_channel
 
 
 class TemporalLoss(nn.Module):
@@ -225,20 +189,12 @@ class TemporalLoss(nn.Module):
 
 # --------------------------------------------------------------------------- registry
 # name -> builder(cfg_reward, style (1,3,Hs,Ws), device) -> term with .score(cur, prev, originals, flows)
-REWARDS: dict[str, Callable] = {
+REWARDS = Registry("reward term", "reward.terms", {
     "style": lambda cfg_reward, style, device: StyleLoss(cfg_reward, style, device),
     "content": lambda cfg_reward, style, device: ContentLoss(cfg_reward, device),
     "temporal": lambda cfg_reward, style, device: TemporalLoss(),
-}
+})
 WEIGHT_FIELDS = {"temporal": "w_temp"}  # the paper's short name for the temporal weight
-
-
-def register_reward(name: str):
-    """Decorator: ``@register_reward("brightness")`` on a builder(cfg_reward, style, device)."""
-    def deco(builder):
-        REWARDS[name] = builder
-        return builder
-    return deco
 
 
 def weight(cfg_reward, name: str) -> float:
@@ -296,7 +252,7 @@ class RewardModel(nn.Module):
         self.chunk = chunk
         self.names = tuple(cfg_reward.terms)
         for name in self.names:                                   # e.g. self.style, self.content
-            self.add_module(name, pick(REWARDS, name, "reward term")(cfg_reward, style, device))
+            self.add_module(name, REWARDS.pick(name)(cfg_reward, style, device))
 
     @classmethod
     def from_config(cls, cfg_reward, style: torch.Tensor, device: Device = "cpu") -> "RewardModel":
@@ -337,8 +293,6 @@ class RewardModel(nn.Module):
         """Frames (T,3,H,W), originals and flows at ``reward.loss_size`` (see ``loss_inputs``)."""
         return loss_inputs(getattr(self.cfg_reward, "loss_size", 0), stylized, originals, flows)
 
-    def reward(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict) -> torch.Tensor:
-        return self.terms(stylized, originals, flows)["reward"]
 
 
 # --------------------------------------------------------------------------- checks
@@ -372,5 +326,5 @@ def _check_clip(stylized: torch.Tensor, originals: torch.Tensor, flows: dict) ->
         raise InputError("frames contain NaN/inf values", fix="check the decoder output")
 
 
-__all__ = ["loss_hw", "resize_images", "loss_inputs", "style_target", "gram", "StyleLoss", "ContentLoss", "TemporalLoss", "temporal_loss", "warping_error", "WARP_ERRORS", "layer_style_loss", "STYLE_VARIANTS",
-           "REWARDS", "register_reward", "weight", "weighted_reward", "RewardModel", "NORMALIZATIONS"]
+__all__ = ["loss_hw", "loss_inputs", "style_target", "gram", "StyleLoss", "ContentLoss", "TemporalLoss", "temporal_loss", "layer_style_loss", "STYLE_VARIANTS",
+           "REWARDS", "weight", "weighted_reward", "RewardModel", "NORMALIZATIONS"]

@@ -48,6 +48,7 @@ from typing import Iterable
 
 import torch
 
+from vstlib.backbones.diffusest.tiny import SD15_UNET, SD15_VAE, TINY_UNET, TINY_VAE
 from vstlib.errors import InputError
 from vstlib.files import atomic_path, atomic_write_json, atomic_write_text
 from vstlib.hub import MARKER
@@ -195,8 +196,6 @@ def _write_blipdiffusion(cache: Path, scale: str, dtype: torch.dtype, seed: int 
     )
     from transformers import CLIPTextConfig, CLIPTokenizer
     from transformers.models.blip_2.configuration_blip_2 import Blip2Config
-
-    from vstlib.backbones.diffusest.tiny import SD15_UNET, SD15_VAE, TINY_UNET, TINY_VAE
 
     full = scale == "full"
     snap = _Snapshot(cache, BLIP_REPO, scale)

@@ -22,7 +22,7 @@ import torch
 
 from vstlib import cache, paths
 from vstlib.errors import InputError, require_file
-from vstlib.flow import get_estimator
+from vstlib.flow import FLOW_ESTIMATORS
 from vstlib.video.io import to_tensor
 
 EXACT_FLOW = "flow_exact.npz"
@@ -174,7 +174,7 @@ def clip_flows(cfg, clip_id: str, frames: Optional[torch.Tensor] = None, device=
     and are cached. ``frames`` (T,3,H,W) in [0,1] skips reading the clip from disk.
     """
     fc = cfg.flow
-    estimator = get_estimator(fc.source)
+    estimator = FLOW_ESTIMATORS.pick(fc.source)
     if fc.source == "exact":
         fix = (f"run `vst prepare --profile {cfg.profile}` (it rebuilds damaged clips); exact flows exist only "
                f"for synthetic clips (use flow.source='raft' for real videos)")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from vstlib.errors import InputError, require_file
 from vstlib.files import atomic_path
-from vstlib.video.resize import resize
+from vstlib.video.resize import resize_uint8
 
 VIDEO_EXTS = {".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v", ".gif", ".mpg", ".mpeg", ".wmv", ".flv"}
 
@@ -110,13 +110,13 @@ def iter_frames(path: PathLike) -> Iterator[np.ndarray]:
 def read_frames(path: PathLike, max_frames: Optional[int] = None, size: Size = None,
                 mode: str = "fit") -> np.ndarray:
     """First ``max_frames`` consecutive frames as uint8 (T,H,W,3), each resized as it streams
-    (``size``, ``mode`` as in ``resize``)."""
+    (``size``, ``mode`` as in ``video.resize.target_size``)."""
     if max_frames is not None and max_frames < 2:
         raise InputError(f"max_frames={max_frames}; video style transfer needs at least 2 frames", path,
                          "pass --max-frames 2 or more (or leave it out for the whole video)")
     out = []
     for frame in iter_frames(path):
-        frame = resize(frame, size, mode)
+        frame = resize_uint8(frame, size, mode)
         if out and frame.shape != out[0].shape:
             raise InputError(f"frame {len(out)} has shape {frame.shape}, frame 0 has {out[0].shape}", path,
                              "give all frames the same size, or pass size=")
@@ -131,11 +131,12 @@ def read_frames(path: PathLike, max_frames: Optional[int] = None, size: Size = N
 
 # --------------------------------------------------------------------------- images
 def load_image(path: PathLike, size: Size = None, mode: str = "fit") -> torch.Tensor:
-    """Image file -> float (1,3,H,W) in [0,1]; grayscale/RGBA converted; ``size``, ``mode`` as in ``resize``."""
+    """Image file -> float (1,3,H,W) in [0,1]; grayscale/RGBA converted; ``size``, ``mode`` as in
+    ``video.resize.target_size``."""
     p = require_file(path, "image", "check the image path")
     if p.is_dir():
         raise InputError("is a folder, expected an image file", p, "pass an image file (png/jpg)")
-    return to_tensor(resize(_read_image_file(p), size, mode))[None]
+    return to_tensor(resize_uint8(_read_image_file(p), size, mode))[None]
 
 
 def to_tensor(frames: np.ndarray):

@@ -56,7 +56,7 @@ def split_clips(ids, train_fraction: float, seed: int) -> tuple[list, list]:
 ASSET_PREFIX = "assets:"  # config paths inside the package's vendored assets (vstlib/assets/...)
 
 
-def _resolve(p: PathLike) -> Path:
+def resolve_path(p: PathLike) -> Path:
     if isinstance(p, str) and p.startswith(ASSET_PREFIX):
         return paths.ASSETS / p[len(ASSET_PREFIX):]
     p = Path(p).expanduser()
@@ -77,7 +77,7 @@ def _sources(cfg, videos: Optional[PathLike]) -> list[tuple[str, str, Optional[P
     """[(clip_id, source label, path or None for synthetic)] in a stable order."""
     if cfg.data.source == "synthetic" and videos is None:
         return [(n, f"synthetic:{n}", None) for n in cfg.data.synthetic_images]
-    folder = _resolve(videos if videos is not None else cfg.data.source)
+    folder = resolve_path(videos if videos is not None else cfg.data.source)
     fix = f"put your videos (mp4/mov/webm/gif... or folders of frames) in {folder}, or pass --videos"
     if not folder.is_dir():
         raise InputError("video folder not found", folder, fix)
@@ -100,7 +100,7 @@ def _clip_key(cfg, source: str) -> str:
         part["resize"] = cfg.data.resize
     if not source.startswith("synthetic:"):
         part["flow"] = cfg.digest("flow")  # motion of real clips comes from estimated flow
-    return cache.json_digest(part)
+    return cache.key(part)
 
 
 def _finished(cdir: Path, key: str) -> Optional[dict]:
@@ -164,7 +164,7 @@ def _prepare_style(cfg, out: Path) -> None:
     if cfg.data.style == "procedural":
         img = make_style_image(size, seed=0)
     else:
-        src = _resolve(cfg.data.style)
+        src = resolve_path(cfg.data.style)
         if not src.exists():
             fix = STARRY_FIX.format(path=src) if "starry_night" in src.name else STYLE_FIX
             raise InputError("style image not found", src, fix)

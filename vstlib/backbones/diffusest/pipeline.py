@@ -154,7 +154,7 @@ class DiffuseST:
         self.state = InjectionState()
         self._hooks = install_injection(self.unet, self.state, cfg.injection_layers)
         self.unet.register_forward_pre_hook(self._count)
-        self.sampler = SAMPLERS[cfg.sampler](self.scheduler, cfg.num_inference_steps, cfg.num_inversion_steps)
+        self.sampler = SAMPLERS.pick(cfg.sampler)(self.scheduler, cfg.num_inference_steps, cfg.num_inversion_steps)
         self.timesteps = self.sampler.timesteps                               # distinct sampling, descending
         self.content_steps, self.style_steps = injection_schedule(self.timesteps, cfg.alpha,
                                                                   cfg.original_schedule)
