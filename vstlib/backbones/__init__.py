@@ -9,5 +9,6 @@ Importing this package registers every implementation in :data:`BACKBONES`.
 from .base import BACKBONES, Backbone, BaselineOutput, make_backbone, register
 from .diffusest import DiffuseST  # noqa: F401  (registers "diffusest")
 from .faststyle import FastStyle  # noqa: F401  (registers "faststyle")
+from .microast import MicroASTBackbone  # noqa: F401  (registers "microast")
 
-__all__ = ["BACKBONES", "Backbone", "BaselineOutput", "make_backbone", "register", "DiffuseST", "FastStyle"]
+__all__ = ["BACKBONES", "Backbone", "BaselineOutput", "make_backbone", "register", "DiffuseST", "FastStyle", "MicroASTBackbone"]
