@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -28,7 +27,7 @@ GRAM_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def quiet(one_thread):
+def single_thread(one_thread):
     yield
 
 
