@@ -16,6 +16,7 @@ OFFLINE = {
     # the real vendored networks (no random twin needed): short side 48 -> 32
     "faststyle": replace(get_config("smoke").backbone, name="faststyle", style_net="wave", resolution=32,
                          batch_size=2),
+    "microast": replace(get_config("smoke").backbone, name="microast", resolution=32, batch_size=2),
 }
 T = 3
 

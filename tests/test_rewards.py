@@ -12,9 +12,9 @@ from skimage import data as skdata
 
 from vstlib.config import get_config
 from vstlib.errors import InputError
+from vstlib.evaluation.metrics import warping_error
 from vstlib.nets import perceptual as models
 from vstlib.paths import SINTEL
-from vstlib.evaluation.metrics import warping_error
 from vstlib.rl.rewards import (
     ContentLoss,
     RewardModel,

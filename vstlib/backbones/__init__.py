@@ -15,5 +15,6 @@ from vstlib.backbones.base import (
 )
 from vstlib.backbones.diffusest import DiffuseST
 from vstlib.backbones.faststyle import FastStyle
+from vstlib.backbones.microast import MicroASTBackbone
 
-__all__ = ["BACKBONES", "Backbone", "BaselineOutput", "make_backbone", "register", "DiffuseST", "FastStyle"]
+__all__ = ["BACKBONES", "Backbone", "BaselineOutput", "make_backbone", "register", "DiffuseST", "FastStyle", "MicroASTBackbone"]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from vstlib.config import TINY
 from vstlib.hub import load_torchvision_weights, weights_guard
 from vstlib.nets.darknet import FEATURES, LAYERS, LEAK, load_darknet, resize_input
+from vstlib.nets.vgg_r31 import load_vgg_r31
 from vstlib.registry import Registry
 from vstlib.runtime import fork_rng
 
@@ -175,6 +176,40 @@ def darknet_embedder(cfg_eval, device: Device = "cpu") -> Callable[[torch.Tensor
     return embed
 
 
+# --------------------------------------------------------------------------- VGG-19 to relu3_1 (vendored)
+VGG_R31_CONTENT_LAYERS = ("relu2_1", "relu3_1")
+
+
+def vgg_r31_sequential(device: Device = "cpu") -> tuple[nn.Sequential, dict[str, int]]:
+    """The vendored normalised Caffe VGG-19 to relu3_1 as an ``nn.Sequential`` (what StyleLoss slices)
+    and the index of relu1_1, relu1_2, relu2_1, relu2_2, relu3_1 in it. Its input is ImageNet-
+    normalised (StyleLoss's): ``_FromImagenet`` undoes that, then the net's own fixed 1x1 conv maps
+    RGB [0,1] to Caffe BGR minus the mean (``nets/vgg_r31``)."""
+    seq, names = load_vgg_r31().sequential()
+    mods = [_FromImagenet(), *seq]
+    return _freeze(nn.Sequential(*mods), device), {k: i + 1 for k, i in names.items()}
+
+
+class VggR31Perceptual(nn.Module):
+    """The feature-reconstruction (perceptual) loss of Johnson et al. 2016 on the vendored VGG-19:
+    sum over relu2_1 and relu3_1 of the mean squared feature difference (each layer normalised by
+    C*H*W). It stands in for LPIPS, whose calibrated AlexNet trunk has no offline weights here; it is
+    not calibrated to human judgements. Inputs in [-1,1] (LPIPS's convention, as ContentLoss feeds
+    it) -> (N,1,1,1), 0 for identical images, unbounded above.
+    """
+
+    def __init__(self, device: Device = "cpu", layers: tuple = VGG_R31_CONTENT_LAYERS):
+        super().__init__()
+        self.net = _freeze(load_vgg_r31(), device)
+        self.layers = tuple(layers)
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        fx = self.net((x + 1) / 2, self.layers)                           # {layer: (N,C,h,w)}
+        fr = self.net((ref + 1) / 2, self.layers)
+        d = sum((fx[n] - fr[n]).pow(2).mean((1, 2, 3)) for n in self.layers)  # (N,)
+        return d.view(-1, 1, 1, 1)
+
+
 # --------------------------------------------------------------------------- by name
 # cfg.reward.style_net -> fn(cfg_reward, device) -> (features nn.Sequential, {layer name: index});
 # cfg.reward.content_net -> fn(cfg_reward, device) -> module(x, ref in [-1,1]) -> (N,1,1,1).
@@ -182,10 +217,12 @@ def darknet_embedder(cfg_eval, device: Device = "cpu") -> Callable[[torch.Tensor
 STYLE_NETS = Registry("style network", "reward.style_net", {
     "vgg19": lambda cfg_reward, device: (vgg19_features(cfg_reward.vgg_weights, device), VGG19_LAYERS),
     "darknet": lambda cfg_reward, device: darknet_sequential(device),
+    "vgg_r31": lambda cfg_reward, device: vgg_r31_sequential(device),
 })
 CONTENT_NETS = Registry("content network", "reward.content_net", {
     "lpips_alex": lambda cfg_reward, device: lpips_alex(cfg_reward.lpips_pretrained, device),
     "darknet": lambda cfg_reward, device: DarknetPerceptual(device),
+    "vgg_r31": lambda cfg_reward, device: VggR31Perceptual(device),
 })
 
 
@@ -298,5 +335,6 @@ def clip_image_features(model: nn.Module, preprocess: Callable, images: torch.Te
 
 
 __all__ = ["STYLE_NETS", "CONTENT_NETS", "EMBEDDERS", "EMBEDDER_NAMES", "DarknetPerceptual",
+           "vgg_r31_sequential", "VggR31Perceptual", "VGG_R31_CONTENT_LAYERS",
            "darknet_sequential", "darknet_embedder", "DARKNET_STYLE_LAYERS", "DARKNET_CONTENT_LAYERS", "IMAGENET_MEAN", "IMAGENET_STD", "VGG19_LAYERS", "vgg19_layer_indices",
            "vgg19_features", "lpips_alex", "TINY_CLIP", "clip_quick_gelu", "clip_model", "clip_image_features"]

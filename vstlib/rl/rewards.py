@@ -27,12 +27,7 @@ import torch.nn as nn
 
 from vstlib.errors import InputError
 from vstlib.flow import masked_mean, resize_flow, warp
-from vstlib.nets.perceptual import (
-    CONTENT_NETS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    STYLE_NETS,
-)
+from vstlib.nets.perceptual import CONTENT_NETS, IMAGENET_MEAN, IMAGENET_STD, STYLE_NETS
 from vstlib.registry import Registry
 from vstlib.video.resize import resize, short_side_size
 
