@@ -1,4 +1,5 @@
-"""The evaluation's judge: the Farneback flow, against a known shift and Sintel's ground truth."""
+"""The evaluation's judge: Farneback flow, warping errors, (MS-)SSIM, sharpness, perceptual fidelity, each
+against a hand-computed or analytic value that a wrong sign would miss."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,9 @@ import torch.nn.functional as F
 
 from vstlib import data, flow, paths
 from vstlib.config import get_config
+from vstlib.evaluation import metrics
+from vstlib.evaluation.metrics import (fidelity_ssim, judge_flows, long_term_warping_error, perceptual_fidelity,
+                                       relative_sharpness, sharpness, warping_error)
 
 
 def texture(h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -29,6 +33,12 @@ def moving_clip(T: int = 3, d=(3, 2), h: int = 48, w: int = 64, seed: int = 0) -
 
 def const_flow(u, v, n, h, w):
     return torch.tensor([u, v]).float().view(1, 2, 1, 1).expand(n, 2, h, w).clone()
+
+
+def exact_shift_estimator(a, b):
+    """Farneback rounded to its median integer vector: the exact flow of a global integer shift."""
+    f = flow.farneback_flow(a, b)                                            # (N,2,H,W)
+    return f.flatten(2).median(2).values.round()[..., None, None].expand_as(f).clone()
 
 
 # --------------------------------------------------------------------------- Farneback
@@ -71,3 +81,147 @@ def test_farneback_on_sintel(level):
     assert math.isfinite(epe(f)) and epe(f) == pytest.approx(FARNEBACK_EPE[level], rel=0.15)
     assert epe(f) < (0.85 if level == "hard" else 0.4) * still               # hard: large motion, 3 levels
     assert epe(-f) > 1.2 * still                                             # the sign is flow.py's
+
+
+# --------------------------------------------------------------------------- warping error
+def test_warping_error_zero_for_a_shift_with_its_exact_flow():
+    S = moving_clip(3, d=(3, -2))
+    good = {"fw": const_flow(3, -2, 2, 48, 64), "bw": const_flow(-3, 2, 2, 48, 64)}
+    e = warping_error(S, good)
+    assert e.shape == (2,) and e.abs().max() < 1e-10                         # masks drop the border
+    flipped = {"fw": good["bw"], "bw": good["fw"]}                           # the wrong direction
+    assert warping_error(S, flipped).min() > 1e-3
+    unmasked = ((S[:-1] - flow.warp(S[1:], good["fw"])) ** 2).sum(1).mean((1, 2))
+    assert unmasked.min() > 1e-4                                             # the border does matter
+
+
+def test_warping_error_of_a_constant_colour_change_by_hand():
+    """S_1 = shift(S_0) + c: every visible pixel differs by c, so E = c_r^2 + c_g^2 + c_b^2 = 0.0525."""
+    S = moving_clip(2, d=(2, 1))
+    c = torch.tensor([0.1, -0.2, 0.05]).view(1, 3, 1, 1)
+    S = torch.cat([S[:1], S[1:] + c])
+    fl = {"fw": const_flow(2, 1, 1, 48, 64), "bw": const_flow(-2, -1, 1, 48, 64)}
+    assert warping_error(S, fl).item() == pytest.approx(0.01 + 0.04 + 0.0025, rel=1e-5)
+    assert warping_error(S, {"fw": -fl["fw"], "bw": -fl["bw"]}).item() > 0.06
+
+
+def test_warping_error_drops_motion_boundaries():
+    """Lai's mask also drops motion boundaries (Ruder et al.): the left half still (u = 0), the right
+    half moving by 2 px; a made-up difference on the boundary columns 31-32 must not count."""
+    b = texture(16, 64)
+    fw = torch.zeros(1, 2, 16, 64)
+    fw[:, 0, :, 32:] = 2
+    bw = torch.zeros(1, 2, 16, 64)
+    bw[:, 0, :, 34:] = -2                                                    # consistent where it matters
+    a = flow.warp(b, fw)
+    a[..., 31:33] += 0.3
+    S, fl = torch.cat([a, b]), {"fw": fw, "bw": bw}
+    assert warping_error(S, fl).item() < 1e-10
+    sundaram = flow.occlusion_mask(fw, bw, "sundaram")                       # without the boundary term
+    assert ((a - flow.warp(b, fw)) ** 2 * sundaram).sum() > 0
+
+
+def test_long_term_warping_error_k1_is_the_short_one():
+    frames = moving_clip(4, d=(2, 1))
+    S = (frames.flip(1) ** 2 + 0.05 * torch.rand(frames.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    short = warping_error(S, judge_flows(frames))
+    assert torch.equal(long_term_warping_error(S, frames, 1), short)
+    assert short.shape == (3,) and short.min() > 0
+
+
+def test_long_term_warping_error_uses_the_direct_flow_t_minus_k_to_t():
+    frames = moving_clip(5, d=(2, -1), h=64, w=80)                           # 48x64 is too small for 6 px
+    e = long_term_warping_error(frames, frames, 3, exact_shift_estimator)
+    assert e.shape == (2,) and e.abs().max() < 1e-10                         # flow 6 px, -3 px, exactly
+    backwards = lambda a, b: exact_shift_estimator(b, a)                     # flow t -> t-k instead
+    assert long_term_warping_error(frames, frames, 3, backwards).min() > 1e-3
+    with pytest.raises(ValueError):
+        long_term_warping_error(frames, frames, 5)
+
+
+# --------------------------------------------------------------------------- fidelity
+def ssim_of_constants(a: float, b: float) -> float:
+    """SSIM of two flat images: only the luminance term, (2ab + C1) / (a^2 + b^2 + C1), C1 = (0.01)^2."""
+    c1 = 0.01 ** 2
+    return (2 * a * b + c1) / (a * a + b * b + c1)
+
+
+@pytest.mark.parametrize("size", [(40, 48), (176, 180)])
+def test_fidelity_ssim_by_hand(size):
+    h, w = size
+    ms = metrics.uses_msssim(h, w)
+    assert ms == (min(h, w) >= 176)
+    R = texture(h, w).repeat(2, 1, 1, 1)
+    assert torch.allclose(fidelity_ssim(R, R), torch.ones(2), atol=1e-6)
+    # flat 0.5 vs flat 0.6: SSIM = 0.98361; MS-SSIM keeps the luminance term of the coarsest scale only,
+    # raised to its weight 0.1333 (contrast-structure terms are 1 on flat images)
+    S, R = torch.full((1, 3, h, w), 0.5), torch.full((1, 3, h, w), 0.6)
+    want = ssim_of_constants(0.5, 0.6) ** (0.1333 if ms else 1.0)
+    assert fidelity_ssim(S, R).item() == pytest.approx(want, abs=1e-5)
+
+
+def test_fidelity_ssim_falls_with_noise():
+    R = texture(48, 64)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(R.shape, generator=g)
+    s = [fidelity_ssim((R + sd * noise).clamp(0, 1), R).item() for sd in (0.0, 0.02, 0.05, 0.1, 0.2)]
+    assert s[0] == pytest.approx(1.0, abs=1e-6) and all(a > b for a, b in zip(s, s[1:])), s
+
+
+class MeanSquare(torch.nn.Module):
+    """A stand-in perceptual distance: mean squared difference of its inputs, (N,1,1,1)."""
+
+    def forward(self, x, ref):
+        assert x.min() < -0.5 and x.max() <= 1                               # it was given [-1,1]
+        return ((x - ref) ** 2).mean((1, 2, 3)).view(-1, 1, 1, 1)
+
+
+def test_perceptual_fidelity_maps_to_minus_one_one_and_keeps_order():
+    R = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    S = (R + torch.linspace(0, 0.2, 5).view(5, 1, 1, 1)).clamp(0, 1)
+    d = perceptual_fidelity(S, R, MeanSquare(), batch_size=2)
+    assert d.shape == (5,) and torch.allclose(d, 4 * ((S - R) ** 2).mean((1, 2, 3)))   # 2x scale -> 4x
+    assert d[0] == 0 and (d.diff() > 0).all()
+
+
+def test_perceptual_fidelity_with_darknet():
+    from vstlib.models import DarknetPerceptual
+
+    net = DarknetPerceptual()
+    R = texture(64, 64).repeat(3, 1, 1, 1)
+    noise = torch.randn(R.shape, generator=torch.Generator().manual_seed(0))
+    S = (R + torch.tensor([0.0, 0.05, 0.2]).view(3, 1, 1, 1) * noise).clamp(0, 1)
+    d = perceptual_fidelity(S, R, net)
+    assert d[0] == 0 and 0 < d[1] < d[2]
+
+
+# --------------------------------------------------------------------------- sharpness
+def test_sharpness_of_an_impulse_by_hand():
+    """5x5 grey image, 1 at the centre: the Laplacian on the 3x3 interior is -4 at the centre, 1 at its
+    4 neighbours, 0 at the corners; mean 0, variance (16 + 4) / 9."""
+    x = torch.zeros(1, 3, 5, 5)
+    x[..., 2, 2] = 1
+    assert sharpness(x).item() == pytest.approx(20 / 9, rel=1e-6)
+    red = torch.zeros(1, 3, 5, 5)
+    red[:, 0, 2, 2] = 1                                                      # luma 0.299
+    assert sharpness(red).item() == pytest.approx(0.299 ** 2 * 20 / 9, rel=1e-6)
+
+
+def test_sharpness_of_a_checkerboard_and_after_a_blur():
+    """0/1 checkerboard: the Laplacian is -4 on the 1s and +4 on the 0s, variance 16 (the image's own
+    variance is 0.25: a metric of the wrong quantity fails)."""
+    yy, xx = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    board = ((yy + xx) % 2).float().expand(1, 3, 8, 8)
+    assert sharpness(board).item() == pytest.approx(16.0)
+    img = texture(48, 64, seed=3) + 0.05 * torch.randn(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    blurred = F.avg_pool2d(F.pad(img, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    assert sharpness(blurred).item() < 0.5 * sharpness(img).item()
+
+
+def test_relative_sharpness_is_a_geometric_mean():
+    yy, xx = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    board = ((yy + xx) % 2).float().expand(1, 3, 8, 8)
+    R = torch.cat([0.25 * board, 0.5 * board])                               # sharpness 1, 4
+    assert relative_sharpness(torch.cat([0.5 * board, 0.5 * board]), R).item() == pytest.approx(math.sqrt(4 * 1))
+    assert relative_sharpness(R.flip(0), R).item() == pytest.approx(1.0)     # ratios 4 and 1/4
+    assert relative_sharpness(R, R).item() == pytest.approx(1.0)
