@@ -16,6 +16,7 @@ import math
 import os
 from typing import Optional, Union
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -275,8 +276,6 @@ def dis_flow(frames_a: torch.Tensor, frames_b: torch.Tensor, preset: str = "medi
     (tests/test_real_models.py checks the sign on MPI-Sintel). DIS works on grayscale uint8
     frames; OpenCV's own threads are capped at torch's thread count.
     """
-    import cv2
-
     if frames_a.shape != frames_b.shape or frames_a.ndim != 4 or frames_a.shape[1] != 3:
         raise ValueError(f"need two (N,3,H,W) batches of equal shape, got {tuple(frames_a.shape)} "
                          f"and {tuple(frames_b.shape)}")
@@ -298,6 +297,39 @@ def dis_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> d
     return with_masks(fw, bw, cfg_flow.occlusion)
 
 
-__all__ = ["warp", "resize_flow", "latent_flow", "masked_mean", "inside_mask", "motion_boundary", "occlusion_mask", "mean_motion", "read_flo", "get_raft", "estimate_flow",
-           "pixel_grid", "RAFT_MIN_SIZE", "FLOW_ESTIMATORS",
-           "with_masks", "exact_flows", "raft_flows", "dis_flows", "dis_flow", "DIS_PRESETS"]
+# --------------------------------------------------------------------------- Farneback (OpenCV)
+# Farneback's polynomial-expansion flow (Farneback 2003): a second real CPU estimator, independent of
+# DIS, for judges that must not share the method's flow. Parameters fixed: OpenCV's reference example
+# (pyramid scale 0.5, 3 levels, 15 px window, 3 iterations, poly_n 5, poly_sigma 1.2, box window);
+# on the Sintel samples they beat 5 levels / poly_n 7 (EPE 0.93 / 3.90 / 24.9 px on easy / medium / hard).
+FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+
+
+def farneback_flow(frames_a: torch.Tensor, frames_b: torch.Tensor) -> torch.Tensor:
+    """Farneback flow a -> b for each pair of (N,3,H,W) frames in [0,1] -> (N,2,H,W) float32 (CPU).
+
+    Same convention as ``warp`` and ``dis_flow``: ``warp(b, farneback_flow(a, b)) ~= a`` on pixels
+    of a visible in b; grayscale uint8 input, parameters ``FARNEBACK``.
+    """
+    if frames_a.shape != frames_b.shape or frames_a.ndim != 4 or frames_a.shape[1] != 3:
+        raise ValueError(f"need two (N,3,H,W) batches of equal shape, got {tuple(frames_a.shape)} "
+                         f"and {tuple(frames_b.shape)}")
+    cv2.setNumThreads(torch.get_num_threads())
+    ga, gb = _gray_u8(frames_a), _gray_u8(frames_b)
+    out = np.stack([cv2.calcOpticalFlowFarneback(a, b, None, **FARNEBACK) for a, b in zip(ga, gb)])  # (N,H,W,2)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().float()
+
+
+@FLOW_ESTIMATORS.register("farneback")
+def farneback_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
+    """OpenCV Farneback fw on (frames[:-1], frames[1:]) and bw on (frames[1:], frames[:-1]) on the
+    CPU; masks by ``cfg_flow.occlusion`` as for DIS. The evaluation's judge (``vstlib.evaluation``)."""
+    fw = farneback_flow(frames[:-1], frames[1:]).to(frames.device)               # (T-1,2,H,W)
+    bw = farneback_flow(frames[1:], frames[:-1]).to(frames.device)
+    return with_masks(fw, bw, cfg_flow.occlusion)
+
+
+__all__ = ["warp", "resize_flow", "latent_flow", "masked_mean", "inside_mask", "motion_boundary", "occlusion_mask",
+           "mean_motion", "read_flo", "get_raft", "estimate_flow", "pixel_grid", "RAFT_MIN_SIZE", "FLOW_ESTIMATORS",
+           "with_masks", "exact_flows", "raft_flows", "dis_flows", "dis_flow", "DIS_PRESETS", "FARNEBACK",
+           "farneback_flow", "farneback_flows"]

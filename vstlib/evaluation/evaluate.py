@@ -3,7 +3,7 @@
 Table 1 also holds the reference rows ``input`` (the unstylized clip: the flicker floor of the
 warping error) and ``per-frame`` (the stylizer's own frames before the latent round trip, e.g.
 N(I_t) on faststyle; absent where the backbone has none). Table 2 names its embedder in an
-``embedder`` column (``models.EMBEDDER_NAMES``): CLIP, or Darknet-tiny on the cpu profile.
+``embedder`` column (``nets.perceptual.EMBEDDER_NAMES``): CLIP, or Darknet-tiny on the cpu profile.
 
     tables = evaluate(get_config("smoke"))   # results/smoke/table1.csv, table2.csv (+ *_per_clip.csv)
 
