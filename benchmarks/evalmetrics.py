@@ -60,7 +60,7 @@ def main():
     masked = with_masks(flows["fw"], flows["bw"], "ruder")
     O = timed("bonneel (lam 0.1, tol 1e-4)", bonneel.bonneel, P, frames, masked)
     w_p = metrics.clip_warping_error(P, flows).mean().item()
-    w_o = metrics.warping_error(O.clamp(0, 1), flows).mean().item()
+    w_o = metrics.clip_warping_error(O.clamp(0, 1), flows).mean().item()
     print(f"warping error: per-frame P {w_p:.4f}, Bonneel {w_o:.4f}; MS-SSIM of Bonneel to P "
           f"{metrics.fidelity_ssim(O.clamp(0, 1), P).mean().item():.3f}")
     bw, w = masked["bw"][:1], masked["mask_bw"][:1]                          # frame 1 as bonneel solves it

@@ -131,7 +131,7 @@ def _seed_lines() -> list:
     if len(pol) < 2:
         return []
     std = float(pol.std())
-    tol = TOLERANCE["change"][0]
+    tol = TOLERANCE["change/warp"][0]
     return [f"The main result: the policy's warping-error change on the test clips is {pol.mean():.1f} % with a "
             f"seed-to-seed std of {std:.2f} points ({len(pol)} seeds); the tolerance for changes, {tol:g} points, "
             f"is {tol / std:.2f} of that std."]

@@ -65,7 +65,7 @@ def test_farneback_sign_on_a_shifted_texture():
 
 def test_farneback_registered_with_masks():
     clip = moving_clip(3, d=(-2, 1))
-    out = flow.get_estimator("farneback")(clip, get_config("cpu").flow)
+    out = flow.FLOW_ESTIMATORS.pick("farneback")(clip, get_config("cpu").flow)
     assert set(out) == {"fw", "bw", "mask_fw", "mask_bw"}
     assert out["fw"].shape == (2, 2, 48, 64) and out["mask_bw"].shape == (2, 1, 48, 64)
     inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))
