@@ -67,8 +67,11 @@ paper:
 	cd paper && TEXINPUTS=$(PAPER_INPUTS) latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet \
 		-outdir=$(PAPER_OUT) main.tex
 
+## JupyterLab on notebooks/ with .venv's kernel, on 127.0.0.1 only and behind its token (the URL it
+## prints); --allow-root only when run as root, where Jupyter refuses to start without it
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root,)
 
 clean-results:
 	rm -rf data results .cache

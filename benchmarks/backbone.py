@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vstlib.backbones.diffusest import DiffuseST
 from vstlib.backbones.diffusest.tiny import SD15_UNET, SD15_VAE, tiny_components
 from vstlib.config import get_config
-from vstlib.utils import resolve_device
+from vstlib.runtime import resolve_device
 
 
 def synthetic(n: int, size: int, seed: int) -> torch.Tensor:

@@ -17,12 +17,13 @@ import time
 
 import torch
 
-from vstlib import data, paths
+from vstlib import paths
 from vstlib.backbones import make_backbone
 from vstlib.config import get_config
 from vstlib.flow import get_estimator
 from vstlib.nets.faststyle import STYLES
-from vstlib.policy import LatentPolicy
+from vstlib.rl.policy import LatentPolicy
+from vstlib.video.io import read_frames, to_tensor
 
 
 @torch.inference_mode()
@@ -36,7 +37,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = get_config("cpu")
-    x = data.to_tensor(data.read_frames(args.clip, args.frames))          # (T,3,H,W)
+    x = to_tensor(read_frames(args.clip, args.frames))          # (T,3,H,W)
     bb = make_backbone(dataclasses.replace(cfg.backbone, style_net=args.style, batch_size=args.batch_size),
                        "cpu", None)                                        # no disk cache: time the work
     torch.manual_seed(0)

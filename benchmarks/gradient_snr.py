@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vstlib.clips import load_manifest  # noqa: E402
-from vstlib.config import ablations, get_config  # noqa: E402
-from vstlib.learners import gradient_cosine  # noqa: E402
-from vstlib.policy import LatentPolicy  # noqa: E402
-from vstlib.rollout import build_episode, crop_episode, make_env  # noqa: E402
+from vstlib.config import ablations, get_config
+from vstlib.rl.episodes import build_episode, crop_episode, make_env
+from vstlib.rl.learners import gradient_cosine
+from vstlib.rl.policy import LatentPolicy
+from vstlib.video.clips import load_manifest
 
 
 def main(argv=None) -> int:

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vstlib.config import PAPER, ablations  # noqa: E402
+from vstlib.config import PAPER, ablations
 
 GIVEN = {  # issue 14 (GFLOP per image): UNet per step, VAE decode
     ("unet", 32): 172.0, ("unet", 64): 677.0, ("vae_decode", 256): 620.0, ("vae_decode", 512): 2480.0}
@@ -50,9 +50,9 @@ def _flops(build, inputs, device="meta") -> float:
 
 
 def count_flops(resolutions=(256, 512), loss_res=256) -> dict:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
     import open_clip
     import torchvision
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from vstlib.backbones.diffusest.tiny import SD15_UNET, SD15_VAE
 
@@ -115,7 +115,7 @@ def denoise_images(cfg, n: int) -> int:
 
 def estimate(cfg, F: dict, res: int, loss_res: int = 256) -> "OrderedDict[str, float]":
     """GFLOP per item of `make reproduce` for the paper preset ``cfg``."""
-    from vstlib.data import split_clips
+    from vstlib.video.prepare import split_clips
 
     h = res // 8
     T, n = cfg.data.n_frames, cfg.data.n_clips

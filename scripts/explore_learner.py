@@ -55,8 +55,8 @@ def run(settings, seeds: int, out: Path) -> "pd.DataFrame":
     import pandas as pd
 
     from vstlib.config import get_config
-    from vstlib.evaluate import evaluate
-    from vstlib.train import train
+    from vstlib.evaluation.evaluate import evaluate
+    from vstlib.rl.train import train
 
     base, rows = get_config("cpu"), []
     for seed in range(seeds):

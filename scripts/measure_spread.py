@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vstlib import paths  # noqa: E402
-from vstlib.reproduce import KERNEL_CAPS  # noqa: E402
-from vstlib.verify import SKIPPED, TOLERANCE, collect  # noqa: E402
+from vstlib import paths
+from vstlib.reproduce import KERNEL_CAPS
+from vstlib.verify import SKIPPED, TOLERANCE, collect
 
 VARIANTS = {  # name -> (kernel caps on?, threads)
     "avx2-2t": (True, 2), "native-2t": (False, 2), "avx2-1t": (True, 1), "native-1t": (False, 1)}
@@ -131,7 +131,7 @@ def _seed_lines() -> list:
     if len(pol) < 2:
         return []
     std = float(pol.std())
-    tol = TOLERANCE["change"][0]
+    tol = TOLERANCE["change/warp"][0]
     return [f"The main result: the policy's warping-error change on the test clips is {pol.mean():.1f} % with a "
             f"seed-to-seed std of {std:.2f} points ({len(pol)} seeds); the tolerance for changes, {tol:g} points, "
             f"is {tol / std:.2f} of that std."]

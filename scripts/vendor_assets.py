@@ -8,7 +8,9 @@ Writes (deterministic: a second run rewrites byte-identical files):
   the tensor contents in the metadata (checked on every load by vstlib.nets.weights);
 - clips/*.mp4: the first 20 frames, short side resized to 256 then centre-cropped to 256x256
   (training data only), H.264 yuv444p CRF 10 (about 40-45 dB PSNR), the source's frame rate;
+- clips-eval/*.mp4: the 16 held-out evaluation clips, trimmed and encoded the same way;
 - styles/*.jpg: the paintings, long side <= 512, JPEG quality 90;
+- styles-eval/*.jpg: the 12 held-out evaluation paintings, the same way (sources from its README);
 - PROVENANCE.md: source, licence and sha256 of every shipped file.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -26,10 +29,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vstlib import data, paths  # noqa: E402
-from vstlib.nets import darknet, faststyle, taef2  # noqa: E402
-from vstlib.nets.weights import tensor_digest  # noqa: E402
-from vstlib.utils import atomic_path, atomic_write_text  # noqa: E402
+from vstlib import paths
+from vstlib.cache import content_hash
+from vstlib.files import atomic_path, atomic_write_text
+from vstlib.nets import darknet, faststyle, microast, taef2, vgg_r31
+from vstlib.video.io import read_frames
 
 N_FRAMES, SIZE, CRF = 20, 256, 10
 PAINTING_SIDE, JPEG_QUALITY = 512, 90
@@ -49,6 +53,18 @@ CLIPS = {  # shared file -> (source, licence)
                                      "Pexels licence (free to use)"),
     "sintel-market-demo": ("princeton-vl/RAFT @ demo-frames/frame_0016..0025.png",
                            "MPI-Sintel, CC-BY 3.0 (Blender Foundation / Butler et al.)"),
+}
+MICROAST = ("EndyWon/MicroAST @ models/{part}_iter_160000.pth.tar @ 5a6c9050d8c408191cb9db12c697f3e4c7ebe137 "
+            "(Wang et al., AAAI 2023)")
+VGG_R31 = ("sunayana-981/LinearStyleTransfer @ models/vgg_r31.pth @ 62f4a3f3169549134fc72c9c2cda094ae4be552b "
+           "(fork of sunshineatnoon/LinearStyleTransfer, Li et al. CVPR 2019; VGG-19 of Simonyan & Zisserman, "
+           "Caffe weights normalised by Gatys et al.)")
+DAVIS_LICENCE = ("CC BY-NC 4.0 (DAVIS 2016: non-commercial use; credit DAVIS, Perazzi et al. CVPR 2016 / "
+                 "Pont-Tuset et al. 2017)")
+EVAL_LICENCES = {  # clips-eval file prefix -> licence line
+    "davis-tennis": DAVIS_LICENCE + "; via MCG-NKU/E2FGVI (repository CC BY-NC 4.0)",
+    "davis-": DAVIS_LICENCE,
+    "sam2-": "Apache-2.0 (facebookresearch/sam2 repository; the footage states no licence of its own)",
 }
 FOLDER_FPS = 24  # the Sintel demo frames come without a rate; the film runs at 24 fps
 STYLES = {
@@ -77,7 +93,7 @@ def save_fp16(path: Path, tensors: dict, shapes: dict, source: str) -> None:
         raise SystemExit(f"{source}: a value overflows fp16")
     with atomic_path(path) as tmp:
         # one metadata key: safetensors writes a multi-key metadata map in a random order
-        save_file(half, str(tmp), metadata={"sha256": tensor_digest(half)})
+        save_file(half, str(tmp), metadata={"sha256": content_hash(half)})
 
 
 # --------------------------------------------------------------------------- weights
@@ -105,6 +121,24 @@ def vendor_taef2(src: Path, out: Path) -> list:
         save_fp16(p, dict(sd), taef2.state_shapes(part), f"taef2_{part}.pth")
         rows.append((p, f"madebyollin/taesd @ taef2_{part}.pth", "MIT"))
     return rows
+
+
+def vendor_microast(src: Path, out: Path) -> list:
+    rows = []
+    for part in microast.PARTS:
+        sd = torch.load(src / "weights" / "microast" / f"{part}_iter_160000.pth.tar", map_location="cpu",
+                        weights_only=True)
+        p = out / "weights" / f"microast_{part}.safetensors"
+        save_fp16(p, dict(sd), microast.state_shapes(part), f"microast/{part}")
+        rows.append((p, MICROAST.format(part=part), "MIT, (c) 2022 Zhizhong Wang"))
+    return rows
+
+
+def vendor_vgg_r31(src: Path, out: Path) -> list:
+    sd = torch.load(src / "weights" / "linearstyle-r31" / "vgg_r31.pth", map_location="cpu", weights_only=True)
+    p = out / "weights" / "vgg_r31.safetensors"
+    save_fp16(p, dict(sd), vgg_r31.state_shapes(), "linearstyle-r31/vgg_r31.pth")
+    return [(p, VGG_R31, "BSD-2-Clause, (c) 2018 SunshineAtNoon; ILSVRC VGG weights CC BY 4.0")]
 
 
 def check_darknet_topology(model: dict) -> None:
@@ -178,33 +212,84 @@ def write_mp4(path: Path, frames: np.ndarray, fps: Fraction) -> None:
                 c.mux(pkt)
 
 
+def vendor_clip(p_src: Path, p: Path, source: str, licence: str) -> tuple:
+    """First N_FRAMES frames, short side SIZE, centre crop SIZE x SIZE -> mp4 ``p``; its provenance row."""
+    frames = read_frames(p_src, N_FRAMES, SIZE)                     # (T,256,256,3) uint8
+    fps = source_fps(p_src)
+    write_mp4(p, frames, fps)
+    return (p, source, licence, f"first {len(frames)} frames, {SIZE}x{SIZE} centre crop, {float(fps):g} fps, "
+                                f"H.264 yuv444p CRF {CRF}")
+
+
 def vendor_clips(src: Path, out: Path) -> list:
+    return [vendor_clip(src / "clips" / name, out / "clips" / f"{Path(name).stem}.mp4", source, licence)
+            for name, (source, licence) in CLIPS.items()]
+
+
+def eval_clip_source(stem: str) -> str:
+    sam2 = {"sam2-dog": "demo/data/gallery/01_dog.mp4", "sam2-juggle": "demo/data/gallery/05_default_juggle.mp4",
+            "sam2-coffee": "demo/data/gallery/04_coffee.mp4", "sam2-blocks": "demo/data/gallery/03_blocks.mp4",
+            "sam2-bedroom": "notebooks/videos/bedroom.mp4"}
+    if stem in sam2:
+        return f"facebookresearch/sam2 @ {sam2[stem]} @ 2b90b9f5ceec907a1c18123530e92e794ad901a4"
+    if stem == "davis-tennis":
+        return ("MCG-NKU/E2FGVI @ examples/tennis/00000-00039.png @ 709cbe319edc21b8a365a28e14cba595a93d62cf "
+                "(DAVIS tennis, downscaled to 432x240)")
+    return (f"MathLee/EOR-VOS @ DAVIS/JPEGImages/480p/{stem[len('davis-'):]}/00000-00039.jpg @ "
+            "1bde4d5f936304c5ad69e301956e9d65082dfbc8")
+
+
+def vendor_eval_clips(src: Path, out: Path) -> list:
+    """The held-out evaluation clips (../shared/assets/clips-eval, 40-frame H.264 re-encodes)."""
     rows = []
-    for name, (source, licence) in CLIPS.items():
-        p_src = src / "clips" / name
-        frames = data.read_frames(p_src, N_FRAMES, SIZE)                 # (T,256,256,3) uint8
-        p = out / "clips" / f"{Path(name).stem}.mp4"
-        fps = source_fps(p_src)
-        write_mp4(p, frames, fps)
-        rows.append((p, source, licence, f"first {len(frames)} frames, {SIZE}x{SIZE} centre crop, {float(fps):g} fps, H.264 yuv444p CRF {CRF}"))
+    for p_src in sorted((src / "clips-eval").glob("*.mp4")):
+        licence = next(v for k, v in EVAL_LICENCES.items() if p_src.stem.startswith(k))
+        row = vendor_clip(p_src, out / "clips-eval" / p_src.name, eval_clip_source(p_src.stem), licence)
+        rows.append(row[:3] + (row[3] + "; from the shared 40-frame H.264 CRF 18 re-encode",))
+    if len(rows) != 16:
+        raise SystemExit(f"{src / 'clips-eval'}: expected 16 clips, found {len(rows)}")
     return rows
+
+
+def vendor_painting(p_src: Path, p: Path) -> str:
+    """Long side <= PAINTING_SIDE (Lanczos, never upscaled), JPEG quality 90 -> ``p``; returns "WxH"."""
+    from PIL import Image
+
+    with Image.open(p_src) as img:
+        img = img.convert("RGB")
+        w, h = img.size
+        s = min(1.0, PAINTING_SIDE / max(w, h))
+        img = img.resize((round(w * s), round(h * s)), Image.Resampling.LANCZOS) if s < 1 else img
+        with atomic_path(p) as tmp:
+            img.save(tmp, format="JPEG", quality=JPEG_QUALITY)
+    return f"{img.size[0]}x{img.size[1]}"
 
 
 def vendor_styles(src: Path, out: Path) -> list:
-    from PIL import Image
+    return [(out / "styles" / name, source, "public domain (painting)",
+             vendor_painting(src / "styles" / name, out / "styles" / name)) for name, source in STYLES.items()]
 
-    rows = []
-    for name, source in STYLES.items():
-        with Image.open(src / "styles" / name) as img:
-            img = img.convert("RGB")
-            w, h = img.size
-            s = min(1.0, PAINTING_SIDE / max(w, h))
-            img = img.resize((round(w * s), round(h * s)), Image.Resampling.LANCZOS) if s < 1 else img
-            p = out / "styles" / name
-            with atomic_path(p) as tmp:
-                img.save(tmp, format="JPEG", quality=JPEG_QUALITY)
-        rows.append((p, source, "public domain (painting)", f"{img.size[0]}x{img.size[1]}"))
-    return rows
+
+def eval_style_sources(readme: str) -> dict:
+    """styles-eval/README.md -> {file: "Artist, Title (year); repo @ path @ commit"} from its sections."""
+    out = {}
+    for section in readme.split("\n### ")[1:]:
+        name, *lines = section.strip().splitlines()
+        f = dict(re.match(r"- (\w+): (.*)", ln).groups() for ln in lines if re.match(r"- \w+: ", ln))
+        where = re.sub(r" \(the snapshot's HEAD;[^)]*\)", "", f["source"]).split("; repository licence")[0]
+        out[name.strip()] = f"{f['artist']}, {f['title']} ({f['year'].split(' (')[0]}); {where}"
+    return out
+
+
+def vendor_eval_styles(src: Path, out: Path) -> list:
+    """The held-out evaluation paintings (evaluation only: never a default or demo style)."""
+    sources = eval_style_sources((src / "styles-eval" / "README.md").read_text())
+    files = sorted(p.name for p in (src / "styles-eval").glob("*.jpg"))
+    if len(files) != 12 or sorted(sources) != files:
+        raise SystemExit(f"{src / 'styles-eval'}: files {files} do not match its README {sorted(sources)}")
+    return [(out / "styles-eval" / n, sources[n], "public domain (painting)",
+             vendor_painting(src / "styles-eval" / n, out / "styles-eval" / n) + "; held out, evaluation only")
+            for n in files]
 
 
 # --------------------------------------------------------------------------- provenance
@@ -236,7 +321,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     out = args.out.resolve()
     rows = (vendor_faststyle(args.src, out) + vendor_taef2(args.src, out) + vendor_darknet(args.src, out)
-            + vendor_clips(args.src, out) + vendor_styles(args.src, out))
+            + vendor_microast(args.src, out) + vendor_vgg_r31(args.src, out)
+            + vendor_clips(args.src, out) + vendor_styles(args.src, out)
+            + vendor_eval_clips(args.src, out) + vendor_eval_styles(args.src, out))
     provenance(out, rows, "python scripts/vendor_assets.py")
     total = sum(r[0].stat().st_size for r in rows) + (out / "PROVENANCE.md").stat().st_size
     for r in rows:

@@ -1,8 +1,28 @@
-"""Shared pytest fixtures (other test modules may append theirs below)."""
+"""Shared pytest fixtures and the tiny configs the end-to-end tests start from."""
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
+
+# The tiny smoke setup of the end-to-end tests: 3 synthetic clips of 4 frames at 32 px (exact flows),
+# 2 DDIM steps, the policy's gate open so that actions are visible; each update takes a fraction of
+# a second. Tests override what they exercise with ``tiny(section={...})``.
+TINY = {
+    "data": {"n_clips": 3, "n_frames": 4, "size": 32, "motion_threshold": 0.0, "train_fraction": 0.67},
+    "backbone": {"resolution": 32, "num_inference_steps": 2, "num_inversion_steps": 2, "batch_size": 4},
+    "policy": {"hidden": 8, "gate_init": 0.0},
+    "train": {"epochs": 1, "accumulation": 2, "checkpoint_every": 1, "lr": 1e-3, "device": "cpu"},
+}
+
+
+def tiny(**sections) -> dict:
+    """``TINY`` with the fields of ``sections`` ({"train": {"epochs": 2}, ...}) replaced."""
+    out = copy.deepcopy(TINY)
+    for name, fields in sections.items():
+        out.setdefault(name, {}).update(fields)
+    return out
 
 
 @pytest.fixture

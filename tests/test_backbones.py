@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from vstlib.backbones import BACKBONES, Backbone, BaselineOutput, make_backbone
 from vstlib.config import get_config
-from vstlib.utils import InputError
+from vstlib.errors import InputError
 
 # Every registered backbone: a BackboneConfig that builds offline (random tiny weights), or the
 # reason it cannot. A new backbone must add itself here (test_every_backbone_is_listed).
@@ -16,6 +16,7 @@ OFFLINE = {
     # the real vendored networks (no random twin needed): short side 48 -> 32
     "faststyle": replace(get_config("smoke").backbone, name="faststyle", style_net="wave", resolution=32,
                          batch_size=2),
+    "microast": replace(get_config("smoke").backbone, name="microast", resolution=32, batch_size=2),
 }
 T = 3
 
@@ -110,6 +111,6 @@ def test_stylize_is_disk_cached(built):
 
 def test_unknown_backbone_name():
     cfg = replace(get_config("smoke").backbone, name="nope")
-    with pytest.raises(InputError, match=r"unknown backbone.name 'nope'.*diffusest") as err:
+    with pytest.raises(InputError, match=r"unknown backbone 'nope' \(set backbone.name\).*diffusest") as err:
         make_backbone(cfg, "cpu")
     assert "\n" not in str(err.value)

@@ -18,9 +18,15 @@ def test_key_is_stable_and_sensitive():
     assert cache.key("clip", SMOKE.flow) == cache.key("clip", SMOKE.flow)
     assert cache.key("clip", SMOKE.flow) != cache.key("clip", SMOKE.override(flow={"raft_iters": 3}).flow)
     assert cache.key("a", "b") != cache.key("b", "a")
-    # the historical form, unchanged: sha256 of sorted-key JSON (hand-checked value)
-    assert cache.json_digest({"b": 1, "a": [1, 2]}) == __import__("hashlib").sha256(
-        b'{"a": [1, 2], "b": 1}').hexdigest()[:16]
+    # sha256 of the sorted-key JSON list of the parts (hand-checked value)
+    assert cache.key({"b": 1, "a": [1, 2]}) == __import__("hashlib").sha256(
+        b'[{"a": [1, 2], "b": 1}]').hexdigest()[:16]
+
+
+def test_file_hash_is_the_sha256_of_the_bytes(tmp_path):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"abc" * 1000)
+    assert cache.file_hash(p) == __import__("hashlib").sha256(b"abc" * 1000).hexdigest()
 
 
 def test_cached_tensors_builds_once_then_reads(tmp_path):
@@ -81,8 +87,9 @@ def test_damaged_cache_is_rebuilt_with_one_notice(tmp_path, capsys, damage):
 
 def test_flow_cache_rebuilt_after_truncation(vst_home, monkeypatch, capsys):
     """clips.clip_flows (RAFT source) survives a truncated cache file."""
-    from vstlib import clips, flow
+    from vstlib import flow
     from vstlib.config import get_config
+    from vstlib.video import clips
 
     cfg = get_config("smoke", flow={"source": "raft"}, data={"size": 16})
     frames = torch.rand(3, 3, 16, 16)

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 @pytest.fixture
 def clip(home):
     """A 5-frame synthetic mp4 at 12 fps (a textured disc moving over a photo) and a style image."""
-    from vstlib.data import make_style_image, make_synthetic_clip
-    from vstlib.utils import save_png
+    from vstlib.video.io import save_png
+    from vstlib.video.synthetic import make_style_image, make_synthetic_clip
 
     frames = make_synthetic_clip("coffee", 5, 48)["frames"]                    # (5,48,48,3) uint8
     video = home / "in.mp4"
@@ -45,15 +45,15 @@ def test_parse_set():
 
 
 def test_unknown_comparison_row_is_one_line_not_a_silently_missing_row(capsys):
-    assert main(["compare", "--profile", "smoke", "--set", "eval.compare=[reinforce_paper,rlo]"]) == 2
+    assert main(["compare", "--profile", "smoke", "--set", "compare.methods=[reinforce_paper,rlo]"]) == 2
     line = _err_line(capsys)
-    assert "'rlo'" in line and "rloo" in line and "choose from" in line
+    assert "'rlo'" in line and "rloo" in line and "choose one of" in line
 
 
 def test_stylize_writes_a_playable_mp4(clip, home, capsys):
     from vstlib.config import get_config
-    from vstlib.policy import LatentPolicy
-    from vstlib.checkpoint import save_policy
+    from vstlib.rl.checkpoint import save_policy
+    from vstlib.rl.policy import LatentPolicy
 
     video, style = clip
     out = home / "out.mp4"
@@ -79,7 +79,7 @@ def test_bad_inputs_exit_2_with_one_line_naming_the_file(clip, home, capsys):
     import torch
     from safetensors.torch import save_file
 
-    from vstlib.policy import LatentPolicy
+    from vstlib.rl.policy import LatentPolicy
 
     video, style = clip
     out = str(home / "o.mp4")
@@ -165,7 +165,7 @@ def test_pipeline_commands_end_to_end(home, capsys):
 def test_prepare_takes_a_style_image(home, capsys):
     from PIL import Image
 
-    from vstlib.clips import load_style
+    from vstlib.video.clips import load_style
 
     small = ["--profile", "smoke", "--set", "data.n_frames=2", "--set", "data.size=32", "--set", 'data.synthetic_images=["coffee"]',
              "--set", "data.motion_threshold=0"]

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import isolated_home
 
 from vstlib.backbones import BaselineOutput
 from vstlib.backbones.diffusest import DiffuseST, DiffuseSTOutput
 from vstlib.backbones.diffusest.injection import InjectionAttnProcessor, InjectionState
 from vstlib.backbones.diffusest.sampler import ddim_move
 from vstlib.config import get_config
-from vstlib.utils import InputError, MissingWeightsError
-from conftest import isolated_home
+from vstlib.errors import InputError, MissingWeightsError
 
 T = 4  # frames per test clip
 
@@ -317,13 +317,14 @@ def test_pndm_sampler_visits_a_timestep_twice_and_keeps_no_state(frames, style):
     assert not torch.allclose(ddim(frames[:2], style).z0, out.z0, atol=1e-3)
 
 
-# --------------------------------------------------------------------------- any aspect ratio (issue 12 item 4)
+# --------------------------------------------------------------------------- any aspect ratio
 def test_non_square_clip_stylizes_and_the_policy_renders_it(home):
     """A 64x96 clip (latents 8x12) and a 80x48 style image: DiffuseST keeps the frames' size, the
     style reference is inverted at the frames' size, and the policy's act -> render round trip works
     for z0 and xT (zero action = the baseline)."""
-    from vstlib.policy import LatentPolicy
-    from vstlib.rollout import act, latent_flow, render_actions
+    from vstlib.flow import latent_flow
+    from vstlib.rl.policy import LatentPolicy
+    from vstlib.rl.step import LatentClip, render, unroll
 
     frames = F.interpolate(smooth_images(3, 0), size=(64, 96), mode="bilinear", align_corners=False)
     style = F.interpolate(smooth_images(1, 1), size=(80, 48), mode="bilinear", align_corners=False)
@@ -342,9 +343,9 @@ def test_non_square_clip_stylizes_and_the_policy_renders_it(home):
             flows = {"bw": torch.ones(2, 2, 64, 96), "mask_bw": torch.ones(2, 1, 64, 96)}
             lat_bw, lat_mask = latent_flow(flows, *L.shape[-2:])
             assert lat_bw.shape == (2, 2, 8, 12) and torch.allclose(lat_bw[:, 0], torch.full((2, 8, 12), 12 / 96))
-            a, logp, _ = act(pol, L, lat_bw, lat_mask)
-            assert a.shape == (1, 2, 4, 8, 12) and torch.isfinite(logp).all()
-            S = render_actions(s, out, L, a[0])
+            u = unroll(pol, LatentClip(L, lat_bw, lat_mask), "sample")
+            assert u.actions.shape == (1, 2, 4, 8, 12) and torch.isfinite(u.logp).all()
+            S = torch.cat([out.images[:1], render(s, out, u.out[0])])
             assert S.shape == (3, 3, 64, 96) and torch.isfinite(S).all()
             assert not torch.allclose(S[1:], out.images[1:], atol=1e-4)       # the action moved the frames
 

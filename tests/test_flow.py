@@ -5,9 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from vstlib import clips, data, flow, paths
+from vstlib import flow, paths
 from vstlib.config import get_config
-from vstlib.utils import InputError
+from vstlib.errors import InputError
+from vstlib.video import clips
+from vstlib.video.io import load_image
+from vstlib.video.prepare import prepare
+from vstlib.video.synthetic import PHOTOS, make_synthetic_clip
 
 
 def masked_mse(a, b, m):
@@ -82,7 +86,7 @@ def test_occlusion_sundaram_tolerance_grows_with_motion():
 
 @pytest.fixture(scope="module")
 def synthetic_clips():
-    return {n: data.make_synthetic_clip(n, 6, 64) for n in data.PHOTOS}
+    return {n: make_synthetic_clip(n, 6, 64) for n in PHOTOS}
 
 
 @pytest.mark.parametrize("method", ["sundaram", "simple"])
@@ -109,11 +113,11 @@ def test_sintel_gt_flow_warps_back(level):
     if not (d / "gt" / "frame_0002.flo").exists():
         pytest.skip(f"Sintel samples not found at {d}")
     f = torch.from_numpy(flow.read_flo(d / "gt" / "frame_0002.flo"))[None]
-    i2 = data.load_image(d / "frame_0002.png")
-    i3 = data.load_image(d / "frame_0003.png")
+    i2 = load_image(d / "frame_0002.png")
+    i3 = load_image(d / "frame_0003.png")
     assert f.shape == (1, 2, 436, 1024) and i2.shape == (1, 3, 436, 1024)
-    occ = data.load_image(d / "gt" / "occlusions" / "frame_0002.png")[:, :1]
-    inv = data.load_image(d / "gt" / "invalid" / "frame_0002.png")[:, :1]
+    occ = load_image(d / "gt" / "occlusions" / "frame_0002.png")[:, :1]
+    inv = load_image(d / "gt" / "invalid" / "frame_0002.png")[:, :1]
     m = ((occ < 0.5) & (inv < 0.5)).float()
     warped, still = SINTEL_FIGS[level]
     mse = masked_mse(flow.warp(i3, f), i2, m)
@@ -239,16 +243,16 @@ def test_clip_flows_raft_cached(vst_home, monkeypatch):
 def test_clip_flows_exact_reads_prepared(vst_home):
     cfg = get_config("smoke", data={"n_frames": 3, "size": 32, "synthetic_images": ["coffee", "rocket"],
                                     "motion_threshold": 0.0})
-    data.prepare(cfg)
+    prepare(cfg)
     out = clips.clip_flows(cfg, "coffee")
-    clip = data.make_synthetic_clip("coffee", 3, 32)
+    clip = make_synthetic_clip("coffee", 3, 32)
     assert np.array_equal(out["fw"].numpy(), clip["fw"]) and np.array_equal(out["mask_bw"].numpy(), clip["mask_bw"])
     with pytest.raises(InputError, match="vst prepare"):
         clips.clip_flows(cfg, "nope")
 
 
 def test_pretrained_raft_offline_gives_one_clear_error(tmp_path, monkeypatch):
-    from vstlib.utils import MissingWeightsError
+    from vstlib.errors import MissingWeightsError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -1,23 +1,27 @@
-"""Issue 11's competitors and controls, the policy heads, random crops, edge correlation, the
-evaluation cache and the comparison table, on a tiny smoke setup with EXACT flows (known values)."""
+"""The competitors and controls, the policy heads, random crops, edge correlation, the evaluation
+cache and the comparison table, on a tiny smoke setup with EXACT flows (known values)."""
 import math
 from dataclasses import replace
 
 import pytest
 import torch
+from conftest import isolated_home, tiny
 
 from vstlib.config import get_config
-from conftest import isolated_home
+from vstlib.evaluation import competitors as methods
+from vstlib.evaluation.metrics import edge_correlation, warping_error
+from vstlib.flow import inside_mask, warp
+from vstlib.rl.episodes import build_episode, crop_episode, make_env, random_box
+from vstlib.rl.policy import LatentPolicy
+from vstlib.rl.step import policy_frames
+from vstlib.rl.train import read_log, train
+from vstlib.video.clips import load_manifest
+from vstlib.video.prepare import prepare
 
-TINY = dict(
-    data={"n_clips": 3, "n_frames": 4, "size": 48, "motion_threshold": 0.0, "train_fraction": 0.67},
-    backbone={"resolution": 48, "num_inference_steps": 2, "num_inversion_steps": 2, "batch_size": 4},
-    policy={"hidden": 8, "gate_init": 0.0, "observation": "flow", "head": "blend"},
-    reward={"normalize": "baseline"},
-    train={"epochs": 1, "accumulation": 2, "checkpoint_every": 100, "lr": 1e-3, "device": "cpu",
-           "learner": "pathwise", "seeds": (0, 1)},
-    eval={"blend_grid": (0.0, 0.5), "direct_steps": 2, "direct_lr": 0.05},
-)
+TINY = tiny(data={"size": 48}, backbone={"resolution": 48},
+            policy={"observation": "flow", "head": "blend"}, reward={"normalize": "baseline"},
+            train={"checkpoint_every": 100, "learner": "pathwise", "seeds": (0, 1)},
+            compare={"blend_grid": (0.0, 0.5), "direct_steps": 2, "direct_lr": 0.05})
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -29,8 +33,6 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cfg(home):
-    from vstlib.data import prepare
-
     cfg = get_config("smoke", **TINY)
     prepare(cfg)
     return cfg
@@ -38,25 +40,17 @@ def cfg(home):
 
 @pytest.fixture(scope="module")
 def env(cfg):
-    from vstlib.clips import load_manifest
-    from vstlib.rollout import build_episode, make_env
-
-    stylizer, reward_model, _ = make_env(cfg, "cpu")
-    cid = load_manifest(cfg.profile)["train"][0]
-    return stylizer, reward_model, build_episode(cfg, cid, stylizer, reward_model, "cpu")
+    e = make_env(cfg)
+    return e.stylizer, e.reward, build_episode(cfg, load_manifest(cfg.profile)["train"][0], e)
 
 
 def test_untrained_blend_head_is_the_latent_blend(cfg, env):
     """Zero-initialised, the blend head's mean action gives exactly the latent blend with
     b = sigmoid(blend_init); a wrong sign or a missing mask would not."""
-    from vstlib import methods
-    from vstlib.policy import LatentPolicy
-    from vstlib.rollout import policy_frames
-
     stylizer, _, ep = env
     for b_init in (0.0, 1.5):
         pol = LatentPolicy.from_config(cfg.override(policy={"blend_init": b_init}).policy).eval()
-        S_pol = policy_frames(pol, stylizer, ep.base, ep.flows)
+        S_pol = policy_frames(pol, stylizer, ep.base, ep.clip)
         S_blend = methods.latent_blend(ep, stylizer, 1 / (1 + math.exp(-b_init)))
         assert torch.allclose(S_pol, S_blend, atol=1e-5)
     # and it is not the baseline: the blend moves frames 1.. (frame 0 is the baseline's)
@@ -65,15 +59,11 @@ def test_untrained_blend_head_is_the_latent_blend(cfg, env):
 
 
 def test_blend_head_needs_the_flow_observation():
-    from vstlib.policy import LatentPolicy
-
     with pytest.raises(ValueError, match="observation='flow'"):
         LatentPolicy(head="blend", observation="pair")
 
 
 def test_constant_head_never_looks_at_the_input():
-    from vstlib.policy import LatentPolicy
-
     pol = LatentPolicy(latent_channels=4, head="constant")
     with torch.no_grad():
         pol.offset.copy_(torch.arange(4.0).view(1, 4, 1, 1))
@@ -85,15 +75,10 @@ def test_constant_head_never_looks_at_the_input():
 def test_blends_with_b_zero_are_the_baseline_and_pixel_blend_one_removes_flicker(env):
     """b = 0: the baseline exactly. b = 1 in pixel space on EXACT flows: every visible pixel of
     S_t is S_{t-1} warped, so the warping error on visible pixels is ~0."""
-    from vstlib import methods
-    from vstlib.rewards import warping_error
-
     stylizer, _, ep = env
     D = ep.base.images.float()
     assert torch.allclose(methods.latent_blend(ep, stylizer, 0.0), D, atol=1e-5)
     assert torch.equal(methods.pixel_blend(ep, 0.0), D)
-    from vstlib.flow import warp
-
     S = methods.pixel_blend(ep, 1.0)
     f = ep.flows
     before = warping_error(D[:-1], D[1:], f["fw"], f["mask_fw"]).mean()
@@ -105,8 +90,6 @@ def test_blends_with_b_zero_are_the_baseline_and_pixel_blend_one_removes_flicker
 
 
 def test_frozen_first_repeats_frame_zero(env):
-    from vstlib import methods
-
     _, _, ep = env
     S = methods.frozen_first(ep)
     assert S.shape == ep.base.images.shape and all(torch.equal(S[t], ep.base.images[0]) for t in range(len(S)))
@@ -114,8 +97,6 @@ def test_frozen_first_repeats_frame_zero(env):
 
 def test_direct_optimisation_improves_the_clips_reward(env):
     """Gradient descent on the actions raises the clip's own reward; zero steps is the baseline."""
-    from vstlib import methods
-
     stylizer, reward_model, ep = env
     torch.manual_seed(0)
     assert torch.allclose(methods.direct(ep, stylizer, reward_model, 0, 0.05), ep.base.images, atol=1e-5)
@@ -128,32 +109,27 @@ def test_crop_episode_keeps_flow_values_and_masks_what_leaves_the_window(env):
     """A window's flows are the full flows' values there; a pixel whose correspondence leaves the
     window is masked out (else it would be compared with the border-padded warp); the baseline's
     terms are recomputed on the window."""
-    from vstlib.flow import inside_mask
-    from vstlib.rollout import crop_episode, random_box
-
     stylizer, reward_model, ep = env
     box = (1, 2, 4, 4)                                                         # latent cells (factor 8)
     c = crop_episode(ep, box, reward_model)
     win = (..., slice(8, 40), slice(16, 48))
-    assert c.frames.shape[-2:] == (32, 32) and c.obs.shape[-2:] == (4, 4)
+    assert c.frames.shape[-2:] == (32, 32) and c.clip.L.shape[-2:] == (4, 4)
     assert torch.equal(c.flows["fw"], ep.flows["fw"][win])
     assert torch.equal(c.flows["mask_fw"], ep.flows["mask_fw"][win] * inside_mask(c.flows["fw"]))
     assert c.flows["mask_fw"].sum() < ep.flows["mask_fw"][win].sum()           # the clip moves: some leave
     assert torch.equal(c.base.images, ep.base.images[win])
     with torch.no_grad():
-        R = stylizer.render(c.obs[1:], c.base, torch.arange(1, c.obs.shape[0]))  # a window renders at its size
+        R = stylizer.render(c.clip.L[1:], c.base, torch.arange(1, c.clip.n_frames))  # a window renders at its size
     assert R.shape[-2:] == (32, 32)
     expect = reward_model.terms(c.base.images, c.frames, c.flows)
     assert all(torch.allclose(expect[k], c.base_terms[k]) for k in expect)
     # windows are reproducible and inside the latent
     b1, b2 = random_box(ep, 4, (0, 1, 2)), random_box(ep, 4, (0, 1, 2))
-    assert b1 == b2 and b1[0] + 4 <= ep.obs.shape[-2] and b1[1] + 4 <= ep.obs.shape[-1]
-    assert random_box(ep, 0, (0,)) == (0, 0, *ep.obs.shape[-2:])
+    assert b1 == b2 and b1[0] + 4 <= ep.clip.L.shape[-2] and b1[1] + 4 <= ep.clip.L.shape[-1]
+    assert random_box(ep, 0, (0,)) == (0, 0, *ep.clip.L.shape[-2:])
 
 
 def test_edge_correlation_known_values():
-    from vstlib.evaluate import edge_correlation
-
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 24, 24, generator=g)
     assert torch.allclose(edge_correlation(x, x), torch.ones(2), atol=1e-5)
@@ -163,10 +139,14 @@ def test_edge_correlation_known_values():
 
 
 def test_training_on_crops_is_seeded_and_renders_at_crop_size(cfg, monkeypatch):
-    from vstlib.train import read_log, train
+    from vstlib.backbones import BACKBONES
 
+    cls = BACKBONES.pick(cfg.backbone.name)
+    sizes, real = [], cls.render
+    monkeypatch.setattr(cls, "render", lambda self, L, *a: sizes.append(tuple(L.shape[-2:])) or real(self, L, *a))
     c = cfg.override(train={"crop": 4, "seeds": (0,)})
     a = read_log(train(c, run="crop_a", resume=False)).drop(columns="time")
+    assert sizes and set(sizes) == {(4, 4)}                                    # 4 x 4 latent cells = 32 px windows
     b = read_log(train(c, run="crop_b", resume=False)).drop(columns="time")
     assert len(a) > 0 and a.equals(b)
     full = read_log(train(cfg.override(train={"seeds": (0,)}), run="full", resume=False))
@@ -174,9 +154,8 @@ def test_training_on_crops_is_seeded_and_renders_at_crop_size(cfg, monkeypatch):
 
 
 def test_evaluation_cache_is_reused_keyed_and_rebuilt(cfg, monkeypatch):
-    from vstlib import evaluate as ev
     from vstlib import paths
-    from vstlib.train import train
+    from vstlib.evaluation import evaluate as ev
 
     c = cfg.override(train={"seeds": (0,)})
     run = train(c, run="evalcache")
@@ -187,7 +166,7 @@ def test_evaluation_cache_is_reused_keyed_and_rebuilt(cfg, monkeypatch):
     again = ev.evaluate(c, run="evalcache", splits=("test",))["table1"]
     assert calls == [] and again.round(8).equals(first.round(8))
     # adding comparison rows does not rescore the policy; changing how it is scored does
-    ev.evaluate(c.override(eval={"control_seeds": 2, "select_clips": 1, "compare": ["frozen_first"]}),
+    ev.evaluate(c.override(compare={"control_seeds": 2, "select_clips": 1, "methods": ["frozen_first"]}),
                 run="evalcache", splits=("test",))
     assert calls == []
     ev.evaluate(c.override(eval={"warp_error": "rgb_mean"}), run="evalcache", splits=("test",))
@@ -201,9 +180,6 @@ def test_evaluation_cache_is_reused_keyed_and_rebuilt(cfg, monkeypatch):
     # a partial-split evaluation of a non-main run stays in its folder: the paper's tables are untouched
     assert (run / "table1.csv").exists() and not (paths.results_dir(c.profile) / "table1.csv").exists()
     # the input / per-frame / baseline rows are scored once per clip and shared by every policy
-    from vstlib.clips import load_manifest
-    from vstlib.policy import LatentPolicy
-
     losses, real_losses = [], ev.clip_losses
     monkeypatch.setattr(ev, "clip_losses", lambda *a, **k: losses.append(1) or real_losses(*a, **k))
     fresh = ev.evaluate(c, run="other", policy=LatentPolicy.from_config(c.policy), splits=("test",))["table1"]
@@ -214,9 +190,9 @@ def test_evaluation_cache_is_reused_keyed_and_rebuilt(cfg, monkeypatch):
 
 def test_compare_writes_every_method_with_seeds(cfg):
     from vstlib import paths
-    from vstlib.compare import COLUMNS, compare, learned_runs, summary
+    from vstlib.evaluation.compare import COLUMNS, compare, learned_runs, summary
 
-    cfg = cfg.override(eval={"frontier": (10.0, 20.0)})        # 10 is the main run's own temporal weight
+    cfg = cfg.override(compare={"frontier": (10.0, 20.0)})        # 10 is the main run's own temporal weight
     df = compare(cfg)
     assert list(df.columns[:len(COLUMNS)]) == COLUMNS
     test = df[df.split == "test"]
@@ -251,23 +227,23 @@ def test_compare_writes_every_method_with_seeds(cfg):
 
 def test_baseline_terms_are_cached_validated_and_rebuilt(cfg, env, capsys):
     from vstlib import paths
-    from vstlib.rollout import build_episode
 
     stylizer, reward_model, ep = env
+    e = make_env(cfg)
     cid, folder = ep.clip_id, paths.cache_dir(cfg.profile) / "terms"
     c = cfg.override(reward={"w_content": 0.5})                               # a key no other test uses
     before = set(folder.glob(f"{cid}-*.safetensors"))
-    a = build_episode(c, cid, stylizer, reward_model)
+    a = build_episode(c, cid, e)
     new = set(folder.glob(f"{cid}-*.safetensors")) - before
     assert len(new) == 1
     fresh = reward_model.terms(a.base.images, a.frames, a.flows)                  # what the cache stands for
     assert all(torch.equal(a.base_terms[k], fresh[k]) for k in fresh)
     f = new.pop()
     f.write_bytes(f.read_bytes()[:-20])                                           # truncated: rebuilt
-    b = build_episode(c, cid, stylizer, reward_model)
+    b = build_episode(c, cid, e)
     assert "rebuilding it" in capsys.readouterr().err
     assert all(torch.equal(a.base_terms[k], b.base_terms[k]) for k in fresh)
-    build_episode(c.override(reward={"w_temp": 3.0}), cid, stylizer, reward_model)   # another reward: another key
+    build_episode(c.override(reward={"w_temp": 3.0}), cid, e)   # another reward: another key
     assert len(set(folder.glob(f"{cid}-*.safetensors")) - before) == 2
 
 
@@ -275,8 +251,6 @@ def test_training_logs_count_reward_queries(cfg):
     """'queries' (rewards computed) lets learners be compared per query: the pathwise learner
     scores each transition of its chunk once; REINFORCE scores the whole rollout, booked on the
     clip's first update."""
-    from vstlib.train import read_log, train
-
     pw = read_log(train(cfg.override(train={"seeds": (0,)}), run="q_pw", resume=False))
     assert pw.queries.tolist() == [len(f) for f in pw.frames]
     rf = read_log(train(cfg.override(train={"learner": "reinforce", "seeds": (0,)}), run="q_rf", resume=False))
@@ -288,8 +262,7 @@ def test_training_logs_count_reward_queries(cfg):
 def test_episode_flicker_curves(cfg, env):
     """The flicker figure's data: per-pair warping error of each method; the policy's curve is
     computed from the frames given (the baseline's frames give the baseline's curve exactly)."""
-    from vstlib.evaluate import episode_flicker, flicker_curves
-    from vstlib.rewards import warping_error
+    from vstlib.evaluation.evaluate import episode_flicker, flicker_curves
 
     _, reward_model, ep = env
     c = episode_flicker(ep, reward_model, ep.base.images)
@@ -300,38 +273,34 @@ def test_episode_flicker_curves(cfg, env):
     assert set(flicker_curves(cfg, ep.clip_id)) == set(c) - {"policy"}
 
 
-def test_pathwise_keeps_the_previous_chunks_last_frame(cfg, env, monkeypatch):
-    """Each frame of a clip is rendered once per visit: a chunk's past frame S_{s-1} is the previous
-    chunk's last render. With unchanged weights (no Adam step between) the loss equals the one
-    that re-renders S_{s-1}; a kept frame from the wrong index (e.g. S_s itself) would not."""
-    from vstlib.learners import pathwise_loss
-    from vstlib.policy import LatentPolicy
-    from vstlib.rollout import rollout
+def test_pathwise_renders_each_frame_once_and_acts_on_its_own_chain(cfg, env, monkeypatch):
+    """Chunk by chunk over a visit, every frame is rendered once (a chunk's past frame S_{s-1} is the
+    previous chunk's last render) and the observation is the chain's own previous output: with a
+    deterministic policy the chain's states are the outputs of one unroll over the whole clip."""
+    from vstlib.rl.episodes import Env
+    from vstlib.rl.learners import Chain, pathwise_loss
+    from vstlib.rl.step import unroll
 
     stylizer, reward_model, ep = env
     pol = LatentPolicy.from_config(cfg.override(policy={"sigma_init": 1e-12}).policy)   # a = mu
     with torch.no_grad():
         pol.head.weight.normal_(std=0.1)                                       # frames differ from the blend
-    tr = rollout(pol, ep, stylizer, reward_model, render=False)
     rendered, real = [], stylizer.render
     monkeypatch.setattr(stylizer, "render", lambda L, *a: rendered.append(L.shape[0]) or real(L, *a))
+    e, chain = Env(stylizer, reward_model, None, torch.device("cpu")), Chain()
     chunks = torch.arange(ep.n_steps).split(2)
     assert len(chunks) >= 2
-    losses = [pathwise_loss(pol, ep, tr, c, stylizer, reward_model, cfg)[0] for c in chunks]
+    for c in chunks:
+        pathwise_loss(pol, e, ep, chain, c, cfg.train)
     assert rendered == [len(c) for c in chunks]                                # every frame once
-    assert set(tr.rendered) == {int(c[-1]) + 1 for c in chunks}
-    rendered.clear()
-    fresh = type(tr)(**{**tr.__dict__, "rendered": {}})                       # nothing kept: S_{s-1} rendered
-    again = pathwise_loss(pol, ep, fresh, chunks[1], stylizer, reward_model, cfg)[0]
-    assert rendered == [len(chunks[1]) + 1]
-    assert torch.allclose(losses[1], again, rtol=1e-5, atol=1e-7)
+    whole = unroll(pol, ep.clip, "mean").out[0]                               # (T-1,C,h,w) frames 1..T-1
+    for t, out in chain.out.items():
+        assert torch.allclose(out[0], whole[t - 1], atol=1e-5), t
 
 
 def test_window_terms_are_cached_by_content_and_validated(env, tmp_path, capsys):
     """A window's baseline terms come back from disk equal to a fresh computation; another window
     gets its own file; a damaged file is rebuilt with a notice."""
-    from vstlib.rollout import crop_episode
-
     stylizer, reward_model, ep = env
     a = crop_episode(ep, (1, 2, 4, 4), reward_model, tmp_path)
     files = sorted(tmp_path.glob("*.safetensors"))
@@ -358,5 +327,5 @@ def test_learners_table_caption_says_which_clips_chose_b(cfg, tmp_path, monkeypa
     row = dict(split="test", d_warp_error=-1.0, d_style=0.0, d_content=0.0, edge_corr=0.5, param="", reward_queries=1)
     df = pd.DataFrame([dict(row, method="baseline", seed=None), dict(row, method="policy", seed=0)])
     for n, phrase in ((0, "chosen on the train clips"), (3, "chosen on the first 3 train clips")):
-        out = report.write_learners_table(df, cfg.override(eval={"select_clips": n}))
+        out = report.write_learners_table(df, cfg.override(compare={"select_clips": n}))
         assert out.parent == paths.tables_dir(cfg.profile) and tmp_path in out.parents and phrase in out.read_text()

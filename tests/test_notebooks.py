@@ -63,7 +63,7 @@ def test_parameters_take_overrides_and_config_resolves_once(nb):
     i = next(i for i, c in enumerate(code) if "parameters" in c.get("metadata", {}).get("tags", []))
     params = "".join(code[i]["source"])
     assert "\noverrides = []" in params
-    import papermill                                           # and papermill can read both
+    import papermill  # and papermill can read both
     assert set(papermill.inspect_notebook(str(nb))) == {"profile", "overrides"}
     # the cell after the parameters resolves the config once, through the library (banner included)
     assert "".join(code[i + 1]["source"]).startswith("cfg = report.start(profile, overrides)")

@@ -1,7 +1,6 @@
 """The install recipes agree, and the presets are the data the issues specify."""
-import tomllib
-
 import pytest
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 

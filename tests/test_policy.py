@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from vstlib.config import get_config
-from vstlib.policy import LatentPolicy, log_prob
+from vstlib.rl.policy import LatentPolicy, log_prob
 
 
 @pytest.fixture

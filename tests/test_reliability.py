@@ -12,19 +12,13 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from conftest import isolated_home, tiny
 
 from vstlib import paths
 from vstlib.cli import main
 from vstlib.config import get_config
-from conftest import isolated_home
 
-TINY = dict(
-    data={"n_clips": 2, "n_frames": 3, "size": 32, "motion_threshold": 0.0, "train_fraction": 0.5,
-          "synthetic_images": ["coffee", "chelsea"]},
-    backbone={"resolution": 32, "num_inference_steps": 2, "num_inversion_steps": 2, "batch_size": 4},
-    policy={"hidden": 8, "gate_init": 0.0},
-    train={"epochs": 1, "accumulation": 2, "checkpoint_every": 1, "lr": 1e-3, "device": "cpu"},
-)
+TINY = tiny(data={"n_clips": 2, "n_frames": 3, "train_fraction": 0.5, "synthetic_images": ["coffee", "chelsea"]})
 # the same config as --set flags for `vst`
 SETS = ["--profile", "smoke"] + [a for sec, d in TINY.items() for k, v in d.items() for a in ("--set", f"{sec}.{k}={json.dumps(v)}")]
 
@@ -38,7 +32,7 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cfg(home):
-    from vstlib.data import prepare
+    from vstlib.video.prepare import prepare
 
     cfg = get_config("smoke", **TINY)
     prepare(cfg)
@@ -48,8 +42,8 @@ def cfg(home):
 @pytest.fixture(scope="module")
 def clip_media(home):
     """A 5-frame synthetic mp4 and a style image for `vst stylize`."""
-    from vstlib.data import make_style_image, make_synthetic_clip
-    from vstlib.utils import save_png
+    from vstlib.video.io import save_png
+    from vstlib.video.synthetic import make_style_image, make_synthetic_clip
 
     frames = make_synthetic_clip("coffee", 5, 48)["frames"]                    # (5,48,48,3) uint8
     video = home / "in.mp4"
@@ -79,17 +73,18 @@ def _truncate(path, keep=0.5):
 
 @pytest.fixture(scope="module")
 def run_r1(cfg):
-    from vstlib.train import train
+    from vstlib.rl.train import train
 
     return train(cfg, run="r1")
 
 
 # --------------------------------------------------------------------------- 1. lost policy file
 def test_1_missing_policy_is_repaired_from_the_final_checkpoint(cfg, run_r1, capsys):
-    from vstlib.checkpoint import load_policy, repair_policy
-    from vstlib.evaluate import evaluate
-    from vstlib.train import train
-    from vstlib.utils import InputError, load_tensors
+    from vstlib.errors import InputError
+    from vstlib.evaluation.evaluate import evaluate
+    from vstlib.files import load_tensors
+    from vstlib.rl.checkpoint import load_policy, repair_policy
+    from vstlib.rl.train import train
 
     out = run_r1
     pol = out / "policy.safetensors"
@@ -112,9 +107,10 @@ def test_1_missing_policy_is_repaired_from_the_final_checkpoint(cfg, run_r1, cap
 @pytest.mark.parametrize("damage", ["truncate_png", "garble_png", "nan_flow", "truncate_flow", "delete_flow",
                                     "delete_png"])
 def test_2_prepare_rebuilds_damaged_clips(cfg, capsys, damage):
-    from vstlib.clips import EXACT_FLOW, clip_flows, load_clip
-    from vstlib.data import prepare
-    from vstlib.utils import InputError, atomic_save_npz
+    from vstlib.errors import InputError
+    from vstlib.files import atomic_save_npz
+    from vstlib.video.clips import EXACT_FLOW, clip_flows, load_clip
+    from vstlib.video.prepare import prepare
 
     cid = "coffee"
     cdir = paths.clip_dir(cfg.profile, cid)
@@ -167,8 +163,8 @@ def _same(a, b):
 
 def test_3_4_damaged_backbone_caches_are_rebuilt_bit_identically(cfg, tmp_path, capsys):
     from vstlib.cache import HASH_KEY
-    from vstlib.clips import load_clip, load_style
-    from vstlib.utils import atomic_save_tensors, load_tensors
+    from vstlib.files import atomic_save_tensors, load_tensors
+    from vstlib.video.clips import load_clip, load_style
 
     frames, style = load_clip(cfg.profile, "coffee"), load_style(cfg.profile)
     d = tmp_path / "bb"
@@ -241,8 +237,8 @@ def test_5_stylize_checks_out_before_any_work(clip_media, home, tmp_path, capsys
 def test_6_bad_policy_files_fail_up_front(clip_media, home, tmp_path, capsys):
     from safetensors.torch import save_file
 
-    from vstlib.checkpoint import save_policy
-    from vstlib.policy import LatentPolicy
+    from vstlib.rl.checkpoint import save_policy
+    from vstlib.rl.policy import LatentPolicy
 
     video, style = clip_media
     cfg = get_config("smoke")
@@ -277,7 +273,7 @@ def test_6_bad_policy_files_fail_up_front(clip_media, home, tmp_path, capsys):
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from vstlib.checkpoint import run_lock
+    from vstlib.rl.checkpoint import run_lock
     with run_lock(Path(sys.argv[1])):
         print("held", flush=True)
         time.sleep(120)
@@ -298,7 +294,7 @@ def test_7_second_train_on_a_run_folder_is_refused(cfg, home, capsys):
         holder.send_signal(signal.SIGKILL)                                    # dies holding the lock
         holder.wait(30)
     # the kernel released the dead holder's lock: a new holder goes ahead, and names itself
-    from vstlib.checkpoint import run_lock
+    from vstlib.rl.checkpoint import run_lock
 
     with run_lock(out) as lock:
         assert lock.read_text().startswith(f"pid {os.getpid()} on ")
@@ -307,8 +303,8 @@ def test_7_second_train_on_a_run_folder_is_refused(cfg, home, capsys):
 # --------------------------------------------------------------------------- 8. NaN rendered frames
 def test_8_nan_rendered_frames_skip_the_update(cfg, monkeypatch):
     from vstlib.backbones.diffusest.pipeline import DiffuseST
-    from vstlib.train import train
-    from vstlib.utils import read_jsonl
+    from vstlib.files import read_jsonl
+    from vstlib.rl.train import train
 
     cfg1 = get_config("smoke", **{**TINY, "train": {**TINY["train"], "accumulation": 1}})  # 2 updates per clip
     real = DiffuseST.render
@@ -345,7 +341,7 @@ def test_9_truncated_checkpoint_says_delete_or_no_resume(cfg, run_r1, capsys):
 def test_9_10_style_path_is_read_from_the_cwd_with_the_right_hint(home, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
-    from vstlib.clips import load_style
+    from vstlib.video.clips import load_style
 
     small = ["--profile", "smoke", "--set", "data.n_frames=2", "--set", "data.size=32", "--set", 'data.synthetic_images=["rocket"]',
              "--set", "data.motion_threshold=0"]
@@ -425,8 +421,8 @@ def _with(parser, command, func):
 
 
 def test_damaged_vendored_weight_is_one_line(tmp_path):
+    from vstlib.errors import InputError
     from vstlib.nets.weights import load_weights
-    from vstlib.utils import InputError
 
     src = paths.ASSETS / "weights" / "taef2_decoder.safetensors"
     if not src.exists():
@@ -440,9 +436,9 @@ def test_damaged_vendored_weight_is_one_line(tmp_path):
 
 
 def test_2_damaged_style_image_is_rewritten(cfg, capsys):
-    from vstlib.clips import load_style
-    from vstlib.data import prepare
-    from vstlib.utils import InputError
+    from vstlib.errors import InputError
+    from vstlib.video.clips import load_style
+    from vstlib.video.prepare import prepare
 
     good = load_style(cfg.profile).clone()                                  # (1,3,32,32)
     p = paths.style_path(cfg.profile)

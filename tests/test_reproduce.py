@@ -7,9 +7,10 @@ import subprocess
 import nbformat
 import pytest
 
-from vstlib import paths, report, reproduce, tables
+from vstlib import paths, report, reproduce
 from vstlib.cli import main
 from vstlib.config import ablations, get_config, load
+from vstlib.evaluation import tables
 
 REDUCED = ["backbone.num_inference_steps=5", "train.epochs=1"]
 
@@ -66,8 +67,8 @@ def test_missing_style_failure_ends_with_one_fix(home):
     """The error a notebook cell raises for a missing style image, as `vst reproduce` reports it."""
     from papermill.exceptions import PapermillExecutionError
 
-    from vstlib.data import prepare
-    from vstlib.utils import VstError
+    from vstlib.errors import VstError
+    from vstlib.video.prepare import prepare
 
     missing = home / "home" / "starry_night.jpg"
     with pytest.raises(VstError) as info:

@@ -3,19 +3,26 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
-from dataclasses import replace
 import torch
 import torch.nn.functional as F
 from skimage import data as skdata
 
-from vstlib import models
 from vstlib.config import get_config
+from vstlib.errors import InputError
+from vstlib.evaluation.metrics import warping_error
+from vstlib.nets import perceptual as models
 from vstlib.paths import SINTEL
-from vstlib.rewards import (ContentLoss, RewardModel, StyleLoss, gram, weighted_reward,
-                            temporal_loss, warping_error)
-from vstlib.utils import InputError
+from vstlib.rl.rewards import (
+    ContentLoss,
+    RewardModel,
+    StyleLoss,
+    gram,
+    temporal_loss,
+    weighted_reward,
+)
 
 CFG = get_config("smoke")
 
@@ -56,7 +63,7 @@ def test_layer_style_loss_by_hand():
     """F = [[1,2],[3,4]] (C=2, HW=2) against a zero style Gram. F F^T = [[5,11],[11,25]].
     vgg5: Gram/(CHW=4) -> 1.25^2 + 2*2.75^2 + 6.25^2 = 55.75. relu1_1 (authors): MSE of Gram/(HW=2)
     = (2.5^2 + 2*5.5^2 + 12.5^2)/4 = 55.75 too (same number per layer, by the normalisations)."""
-    from vstlib.rewards import layer_style_loss
+    from vstlib.rl.rewards import layer_style_loss
 
     f = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])                 # (1,2,1,2)
     zero = torch.zeros(1, 2, 2)
@@ -347,7 +354,7 @@ def test_paper_weights_offline_raise_one_clear_error(tmp_path):
 
 # --------------------------------------------------------------------------- registry
 def test_weighted_reward_by_name_hand_computed():
-    from vstlib.rewards import weight
+    from vstlib.rl.rewards import weight
 
     r = CFG.reward                                                # 10 / 1 / 10
     terms = {"style": torch.tensor([1.0, 0.5]), "content": torch.tensor([2.0, 0.0]),
@@ -383,7 +390,7 @@ def test_normalised_and_hinged_reward_by_hand():
 
 
 def test_reward_terms_and_networks_are_picked_by_name(style_img, monkeypatch):
-    from vstlib import rewards
+    from vstlib.rl import rewards
 
     class Ones(torch.nn.Module):
         def score(self, cur, prev, originals, flows):
@@ -432,8 +439,8 @@ def test_loss_size_terms_equal_terms_on_frames_resized_by_hand():
     """RewardModel and Table 1 (evaluate.clip_losses) with reward.loss_size=32 on 64x96 frames equal
     the terms at loss_size 0 on frames, flows and masks resized by hand to 32x48, with the Gram
     target the whole (non-square) style image squashed to 32x32 (B4)."""
-    from vstlib.evaluate import clip_losses
-    from vstlib.rewards import loss_hw, style_target
+    from vstlib.evaluation.evaluate import clip_losses
+    from vstlib.rl.rewards import loss_hw, style_target
 
     frames, f = translated_wide_clip()
     stylized = (0.1 + 0.8 * frames.flip(1)).clamp(0, 1)
@@ -465,7 +472,7 @@ def test_loss_size_rescales_the_flow_magnitude():
     """An exactly translated clip (8 px per frame at 128 px high) stylized by a pointwise colour map has
     temporal loss ~0; at loss_size 64 its flow becomes 4 px and the loss stays ~0. A flow resized
     without rescaling its vectors (still 8 px) makes it large."""
-    from vstlib.rewards import loss_inputs
+    from vstlib.rl.rewards import loss_inputs
 
     frames, f = translated_wide_clip(T=3, h=128, w=192, d=(8, 4))
     stylized = 0.2 + 0.6 * frames ** 2

@@ -1,4 +1,4 @@
-"""Stand-in weights (vstlib.standin) and the component-wise BLIP-Diffusion loader
+"""Stand-in weights (vstlib.tools.standin) and the component-wise BLIP-Diffusion loader
 (vstlib.backbones.diffusest.hub): the snapshot layout of Salesforce/blipdiffusion as diffusers 0.21.0.dev0
 wrote it, loaded through the same function the paper profile uses; CLIP built with QuickGELU for
 OpenAI's weights."""
@@ -11,9 +11,9 @@ import warnings
 import pytest
 import torch
 
-from vstlib import standin
 from vstlib.backbones.diffusest.hub import load_blipdiffusion, resolve_snapshot
-from vstlib.utils import MissingWeightsError, VstError
+from vstlib.errors import MissingWeightsError, VstError
+from vstlib.tools import standin
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,9 @@ def test_snapshot_layout_matches_the_real_cache(tiny_root):
 def test_full_configs_are_the_real_architectures():
     """Parameter counts of the full-size configs against the published models (built on meta)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import ContextCLIPTextModel
+    from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import (
+        ContextCLIPTextModel,
+    )
     from transformers import CLIPTextConfig
 
     from vstlib.backbones.diffusest.tiny import SD15_UNET, SD15_VAE
@@ -90,8 +92,12 @@ def test_full_configs_are_the_real_architectures():
 # --------------------------------------------------------------------------- the load path
 def test_load_blipdiffusion_reads_every_component(hf_env):
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from diffusers.pipelines.deprecated.blip_diffusion.modeling_blip2 import Blip2QFormerModel
-    from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import ContextCLIPTextModel
+    from diffusers.pipelines.deprecated.blip_diffusion.modeling_blip2 import (
+        Blip2QFormerModel,
+    )
+    from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import (
+        ContextCLIPTextModel,
+    )
     from safetensors.torch import load_file
     from transformers import CLIPTokenizer
 
@@ -154,7 +160,7 @@ def test_existing_non_standin_folder_is_refused(tmp_path):
 
 # --------------------------------------------------------------------------- CLIP
 def test_clip_quick_gelu_follows_the_pretrained_tag():
-    from vstlib.models import clip_quick_gelu
+    from vstlib.nets.perceptual import clip_quick_gelu
 
     assert clip_quick_gelu("ViT-B-32", "openai") is True            # OpenAI trained with QuickGELU
     assert clip_quick_gelu("ViT-B-32", "laion2b_s34b_b79k") is False
@@ -167,7 +173,7 @@ def test_clip_openai_is_built_with_quick_gelu(tmp_path, monkeypatch):
     import open_clip
     from safetensors.torch import load_file
 
-    from vstlib.models import clip_model
+    from vstlib.nets.perceptual import clip_model
 
     root = tmp_path / "w"
     out = standin.write_standin_weights(root, parts=("clip",), dtype="float16")
@@ -224,7 +230,7 @@ def test_truncated_torchvision_checkpoint_is_one_line(tmp_path, monkeypatch):
     """A cut-off vgg19-dcbb9e9d.pth (a real zip's first bytes) names the file and the fix."""
     import io
 
-    from vstlib.models import vgg19_features
+    from vstlib.nets.perceptual import vgg19_features
 
     ckpt = tmp_path / "torch" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
     ckpt.parent.mkdir(parents=True)
@@ -257,7 +263,7 @@ def test_download_weights_checks_the_snapshot_and_names_hf_hub_offline(tiny_root
 
 
 def test_tables_say_stand_in_weights(tmp_path, monkeypatch):
-    from vstlib.tables import profile_note
+    from vstlib.evaluation.tables import profile_note
 
     for k in ("HF_HUB_CACHE", "HF_HOME", "TORCH_HOME"):
         monkeypatch.delenv(k, raising=False)

@@ -6,10 +6,10 @@ import torch
 from vstlib.backbones import make_backbone
 from vstlib.cli import main
 from vstlib.config import get_config
-from vstlib.data import read_frames
-from vstlib.policy import LatentPolicy
-from vstlib.stylize import aspect_size, frame_chunks, stylized_chunks
-from vstlib.utils import InputError
+from vstlib.errors import InputError
+from vstlib.rl.policy import LatentPolicy
+from vstlib.stylize import frame_chunks, stylized_chunks
+from vstlib.video.io import read_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -23,13 +23,6 @@ def wide_clip(home, write_video):
     frames = np.stack([(base[:, :, 2 * t:2 * t + 72].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
                        for t in range(5)])                                       # (5,40,72,3)
     return write_video(home / "wide.mp4", frames)
-
-
-def test_aspect_size_keeps_ratio_multiples_of_8():
-    assert aspect_size(40, 72, 40) == (40, 72)
-    assert aspect_size(2160, 3840, 256) == (256, 456)                          # 4K 16:9: 455.1 -> 456
-    assert aspect_size(1920, 1080, 256) == (456, 256)                          # portrait
-    assert aspect_size(100, 100, 30) == (32, 32)
 
 
 def test_stylize_cli_non_square_mp4(wide_clip, home, capsys):

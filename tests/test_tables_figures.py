@@ -2,7 +2,8 @@
 import numpy as np
 import torch
 
-from vstlib import figures, paths, tables
+from vstlib import paths
+from vstlib.evaluation import figures, tables
 
 
 def test_latex_table_bolds_best_per_split_and_marks_smoke():
@@ -64,7 +65,7 @@ def test_saved_figures_are_byte_identical_run_to_run(tmp_path, monkeypatch):
 
 
 def test_figure_banner_marks_reduced_runs(tmp_path, monkeypatch):
-    from vstlib.utils import atomic_write_json
+    from vstlib.files import atomic_write_json
 
     monkeypatch.setenv("VSTLIB_HOME", str(tmp_path))
     assert tables.marked("paper") is None                             # a full paper run: no banner

@@ -5,20 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import isolated_home, tiny
 
 from vstlib import paths
 from vstlib.config import get_config
-from vstlib.utils import read_jsonl, seed_everything
-from conftest import isolated_home
+from vstlib.files import read_jsonl
+from vstlib.runtime import seed_everything
 
-# 3 clips of 4 frames at 32 px (2 train, 1 test), 2 DDIM steps: each update is a fraction of a second.
 # accumulation 2 over 3 transitions -> 2 updates per clip, 4 per epoch; checkpoint after every clip.
-TINY = dict(
-    data={"n_clips": 3, "n_frames": 4, "size": 32, "motion_threshold": 0.0, "train_fraction": 0.67},
-    backbone={"resolution": 32, "num_inference_steps": 2, "num_inversion_steps": 2, "batch_size": 4},
-    policy={"hidden": 8, "gate_init": 0.0},   # gate open: visible actions, so training moves the frames
-    train={"epochs": 2, "accumulation": 2, "checkpoint_every": 1, "lr": 1e-3, "device": "cpu"},
-)
+TINY = tiny(train={"epochs": 2})
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -31,7 +26,7 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cfg(home):
-    from vstlib.data import prepare
+    from vstlib.video.prepare import prepare
 
     cfg = get_config("smoke", **TINY)
     m = prepare(cfg)
@@ -41,13 +36,13 @@ def cfg(home):
 
 @pytest.fixture(scope="module")
 def run_a(cfg):
-    from vstlib.train import train
+    from vstlib.rl.train import train
 
     return train(cfg, run="a")
 
 
 def _weights(run_dir):
-    from vstlib.utils import load_tensors
+    from vstlib.files import load_tensors
 
     return load_tensors(run_dir / "policy.safetensors")
 
@@ -57,15 +52,15 @@ def _log(run_dir, drop=("time",)):
 
 
 def _init_weights(cfg):
-    from vstlib.policy import LatentPolicy
+    from vstlib.rl.policy import LatentPolicy
 
     seed_everything(cfg.train.seed)
     return LatentPolicy.from_config(cfg.policy).state_dict()
 
 
 def test_training_is_seeded_and_logs_every_update(cfg, run_a):
-    from vstlib.clips import load_manifest
-    from vstlib.train import train
+    from vstlib.rl.train import train
+    from vstlib.video.clips import load_manifest
 
     log = _log(run_a)
     assert [r["step"] for r in log] == list(range(8))                          # 2 epochs x 2 clips x 2 chunks
@@ -89,8 +84,8 @@ def test_training_is_seeded_and_logs_every_update(cfg, run_a):
 
 
 def test_resume_after_interruption_continues_the_same_curve(cfg, run_a, monkeypatch):
-    import vstlib.train as tr
-    from vstlib.train import train
+    import vstlib.rl.train as tr
+    from vstlib.rl.train import train
 
     run_c = train(cfg, run="c", max_updates=3)                                 # "crash" mid-clip
     assert len(read_jsonl(run_c / "log.jsonl")) == 3
@@ -108,19 +103,19 @@ def test_resume_after_interruption_continues_the_same_curve(cfg, run_a, monkeypa
     assert len(read_jsonl(run_c / "log.jsonl")) == 8
     # which other runs the notebooks make and how runs are scored do not change this run's curve;
     # a training setting does, and is refused (it would splice two curves)
-    train(cfg.override(train={"ablation_grids": ("learner",), "seeds": (0, 5)}, eval={"compare": ()}), run="c")
-    from vstlib.utils import InputError
+    train(cfg.override(train={"ablation_grids": ("learner",), "seeds": (0, 5)}, compare={"methods": ()}), run="c")
+    from vstlib.errors import InputError
     with pytest.raises(InputError, match="another config.*train.lr"):
         train(cfg.override(train={"lr": 5e-3}), run="c")
 
 
 def test_nan_reward_skips_the_update_and_keeps_the_checkpoint_clean(cfg, monkeypatch):
-    import vstlib.train as tr
-    from vstlib.checkpoint import load_policy
-    from vstlib.train import train
+    import vstlib.rl.learners as learners
+    from vstlib.rl.checkpoint import load_policy
+    from vstlib.rl.train import train
 
     calls = {"n": 0}
-    real = tr.rollout
+    real = learners.rollout
 
     def nan_first_rollout(*a, **k):
         out = real(*a, **k)
@@ -129,7 +124,7 @@ def test_nan_reward_skips_the_update_and_keeps_the_checkpoint_clean(cfg, monkeyp
             out.terms["reward"] = out.terms["reward"] * float("nan")
         return out
 
-    monkeypatch.setattr(tr, "rollout", nan_first_rollout)
+    monkeypatch.setattr(learners, "rollout", nan_first_rollout)
     run = train(cfg, run="nan", max_updates=2)
     log = read_jsonl(run / "log.jsonl")
     assert [r["skipped"] for r in log] == [True, True]
@@ -152,17 +147,17 @@ def test_nan_reward_skips_the_update_and_keeps_the_checkpoint_clean(cfg, monkeyp
 
 
 def test_nan_gradient_is_skipped(cfg, monkeypatch):
-    import vstlib.policy as pol
-    from vstlib.train import train
+    import vstlib.rl.learners as learners
+    from vstlib.rl.train import train
 
-    orig, calls = pol.log_prob, {"n": 0}
+    orig, calls = learners.log_prob, {"n": 0}
 
     def inf_on_first_call(dist, action):             # first call WITH grad: update 0 (rollouts run without)
         calls["n"] += torch.is_grad_enabled()
         lp = orig(dist, action)
         return lp * float("inf") if calls["n"] == 1 else lp
 
-    monkeypatch.setattr(pol, "log_prob", inf_on_first_call)
+    monkeypatch.setattr(learners, "log_prob", inf_on_first_call)
     run = train(cfg, run="infgrad", max_updates=2)
     log = read_jsonl(run / "log.jsonl")
     assert [r["skipped"] for r in log] == [True, False]
@@ -171,8 +166,8 @@ def test_nan_gradient_is_skipped(cfg, monkeypatch):
 
 
 def test_evaluate_writes_both_tables(cfg, run_a):
-    from vstlib.evaluate import evaluate
-    from vstlib.policy import LatentPolicy
+    from vstlib.evaluation.evaluate import evaluate
+    from vstlib.rl.policy import LatentPolicy
 
     # a fresh policy with a closed gate: mean action ~ 0, so the policy scores like the baseline
     fresh = LatentPolicy.from_config(cfg.override(policy={"gate_init": 5.0}).policy)

@@ -4,8 +4,15 @@ import os
 
 import pytest
 
-from vstlib.utils import (InputError, MissingWeightsError, append_jsonl, atomic_path, atomic_write_json,
-                          atomic_write_text, read_jsonl, require_file, weights_guard)
+from vstlib.errors import InputError, MissingWeightsError, require_file
+from vstlib.files import (
+    append_jsonl,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+)
+from vstlib.hub import weights_guard
 
 
 def test_atomic_write_keeps_old_file_on_crash(tmp_path):

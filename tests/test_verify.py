@@ -11,8 +11,9 @@ import sys
 import nbformat
 import pytest
 
-from vstlib import paths, reproduce, tables, verify
+from vstlib import paths, reproduce, verify
 from vstlib.cli import main
+from vstlib.evaluation import tables
 
 
 def _table(rows, profile="cpu"):
@@ -27,26 +28,27 @@ ROWS = [{"method": "baseline", "split": "test", "content": 0.123456, "d_warp": 0
 def test_table_numbers_are_keyed_by_row_and_header_with_their_printed_resolution():
     nums = {n.id: n for n in verify.table_numbers(_table(ROWS), "tables/t.tex")}
     c = nums["tables/t.tex:policy/test:Content"]
-    assert c.value == pytest.approx(0.1200) and c.resolution == pytest.approx(1e-4) and c.kind == "metric"
+    assert c.value == pytest.approx(0.1200) and c.resolution == pytest.approx(1e-4) and c.kind == "metric/fidelity"
     d = nums["tables/t.tex:policy/test:$\\Delta$warp"]
-    assert d.value == pytest.approx(-35.8123) and d.kind == "change"
+    assert d.value == pytest.approx(-35.8123) and d.kind == "change/warp"
     assert len(nums) == 4
 
 
 def test_kinds_of_quantities():
-    assert verify.kind_of("d_warp_error") == verify.kind_of("std") == verify.kind_of("warp_indep_lo") == "change"
+    assert verify.kind_of("d_warp_error") == verify.kind_of("warp_indep_lo") == "change/warp"
+    assert verify.kind_of("d_style") == verify.kind_of("$\\Delta$style std") == "change/style"
     assert verify.kind_of("n_clips") == verify.kind_of("reward_queries") == "count"
-    assert verify.kind_of("train_s") == "time" and verify.kind_of("style") == "metric"
+    assert verify.kind_of("train_s") == "time" and verify.kind_of("style") == "metric/style"
     nums = {n.column: n for n in verify.macro_numbers("\\newcommand{\\vstws}{10.0000}\n"
                                                       "\\newcommand{\\vsttempbase}{0.0123}\n", "tables/numbers.tex")}
-    assert nums["ws"].kind == "setting" and nums["tempbase"].kind == "metric"
+    assert nums["ws"].kind == "setting" and nums["tempbase"].kind == "metric/warp"
 
 
 @pytest.mark.parametrize("committed,reproduced,kind,ok", [
-    (-35.80, -35.80 + 0.9 * verify.TOLERANCE["change"][0], "change", True),
-    (-35.80, -35.80 + 1.1 * verify.TOLERANCE["change"][0], "change", False),
-    (2.0, 2.0 * (1 + 0.9 * verify.TOLERANCE["metric"][1]), "metric", True),
-    (2.0, 2.0 * (1 + 1.1 * verify.TOLERANCE["metric"][1]), "metric", False),
+    (-35.80, -35.80 + 0.9 * verify.TOLERANCE["change/warp"][0], "change/warp", True),
+    (-35.80, -35.80 + 1.1 * verify.TOLERANCE["change/warp"][0], "change/warp", False),
+    (2.0, 2.0 * (1 + 0.9 * verify.TOLERANCE["metric/style"][1]), "metric/style", True),
+    (2.0, 2.0 * (1 + 1.1 * verify.TOLERANCE["metric/style"][1]), "metric/style", False),
     (190.0, 191.0, "count", False), (190.0, 190.0, "count", True)])
 def test_a_number_passes_within_its_tolerance_and_fails_beyond_it(committed, reproduced, kind, ok):
     ref = verify.Number("x.csv", "r", "c", committed, kind)
@@ -54,10 +56,10 @@ def test_a_number_passes_within_its_tolerance_and_fails_beyond_it(committed, rep
 
 
 def test_missing_labels_and_nans():
-    ref = verify.Number("x.csv", "r", "c", 1.0, "metric")
+    ref = verify.Number("x.csv", "r", "c", 1.0, "metric/other")
     assert not verify.compare_number(ref, None).ok
-    assert verify.compare_number(verify.Number("x", "r", "c", math.nan, "metric"),
-                                 verify.Number("x", "r", "c", math.nan, "metric")).ok
+    assert verify.compare_number(verify.Number("x", "r", "c", math.nan, "metric/other"),
+                                 verify.Number("x", "r", "c", math.nan, "metric/other")).ok
     assert not verify.compare_number(verify.Number("x", "r", "c", "a", "text"), verify.Number("x", "r", "c", "b", "text")).ok
 
 
@@ -157,7 +159,8 @@ MAKE_CAPS = "show-caps: ; @echo $$ATEN_CPU_CAPABILITY,$$ONEDNN_MAX_CPU_ISA,$$DNN
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the caps apply to x86-64")
 def test_make_exports_the_kernel_caps_unless_switched_off(monkeypatch):
-    for key in reproduce.KERNEL_CAPS:
+    # run under `make test KERNEL_CAPS=off`, make hands its command line down in MAKEFLAGS
+    for key in (*reproduce.KERNEL_CAPS, "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VSTLIB_KERNEL_CAPS"):
         monkeypatch.delenv(key, raising=False)
 
     def caps(*args):

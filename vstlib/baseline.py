@@ -12,18 +12,19 @@ import time
 import torch
 
 from vstlib import paths
-from vstlib.clips import load_clip, load_manifest
-from vstlib.utils import atomic_write_json, progress, resolve_device, save_frames
+from vstlib.evaluation.tables import profile_note
+from vstlib.files import atomic_write_json
+from vstlib.rl.episodes import make_env
+from vstlib.runtime import progress
+from vstlib.video.clips import load_clip, load_manifest
+from vstlib.video.io import save_frames
 
 
 def run_baseline(cfg) -> dict:
     """Stylize every clip of the manifest; returns {clip_id: {split, n_frames, seconds, unet_calls}}."""
-    from vstlib.rollout import make_env
-    from vstlib.tables import profile_note
-
-    device = resolve_device(cfg.train.device)
+    env = make_env(cfg)
+    device, stylizer, style = env.device, env.stylizer, env.style
     manifest = load_manifest(cfg.profile)
-    stylizer, _, style = make_env(cfg, device)
     split_of = {cid: split for split in ("train", "test") for cid in manifest.get(split, [])}
     out_dir = paths.results_dir(cfg.profile) / "baseline"
     info = {}

@@ -3,7 +3,8 @@
     path = cache_dir / f"flows-{key(clip_id, cfg_flow)}.safetensors"
     flows = cached_tensors(path, build=lambda: {...}, what="RAFT flows")
 
-``key(*parts)`` hashes JSON-able parts (dataclass sections, dicts, strings) with sha256.
+The hashes, one of each kind: ``key(*parts)`` of JSON-able parts (dataclass sections, dicts,
+strings), ``content_hash(tensors)`` of tensors, ``file_hash(path)`` of a file's bytes.
 ``cached_tensors`` writes safetensors whose metadata carry a sha256 of the tensor bytes; on
 read, the file must decode, hold the expected keys, match its content hash and be finite.
 A truncated, garbled or NaN-filled file is deleted and rebuilt with a one-line notice: a
@@ -19,7 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from .utils import atomic_save_tensors
+import torch
+from safetensors import safe_open
+
+from vstlib.files import atomic_save_tensors
 
 HASH_KEY = "vstlib.sha256"
 
@@ -36,9 +40,13 @@ def key(*parts: Any, n: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
-def json_digest(obj: Any, n: int = 16) -> str:
-    """sha256 of one JSON-able object (the historical form of our cache keys: kept so keys stay)."""
-    return hashlib.sha256(json.dumps(_jsonable(obj), sort_keys=True, default=str).encode()).hexdigest()[:n]
+def file_hash(path: os.PathLike) -> str:
+    """sha256 of a file's bytes (a policy file's scores are keyed by it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def content_hash(tensors: dict) -> str:
@@ -47,14 +55,8 @@ def content_hash(tensors: dict) -> str:
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous().cpu()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(-1).view(dtype=_byte_dtype()).numpy().tobytes() if t.numel() else b"")
+        h.update(t.view(-1).view(dtype=torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def _byte_dtype():
-    import torch
-
-    return torch.uint8
 
 
 def save_tensors(path: os.PathLike, tensors: dict, metadata: Optional[dict] = None) -> Path:
@@ -65,9 +67,6 @@ def save_tensors(path: os.PathLike, tensors: dict, metadata: Optional[dict] = No
 
 def read_tensors(path: os.PathLike, expect: Optional[Iterable[str]] = None, device: str = "cpu") -> dict:
     """Load and validate a cache file; raises ``ValueError`` saying what is wrong with it."""
-    import torch
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -111,4 +110,4 @@ def cached_tensors(path: os.PathLike, build: Callable[[], dict], what: str,
     return tensors
 
 
-__all__ = ["key", "json_digest", "content_hash", "save_tensors", "read_tensors", "cached_tensors", "HASH_KEY"]
+__all__ = ["key", "file_hash", "content_hash", "save_tensors", "read_tensors", "cached_tensors", "HASH_KEY"]

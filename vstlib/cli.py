@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vstlib.utils import VstError, check_output_path, os_error_line
+from vstlib.errors import VstError, check_output_path, os_error_line
 
 
 # --------------------------------------------------------------------------- config from flags
@@ -43,7 +43,7 @@ def make_config(profile: str, sets: Sequence[str] = ()):
 
 # --------------------------------------------------------------------------- commands
 def cmd_prepare(args) -> int:
-    from vstlib.data import prepare
+    from vstlib.video.prepare import prepare
 
     # the user's paths are read from the current folder (config defaults from VSTLIB_HOME)
     style = _from_cwd(args.style) if args.style else None
@@ -79,7 +79,7 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from vstlib.train import read_log, train
+    from vstlib.rl.train import read_log, train
 
     cfg = make_config(args.profile, list(args.set) + ([f"train.learner={args.learner}"] if args.learner else []))
     t0 = time.perf_counter()
@@ -98,7 +98,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     import pandas as pd
 
-    from vstlib.evaluate import evaluate
+    from vstlib.evaluation.evaluate import evaluate
 
     cfg = make_config(args.profile, args.set)
     t0 = time.perf_counter()
@@ -115,7 +115,7 @@ def cmd_evaluate(args) -> int:
 def cmd_compare(args) -> int:
     import pandas as pd
 
-    from vstlib.compare import compare, summary
+    from vstlib.evaluation.compare import compare, summary
 
     cfg = make_config(args.profile, args.set)
     t0 = time.perf_counter()
@@ -128,9 +128,9 @@ def cmd_compare(args) -> int:
 
 
 def cmd_stylize(args) -> int:
-    from vstlib.checkpoint import load_policy
+    from vstlib.errors import require_file
+    from vstlib.rl.checkpoint import load_policy
     from vstlib.stylize import stylize_video
-    from vstlib.utils import require_file
 
     cfg = make_config(args.profile, args.set)
     device = cfg.train.device                                                  # resolved in make_config
@@ -158,7 +158,7 @@ def reproduce_overrides(args) -> list[str]:
     ``--videos DIR`` is ``data.source=DIR`` and ``--style IMG`` is ``data.style=IMG`` (absolute
     paths: the notebooks run in notebooks/). Checked here, before any notebook starts.
     """
-    from vstlib.utils import require_file
+    from vstlib.errors import require_file
 
     sets = list(args.set)
     if args.videos:
@@ -193,60 +193,12 @@ def cmd_publish(args) -> int:
 
 
 def cmd_download_weights(args) -> int:
-    """Fetch every pretrained weight the profile uses; say where each one is cached.
-
-    Every item is tried (one failure does not hide the others); any failure exits 2.
-    """
-    import torchvision
-
-    from vstlib.config import TINY
-    from vstlib.utils import load_torchvision_weights, torch_hub_checkpoint, weights_guard
+    """Fetch every pretrained weight the profile uses; say where each one is cached. Every item is
+    tried (one failure does not hide the others); any failure exits 2."""
+    from vstlib.downloads import download_jobs, fix_for_failures
 
     cfg = make_config(args.profile, args.set)
-    jobs = []                                                                  # (what, fetch -> path)
-
-    def tv(enum, what):
-        jobs.append((what, lambda: (load_torchvision_weights(enum, what),
-                                    torch_hub_checkpoint(Path(enum.url).name))[1]))
-
-    if cfg.backbone.model_id != TINY:
-        from huggingface_hub import hf_hub_download, snapshot_download
-
-        from vstlib.backbones.diffusest.hub import QFORMER_TOKENIZER, hf_cache_dir, missing_files
-
-        def hub(repo, files=None):
-            with weights_guard(repo, model_ids=[repo]):
-                if files is None:
-                    return Path(snapshot_download(repo, cache_dir=hf_cache_dir()))
-                return Path([hf_hub_download(repo, f, cache_dir=hf_cache_dir()) for f in files][0]).parent
-
-        def blip():
-            root = hub(cfg.backbone.model_id)
-            gone = missing_files(root)       # snapshot_download offline returns an incomplete folder as is
-            if gone:
-                raise VstError(f"the snapshot lacks {', '.join(gone)}", root,
-                               f"delete {root.parent.parent} and download it again")
-            return root
-        jobs.append((cfg.backbone.model_id, blip))
-        jobs.append((f"{QFORMER_TOKENIZER} (Q-Former tokenizer)",
-                     lambda: hub(QFORMER_TOKENIZER, ["vocab.txt", "tokenizer_config.json", "config.json"])))
-    if cfg.reward.vgg_weights:
-        tv(getattr(torchvision.models.VGG19_Weights, cfg.reward.vgg_weights), "VGG19 (style loss)")
-    if cfg.reward.lpips_pretrained:
-        tv(torchvision.models.AlexNet_Weights.IMAGENET1K_V1, "AlexNet (LPIPS trunk)")
-    if cfg.flow.source == "raft" and cfg.flow.raft_weights:
-        enum = {"raft_large": torchvision.models.optical_flow.Raft_Large_Weights,
-                "raft_small": torchvision.models.optical_flow.Raft_Small_Weights}[cfg.flow.raft]
-        tv(getattr(enum, cfg.flow.raft_weights), f"RAFT ({cfg.flow.raft})")
-    if cfg.eval.clip_model != TINY and cfg.eval.clip_pretrained:
-        import open_clip
-
-        def clip():
-            pcfg = open_clip.get_pretrained_cfg(cfg.eval.clip_model, cfg.eval.clip_pretrained)
-            ids = [x for x in [(pcfg or {}).get("hf_hub", "").strip("/")] if x]
-            with weights_guard(f"CLIP {cfg.eval.clip_model} ({cfg.eval.clip_pretrained})", model_ids=ids):
-                return Path(open_clip.download_pretrained(pcfg))
-        jobs.append((f"CLIP {cfg.eval.clip_model}/{cfg.eval.clip_pretrained}", clip))
+    jobs = download_jobs(cfg)
     if not jobs:
         print(f"profile {cfg.profile!r} uses only tiny random or vendored models (vstlib/assets): nothing to download")
         return 0
@@ -258,19 +210,14 @@ def cmd_download_weights(args) -> int:
             failed.append(what)
             print(f"{what}: FAILED: {' '.join(str(err).split())}", file=sys.stderr)
     if failed:
-        from vstlib.backbones.diffusest.hub import offline
-
-        fix = ("HF_HUB_OFFLINE is set, so nothing can be downloaded: unset it (`unset HF_HUB_OFFLINE`) on a "
-               "machine with network and rerun `vst download-weights`" if offline() else
-               "check the network connection and rerun `vst download-weights`")
-        raise VstError(f"{len(failed)} of {len(jobs)} downloads failed ({', '.join(failed)})", fix=fix)
+        raise VstError(f"{len(failed)} of {len(jobs)} downloads failed ({', '.join(failed)})", fix=fix_for_failures())
     return 0
 
 
 def cmd_stand_in_weights(args) -> int:
     """``vst stand-in-weights --profile paper DIR [--scale full|tiny] [--dtype ...]``."""
-    from vstlib import standin
     from vstlib.config import TINY
+    from vstlib.tools import standin
 
     cfg = make_config(args.profile, args.set)
     if cfg.backbone.model_id == TINY:

@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional, Sequence
 
-from vstlib.cache import json_digest
+from vstlib.cache import key
+from vstlib.runtime import resolve_device
 
 TINY = "tiny"  # model id meaning: random tiny modules built from configs, no download
 
@@ -112,35 +113,37 @@ class TrainConfig:
     lr: float = 1e-4
     accumulation: int = 4              # transitions per Adam step
     grad_clip: float = 1.0             # max global grad norm (not in the paper); 0 disables clipping
-    learner: str = "reinforce"         # vstlib.learners.LEARNERS: "reinforce" (paper), "rloo", "pathwise"
+    learner: str = "reinforce"         # vstlib.rl.learners.LEARNERS: "reinforce" (paper), "rloo", "pathwise"
     samples: int = 4                   # rloo: K samples (rollouts) per transition
     normalize_advantage: bool = False  # rloo: divide leave-one-out advantages by their std over K
+    bptt: bool = True                  # pathwise: backpropagate through the chain of outputs within a chunk
+                                       # (each observation is the previous output this chain produced)
     max_ratio: float = 10.0            # truncated importance ratio pi_new/pi_old for chunks sampled under
-                                       # older weights (0 = no correction: the pre-fix behaviour)
+                                       # older weights (0 = no correction)
     crop: int = 0                      # train on a random window of crop x crop latent cells per clip visit
                                        # (0 = whole frames); decoding cost is linear in pixels
     seeds: tuple = (0,)                # seeds of the main run reported with their spread (run "main" is the
                                        # first; the others are runs "seeds/<seed>")
     checkpoint_every: int = 4          # updates between atomic checkpoints
     seed: int = 0
-    device: str = "auto"               # "auto" = cuda if available, else cpu
+    device: str = "auto"               # "auto" = cuda if available, else cpu (resolved by get_config)
     ablation_grids: tuple = ("lr_epochs", "weights", "accumulation", "injection")  # config.ablations
                                        # grids notebook 04 trains (a preset value: each cell is a run)
 
 
-# the rows `vst compare` can add beside the main learner (vstlib.compare says what each is)
-COMPARE_METHODS = ("reinforce_paper", "rloo", "obs_pair", "constant", "latent_blend", "pixel_blend", "frozen_first",
-                   "direct")
-
-
 @dataclass(frozen=True)
 class EvalConfig:
-    embedder: str = "clip"             # models.EMBEDDERS: the Table 2 image embedder
+    """How a stylized clip is scored."""
+    embedder: str = "clip"             # nets.perceptual.EMBEDDERS: the Table 2 image embedder
     clip_model: str = TINY             # open_clip architecture; "ViT-B-32" in the paper profile
     clip_pretrained: Optional[str] = None  # "openai" in the paper profile
     warp_error: str = "lai"            # Table 1 warp_error: "lai" (Lai et al. 2018, RGB summed) | "rgb_mean"
-    # issue 11's comparison (vstlib.compare): the competitors and controls scored beside the policy
-    compare: tuple = COMPARE_METHODS   # every row (the cpu preset drops some for its budget)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """What `vst compare` runs beside the main learner (evaluation.compare.METHODS says what each is)."""
+    methods: tuple = ()                # rows beside the policy; () = every method of the table
     control_seeds: int = 0             # seeds of every learned row beside the main learner: the first N
                                        # of train.seeds (0 = all of them, like the main learner)
     rloo_samples: int = 4              # K of the rloo row
@@ -148,7 +151,7 @@ class EvalConfig:
                                        # rows weights_<w> (the main run is the point at its own weight)
     blend_grid: tuple = (0.25, 0.5, 0.75)  # blend weights b tried on the train clips
     select_clips: int = 0              # b is chosen on the first N train clips of the manifest (0 = all)
-    direct_steps: int = 10             # Adam steps of the per-clip direct optimisation (upper bound)
+    direct_steps: int = 10             # Adam steps of the per-clip direct optimisation
     direct_lr: float = 0.05
 
 
@@ -162,10 +165,7 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
-    @property
-    def is_smoke(self) -> bool:
-        return self.profile == "smoke"
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -180,7 +180,7 @@ class Config:
             sec, _, fld = name.partition(".")
             d[sec].pop(fld, None)
         part = {s: d[s] for s in sections} if sections else d
-        return json_digest(part)
+        return key(part)
 
     def override(self, **sections: Any) -> "Config":
         """``cfg.override(train={"lr": 5e-4}, profile="x")``: a new config, nested fields replaced."""
@@ -222,39 +222,35 @@ CPU = Config(
                     split_seed=0, motion_threshold=0.3, style="assets:styles/wave.jpg"),
     flow=FlowConfig(source="dis", dis_preset="medium"),
     backbone=BackboneConfig(name="faststyle", model_id=TINY, style_net="wave", resolution=256, batch_size=4),  # model_id unused
-    # the learner (issue 11): pathwise (the reward backpropagated through the decoder) with the
-    # flow-aware observation and the gated-blend head (it starts AT the latent blend b = 0.5 and
-    # learns a per-pixel blend map; the free residual r sits behind the paper's gate at 5, so it
-    # moves ~150x slower: with the gate open, r decided each seed's style, -58 % to +129 % on train);
-    # sigma 0.01 (TAEF2 latents have std ~0.8: 0.1 of i.i.d. noise is visible texture that swamps
-    # the Gram term); per-frame-baseline-normalised terms, so weights trade percentages, 10/1/30
-    # (gate and weights chosen on the TRAIN clips over 6 seeds, docs/results.md); trained on random
-    # 16 x 16-cell (128 px) windows, 3 seeds
+    # the learner: pathwise reward backpropagation with the flow-aware observation and the gated-blend
+    # head (it starts AT the latent blend b = 0.5); its free residual sits behind the paper's gate (5),
+    # which keeps it from deciding the style on its own; sigma 0.01 (TAEF2 latents have std ~0.8, so
+    # 0.1 of noise is visible texture); baseline-normalised terms, so weights trade percentages;
+    # gate and weights chosen on the train clips (docs/results.md); random 128 px windows; 3 seeds
     policy=PolicyConfig(latent_channels=32, hidden=32, gate_init=5.0, sigma_init=0.01, observation="flow",
                         head="blend"),
     reward=RewardConfig(style_net="darknet", content_net="darknet",
                         style_layers=("leaky_re_lu_1", "leaky_re_lu_2", "leaky_re_lu_6", "leaky_re_lu_10",
                                       "leaky_re_lu_14"), normalize="baseline", w_temp=30.0),
     train=TrainConfig(epochs=2, checkpoint_every=10, learner="pathwise", lr=1e-3, crop=16, seeds=(0, 1, 2),
-                      # a grid cell is a run: the 15-min budget keeps the learner grid only (cpu-full,
-                      # below, adds the observation grid)
+                      # a grid cell is a run: within the 15-min budget, the learner grid only
                       ablation_grids=("learner",)),
-    # the 15-min budget (issue 10) keeps the paper's REINFORCE and the constant control on one seed
-    # and leaves out RLOO, the paper's observation, the frontier and "direct" (~75 s per pathwise
-    # run with its scoring; direct ~75 s per Adam step): profile cpu-full runs them all
-    # b chosen on 3 of the 5 train clips (55 -> 30 s; all 5 choose the same b, measured)
-    eval=EvalConfig(embedder="darknet", direct_steps=4, direct_lr=0.05, control_seeds=1, select_clips=3,
-                    compare=("reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first")),
+    eval=EvalConfig(embedder="darknet"),
+    # within the 15-min budget: the paper's REINFORCE and the constant control on one seed, no RLOO,
+    # paper observation, frontier or direct optimisation (cpu-full has them); b chosen on 3 of the 5
+    # train clips (all 5 choose the same b)
+    compare=CompareConfig(direct_steps=4, direct_lr=0.05, control_seeds=1, select_clips=3,
+                          methods=("reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first")),
 )
 
-# every row of issue 11 on the cpu profile's models and clips: all learned rows on 3 seeds (the paper's
-# REINFORCE, RLOO, the paper's observation, the constant control), the frontier over the temporal
-# weight, direct optimisation and both grids of notebook 04. 52 min on 2 cores (docs/results.md), so
-# not the default: `make reproduce PROFILE=cpu-full` (its own data/, results/ and caches).
+# the cpu profile with every row of the comparison: all learned rows on 3 seeds (the paper's REINFORCE,
+# RLOO, the paper's observation, the constant control), the frontier over the temporal weight, direct
+# optimisation and both grids of notebook 04; about an hour on 2 cores, so not the default:
+# `make reproduce PROFILE=cpu-full` (its own data/, results/ and caches).
 CPU_FULL = replace(
     CPU, profile="cpu-full",
     train=replace(CPU.train, ablation_grids=("learner", "observation")),
-    eval=replace(CPU.eval, control_seeds=0, frontier=(10.0, 20.0, 50.0), direct_steps=10, compare=COMPARE_METHODS),
+    compare=replace(CPU.compare, control_seeds=0, frontier=(10.0, 20.0, 50.0), direct_steps=10, methods=()),
 )
 
 # the paper text where it decides against the authors' code: "S_t = D(L_t + delta)", the adjusted
@@ -267,11 +263,12 @@ DEFAULT_PROFILE = "cpu"  # `make reproduce`, every `vst` step and the notebooks'
 
 
 def get_config(name: str = "smoke", **overrides: Any) -> Config:
-    """A named preset (``smoke``, ``paper``) with optional nested overrides."""
+    """A named preset (``smoke``, ``paper``, ...) with optional nested overrides, ``train.device``
+    resolved ("auto" -> "cuda" if available, else "cpu"): the device is decided once, here."""
     if name not in PRESETS:
         raise KeyError(f"unknown profile {name!r}; choose one of {sorted(PRESETS)}")
-    cfg = PRESETS[name]
-    return cfg.override(**overrides) if overrides else cfg
+    cfg = PRESETS[name].override(**overrides) if overrides else PRESETS[name]
+    return replace(cfg, train=replace(cfg.train, device=str(resolve_device(cfg.train.device))))
 
 
 # --------------------------------------------------------------------------- ablations
@@ -354,23 +351,17 @@ def parse_overrides(sets: Sequence[str]) -> dict:
 
 
 def load(profile: str = "smoke", sets: Sequence[str] = (), **overrides: Any) -> Config:
-    """The entry points' one call (cli, notebooks): a preset, ``--set`` dotlist overrides, keyword
-    sections, and ``train.device`` resolved ONCE ("auto" -> "cuda" or "cpu")."""
-    from vstlib.utils import resolve_device
-
+    """The entry points' one call (cli, notebooks): a preset, ``--set`` dotlist overrides and keyword
+    sections (``get_config`` resolves the device)."""
     cfg = get_config(profile)
     changes = parse_overrides(sets)
     if changes:
         cfg = cfg.override(**changes)
     if overrides:
         cfg = cfg.override(**overrides)
-    unknown = [m for m in cfg.eval.compare if m not in COMPARE_METHODS]
-    if unknown:                                          # a typo would silently drop a row
-        raise KeyError(f"eval.compare names unknown methods {unknown}; choose from {list(COMPARE_METHODS)}")
-    return cfg.override(train={"device": str(resolve_device(cfg.train.device))})
-
+    return replace(cfg, train=replace(cfg.train, device=str(resolve_device(cfg.train.device))))
 
 
 __all__ = ["Config", "DataConfig", "FlowConfig", "BackboneConfig", "PolicyConfig", "RewardConfig",
-           "TrainConfig", "EvalConfig", "PRESETS", "SMOKE", "PAPER", "PAPER_TEXT", "CPU", "CPU_FULL", "DEFAULT_PROFILE", "TINY", "get_config",
-           "ablations", "from_dict", "section_from_dict", "parse_overrides", "load", "COMPARE_METHODS"]
+           "TrainConfig", "EvalConfig", "CompareConfig", "PRESETS", "SMOKE", "PAPER", "PAPER_TEXT", "CPU", "CPU_FULL", "DEFAULT_PROFILE", "TINY", "get_config",
+           "ablations", "from_dict", "section_from_dict", "parse_overrides", "load"]

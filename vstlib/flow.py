@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .utils import InputError, fork_rng, load_torchvision_weights, require_file
+from vstlib.errors import InputError, require_file
+from vstlib.hub import load_torchvision_weights
+from vstlib.registry import Registry
+from vstlib.runtime import fork_rng
 
 FLO_MAGIC = 202021.25
 RAFT_MIN_SIZE = 128  # see estimate_flow: 1/8 features, 4-level correlation pyramid, >= 2 cells at the top
@@ -64,6 +68,27 @@ def resize_flow(flow: torch.Tensor, size: tuple) -> torch.Tensor:
         return flow
     out = F.interpolate(flow, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
     return out * torch.tensor([w / W, h / H], device=flow.device, dtype=flow.dtype).view(1, 2, 1, 1)
+
+
+def latent_flow(flows: dict, h: int, w: int) -> tuple:
+    """The input's backward flow and visibility on a latent grid (h, w): (bw (T-1,2,h,w), vis (T-1,1,h,w)).
+
+    Area-averaged; the displacement is divided by the downsampling factor of each axis (a move of
+    8 pixels is one latent cell at factor 8); vis = the share of a cell's pixels that are visible.
+    """
+    bw, mask = flows["bw"].float(), flows["mask_bw"].float()                    # (T-1,2,H,W), (T-1,1,H,W)
+    H, W = bw.shape[-2:]
+    lat = F.interpolate(bw, size=(h, w), mode="area")                          # (T-1,2,h,w)
+    lat = torch.stack([lat[:, 0] * (w / W), lat[:, 1] * (h / H)], dim=1)      # x by w/W, y by h/H
+    return lat.contiguous(), F.interpolate(mask, size=(h, w), mode="area").contiguous()
+
+
+def masked_mean(diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of diff (N,C,H,W) over pixels where mask (N,1,H,W) is 1 (soft weights allowed): (N,);
+    0 where nothing is visible."""
+    num = (diff * mask).flatten(1).sum(1)                                     # (N,)
+    den = mask.flatten(1).sum(1) * diff.shape[1]                              # (N,) visible values
+    return num / den.clamp_min(1.0)
 
 
 def inside_mask(flow: torch.Tensor) -> torch.Tensor:
@@ -204,21 +229,8 @@ def estimate_flow(frames_a: torch.Tensor, frames_b: torch.Tensor, model: str = "
 
 # --------------------------------------------------------------------------- estimators
 # cfg.flow.source -> fn(frames (T,3,H,W) in [0,1], cfg_flow, exact) -> dict(fw, bw (T-1,2,H,W),
-# mask_fw, mask_bw (T-1,1,H,W)). A new estimator (e.g. "dis") is one function and one decorator.
-FLOW_ESTIMATORS: dict[str, Callable] = {}
-
-
-def register_flow(name: str):
-    def deco(fn):
-        FLOW_ESTIMATORS[name] = fn
-        return fn
-    return deco
-
-
-def get_estimator(name: str) -> Callable:
-    if name not in FLOW_ESTIMATORS:
-        raise ValueError(f"unknown flow source {name!r}; use one of {sorted(FLOW_ESTIMATORS)}")
-    return FLOW_ESTIMATORS[name]
+# mask_fw, mask_bw (T-1,1,H,W)). A new estimator is one function and one decorator.
+FLOW_ESTIMATORS = Registry("flow source", "flow.source")
 
 
 def with_masks(fw: torch.Tensor, bw: torch.Tensor, method: str = "sundaram") -> dict:
@@ -226,7 +238,7 @@ def with_masks(fw: torch.Tensor, bw: torch.Tensor, method: str = "sundaram") -> 
     return {"fw": fw, "bw": bw, "mask_fw": occlusion_mask(fw, bw, method), "mask_bw": occlusion_mask(bw, fw, method)}
 
 
-@register_flow("exact")
+@FLOW_ESTIMATORS.register("exact")
 def exact_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
     """The known flows of a synthetic clip (made with the clip, passed in as ``exact``)."""
     if exact is None:
@@ -234,7 +246,7 @@ def exact_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) ->
     return exact
 
 
-@register_flow("raft")
+@FLOW_ESTIMATORS.register("raft")
 def raft_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
     """RAFT fw on (frames[:-1], frames[1:]) and bw on (frames[1:], frames[:-1]), one batched call
     each, on the frames' device; masks from ``occlusion_mask(method=cfg_flow.occlusion)``."""
@@ -264,8 +276,6 @@ def dis_flow(frames_a: torch.Tensor, frames_b: torch.Tensor, preset: str = "medi
     (tests/test_real_models.py checks the sign on MPI-Sintel). DIS works on grayscale uint8
     frames; OpenCV's own threads are capped at torch's thread count.
     """
-    import cv2
-
     if frames_a.shape != frames_b.shape or frames_a.ndim != 4 or frames_a.shape[1] != 3:
         raise ValueError(f"need two (N,3,H,W) batches of equal shape, got {tuple(frames_a.shape)} "
                          f"and {tuple(frames_b.shape)}")
@@ -278,7 +288,7 @@ def dis_flow(frames_a: torch.Tensor, frames_b: torch.Tensor, preset: str = "medi
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().float()
 
 
-@register_flow("dis")
+@FLOW_ESTIMATORS.register("dis")
 def dis_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
     """OpenCV DIS fw on (frames[:-1], frames[1:]) and bw on (frames[1:], frames[:-1]) on the CPU,
     preset ``cfg_flow.dis_preset``; masks as for RAFT. No weights: usable on any profile."""
@@ -287,6 +297,39 @@ def dis_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> d
     return with_masks(fw, bw, cfg_flow.occlusion)
 
 
-__all__ = ["warp", "resize_flow", "inside_mask", "motion_boundary", "occlusion_mask", "mean_motion", "read_flo", "get_raft", "estimate_flow",
-           "pixel_grid", "RAFT_MIN_SIZE", "FLOW_ESTIMATORS", "register_flow", "get_estimator",
-           "with_masks", "exact_flows", "raft_flows", "dis_flows", "dis_flow", "DIS_PRESETS"]
+# --------------------------------------------------------------------------- Farneback (OpenCV)
+# Farneback's polynomial-expansion flow (Farneback 2003): a second real CPU estimator, independent of
+# DIS, for judges that must not share the method's flow. Parameters fixed: OpenCV's reference example
+# (pyramid scale 0.5, 3 levels, 15 px window, 3 iterations, poly_n 5, poly_sigma 1.2, box window);
+# on the Sintel samples they beat 5 levels / poly_n 7 (EPE 0.93 / 3.90 / 24.9 px on easy / medium / hard).
+FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+
+
+def farneback_flow(frames_a: torch.Tensor, frames_b: torch.Tensor) -> torch.Tensor:
+    """Farneback flow a -> b for each pair of (N,3,H,W) frames in [0,1] -> (N,2,H,W) float32 (CPU).
+
+    Same convention as ``warp`` and ``dis_flow``: ``warp(b, farneback_flow(a, b)) ~= a`` on pixels
+    of a visible in b; grayscale uint8 input, parameters ``FARNEBACK``.
+    """
+    if frames_a.shape != frames_b.shape or frames_a.ndim != 4 or frames_a.shape[1] != 3:
+        raise ValueError(f"need two (N,3,H,W) batches of equal shape, got {tuple(frames_a.shape)} "
+                         f"and {tuple(frames_b.shape)}")
+    cv2.setNumThreads(torch.get_num_threads())
+    ga, gb = _gray_u8(frames_a), _gray_u8(frames_b)
+    out = np.stack([cv2.calcOpticalFlowFarneback(a, b, None, **FARNEBACK) for a, b in zip(ga, gb)])  # (N,H,W,2)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().float()
+
+
+@FLOW_ESTIMATORS.register("farneback")
+def farneback_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
+    """OpenCV Farneback fw on (frames[:-1], frames[1:]) and bw on (frames[1:], frames[:-1]) on the
+    CPU; masks by ``cfg_flow.occlusion`` as for DIS. The evaluation's judge (``vstlib.evaluation``)."""
+    fw = farneback_flow(frames[:-1], frames[1:]).to(frames.device)               # (T-1,2,H,W)
+    bw = farneback_flow(frames[1:], frames[:-1]).to(frames.device)
+    return with_masks(fw, bw, cfg_flow.occlusion)
+
+
+__all__ = ["warp", "resize_flow", "latent_flow", "masked_mean", "inside_mask", "motion_boundary", "occlusion_mask",
+           "mean_motion", "read_flo", "get_raft", "estimate_flow", "pixel_grid", "RAFT_MIN_SIZE", "FLOW_ESTIMATORS",
+           "with_masks", "exact_flows", "raft_flows", "dis_flows", "dis_flow", "DIS_PRESETS", "FARNEBACK",
+           "farneback_flow", "farneback_flows"]

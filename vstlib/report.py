@@ -1,4 +1,4 @@
-"""Notebook-facing summaries: the banner, the ablation table, the numbers the paper quotes.
+"""Notebook-facing summaries: the banner, the tables and figures of notebook 04, the paper's numbers.
 
 Notebooks stay thin: their first code cell is ``cfg = report.start(profile, overrides)`` and
 every number or table they show comes from a function here (or in tables/figures), so a
@@ -12,8 +12,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import paths, tables
-from .utils import atomic_path, atomic_write_json
+from vstlib import paths
+from vstlib.config import load
+from vstlib.evaluation import figures, tables
+from vstlib.evaluation.compare import learned_runs, summary
+from vstlib.files import atomic_write_json
+from vstlib.rl.rewards import weight
+from vstlib.rl.train import read_log
+from vstlib.verify import verify
 
 ABLATION_COLUMNS = ["grid", "setting", "reward", "content", "style", "temporal", "d_temporal"]
 
@@ -36,8 +42,6 @@ def record_run(cfg, overrides: Sequence[str] = ()) -> None:
 def start(profile: str, overrides: Sequence[str] = ()):
     """A notebook's first cell: resolve the config ONCE (profile + ``overrides``, device),
     record the run, print the banner; returns the config."""
-    from .config import load
-
     overrides = overrides.split() if isinstance(overrides, str) else list(overrides or [])
     cfg = load(profile, overrides)
     record_run(cfg, overrides)
@@ -46,41 +50,10 @@ def start(profile: str, overrides: Sequence[str] = ()):
 
 
 # --------------------------------------------------------------------------- notebook 04
-def ablation_table(cfg):
-    """Train and evaluate every cell of ``config.ablations(cfg)``; one row per cell (test clips,
-    policy with the mean action), also written to ``results/<profile>/ablations.csv``. Every cell is
-    scored with ``cfg.reward``'s weights, so cells trained with other weights still compare; the
-    main run's cell reuses run "main". ``d_temporal``: % change of the temporal loss vs the baseline."""
-    import pandas as pd
-
-    from .config import ablations
-    from .evaluate import evaluate
-    from .rewards import weighted_reward
-    from .train import train
-
-    rows = []
-    for grid, runs in ablations(cfg).items():
-        for setting, c in runs.items():
-            run = "main" if c == cfg else f"ablations/{grid}/{setting}"
-            train(c, run=run)
-            t1 = evaluate(c, run=run, splits=("test",))["table1"].set_index(["method", "split"])
-            pol, base = t1.loc[("policy", "test")], t1.loc[("baseline", "test")]
-            rows.append({"grid": grid, "setting": setting, "lr": c.train.lr, "epochs": c.train.epochs,
-                         "reward": float(weighted_reward(pol, cfg.reward, base)), "content": pol["content"],
-                         "style": pol["style"], "temporal": pol["temporal"],
-                         "d_temporal": 100 * (pol["temporal"] / base["temporal"] - 1)})
-    df = pd.DataFrame(rows)
-    with atomic_path(paths.ensure(paths.results_dir(cfg.profile)) / "ablations.csv") as tmp:
-        df.assign(profile=cfg.profile).to_csv(tmp, index=False)
-    return df
-
-
 def ablation_figures(abl, profile: str) -> list:
     """The ablation figures of the grids the profile ran (``train.ablation_grids``): the lr x
     epochs grid as its own figure, every other grid in one; returns the PNG paths. A figure
     whose grid did not run is removed, so no stale figure of another profile stays behind."""
-    from . import figures
-
     pngs = []
     lr_ep = abl[abl.grid == "lr_epochs"]
     if len(lr_ep):
@@ -102,9 +75,7 @@ def ablation_figures(abl, profile: str) -> list:
 
 
 def write_ablation_table(abl, cfg):
-    """``paper/tables/ablations.tex`` from :func:`ablation_table`'s frame."""
-    from .rewards import weight
-
+    """``tables/ablations.tex`` from ``compare.ablation_table``'s frame."""
     w = "/".join(f"{weight(cfg.reward, t):g}" for t in cfg.reward.terms)
     text = tables.latex_table(
         abl.to_dict("records"), ABLATION_COLUMNS,
@@ -116,32 +87,29 @@ def write_ablation_table(abl, cfg):
     return tables.write_table("ablations", text, cfg.profile)
 
 
-# --------------------------------------------------------------------------- notebook 04: issue 11
+# --------------------------------------------------------------------------- notebook 04: the comparison
 LEARNER_COLUMNS = ["method", "param", "seeds", "d_warp_error_mean", "d_warp_error_std", "d_style_mean",
                    "d_style_std", "d_content_mean", "d_content_std", "edge_corr_mean", "reward_queries"]
 
 
 def learners_summary(df):
     """``compare.summary`` rounded for display (test clips; mean and std over seeds)."""
-    from .compare import summary
-
     return summary(df).round(2)
 
 
 def write_learners_table(df, cfg):
-    """``paper/tables/learners.tex``: every method's change relative to the per-frame baseline."""
-    from .compare import summary
-
+    """``tables/learners.tex``: every method's change relative to the per-frame baseline."""
     rows = summary(df).to_dict("records")
     for r in rows:
         r["seeds"], r["reward_queries"] = int(r["seeds"]), int(r["reward_queries"])
-    n = cfg.eval.select_clips
+    n = cfg.compare.select_clips
     chosen = f"the first {n} train clips" if n > 0 else "the train clips"
     text = tables.latex_table(
         rows, LEARNER_COLUMNS,
         "Held-out test clips, change relative to the per-frame baseline (\\%, mean and std over seeds; "
         "lower is better for all three): warping error (Lai et al.), Gram style loss, content loss; "
-        "edge correlation of the stylized frames with the input (higher follows the motion). Blend "
+        "edge correlation of the stylized frames with the input (a spatial check that they follow its "
+        "structure). Blend "
         f"weights $b$ were chosen on {chosen}. Goal: warp $\\le -30$\\% with style and content "
         "$\\le +5$\\%. Queries: reward evaluations (frames rendered and scored) spent in training, in "
         "selecting $b$ or in direct optimisation, per seed.", "tab:learners", cfg.profile,
@@ -152,20 +120,13 @@ def write_learners_table(df, cfg):
 
 def learners_figure(df, profile: str):
     """``figures/pareto.png``: warping error vs style change of every method (test clips)."""
-    from . import figures
-
     return figures.save(figures.pareto(df), "pareto", profile)[0]
 
 
 def sample_efficiency_figure(cfg):
     """``figures/sample_efficiency.png``: the training reward of every learner (its seeds' logs)
-    against the reward queries it spent, on the main run's reward (issue 11: learners compared
-    per query; their seconds are in ``learners.csv``)."""
-    from . import figures
-    from .compare import learned_runs
-    from .rewards import weight
-    from .train import read_log
-
+    against the reward queries it spent, on the main run's reward (learners compared per query;
+    their seconds are in ``learners.csv``)."""
     curves = {}
     for method, _, c, run in learned_runs(cfg):
         if method in ("policy", "reinforce_paper", "rloo"):          # the learners, not the controls
@@ -178,8 +139,6 @@ def sample_efficiency_figure(cfg):
 def verification(cfg) -> str:
     """The last cell of the reproduction: every committed number against this run, within
     tolerance (``vstlib.verify``; report in ``results/<profile>/verification.md``)."""
-    from .verify import verify
-
     return verify(cfg.profile).line()
 
 
@@ -208,6 +167,6 @@ def write_paper_outputs(cfg, table1, manifest: dict) -> list:
         tables.write_numbers(paper_numbers(cfg, table1, manifest), cfg.profile)]
 
 
-__all__ = ["banner", "record_run", "start", "ablation_table", "write_ablation_table", "paper_numbers",
+__all__ = ["banner", "record_run", "start", "write_ablation_table", "ablation_figures", "verification", "paper_numbers",
            "learners_summary", "write_learners_table", "learners_figure", "LEARNER_COLUMNS",
            "write_paper_outputs", "ABLATION_COLUMNS"]

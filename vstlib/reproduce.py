@@ -24,11 +24,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import paths
-from .config import DEFAULT_PROFILE
-from .tables import recorded_overrides
-from .utils import VstError, atomic_path, atomic_write_json, progress_enabled
-from .verify import PUBLISHED, RESULT_CSVS, verify
+from vstlib import paths
+from vstlib.config import DEFAULT_PROFILE
+from vstlib.errors import VstError
+from vstlib.evaluation.tables import recorded_overrides
+from vstlib.files import atomic_path, atomic_write_json
+from vstlib.runtime import progress_enabled
+from vstlib.verify import PUBLISHED, RESULT_CSVS, verify
 
 
 def notebooks() -> list[Path]:

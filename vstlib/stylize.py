@@ -2,14 +2,12 @@
 
     info = stylize_video(cfg, "in.mp4", "out.mp4", style=None, policy=None, size=None, chunk=16)
 
-Memory stays bounded by one chunk (a 4K or 5-minute clip is read, resized, stylized and
-written chunk by chunk). Frames keep the input's aspect ratio: short side = ``size`` (default
-``cfg.data.size``), both sides rounded to multiples of 8 (the latent is 1/8); never a centre crop.
-The policy sees (L_{t-1}, L_t) continuously: the last latent of a chunk is carried into the
-next, so chunking never changes the frames (tests/test_stylize.py).
-
-Hook for observations that need more than latents (e.g. flow): :func:`latent_chunks` yields
-(frames, baseline output) per chunk, frames being the resized originals.
+Memory stays bounded by one chunk (a 4K or 5-minute clip is read, resized, stylized and written
+chunk by chunk). Frames keep the input's aspect ratio: short side = ``size`` (default the
+profile's), both sides rounded to multiples of 8, never a centre crop, resized by the same
+``video.resize.resize_uint8`` as prepared clips (the policy sees frames prepared as in training).
+The policy acts through ``rl.step.unroll``, the step training and evaluation use; the last frame,
+latent and output latent of a chunk are carried into the next, so chunking never changes the frames.
 """
 from __future__ import annotations
 
@@ -18,24 +16,25 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
+import av
 import torch
-import torch.nn.functional as F
 
-from .utils import InputError, aspect_size, atomic_path, progress, to_uint8
+from vstlib.backbones import BACKBONES, make_backbone
+from vstlib.errors import InputError
+from vstlib.files import atomic_path
+from vstlib.flow import FLOW_ESTIMATORS, latent_flow
+from vstlib.rl.step import LatentClip, render, unroll, uses_flow
+from vstlib.runtime import progress
+from vstlib.video.io import iter_frames, load_image, to_tensor, to_uint8
+from vstlib.video.prepare import resolve_path
+from vstlib.video.resize import resize, resize_uint8
 
 
 def frame_chunks(video, short: int, chunk: int = 16, max_frames: Optional[int] = None) -> Iterator[torch.Tensor]:
-    """Stream a video as float chunks (n,3,H,W) in [0,1], resized (aspect kept, see aspect_size)."""
-    from .data import iter_frames
-
-    buf, size, n = [], None, 0
+    """Stream a video as float chunks (n,3,H,W) in [0,1], each frame resized like a prepared clip's."""
+    buf, n = [], 0
     for frame in iter_frames(video):                                       # (h,w,3) uint8
-        x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255  # (1,3,h,w)
-        if size is None:
-            size = aspect_size(x.shape[-2], x.shape[-1], short)
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-        buf.append(x)
+        buf.append(to_tensor(resize_uint8(frame, short, "short_side"))[None])   # (1,3,H,W)
         n += 1
         if len(buf) == chunk:
             yield torch.cat(buf)
@@ -46,75 +45,47 @@ def frame_chunks(video, short: int, chunk: int = 16, max_frames: Optional[int] =
         yield torch.cat(buf)
 
 
-def latent_chunks(backbone, chunks: Iterable[torch.Tensor], style: torch.Tensor, device=None):
-    """The hook: yields (frames (n,3,H,W), baseline output of those frames) per chunk."""
-    for frames in chunks:
-        frames = frames.to(device) if device is not None else frames
-        yield frames, backbone.stylize(frames, style)
-
-
 @torch.no_grad()
 def stylized_chunks(backbone, chunks: Iterable[torch.Tensor], style: torch.Tensor, policy=None,
                     device=None, flows_fn: Optional[Callable] = None) -> Iterator[torch.Tensor]:
-    """Yields the stylized frames (n,3,H,W) in [0,1] of each chunk: the per-frame baseline D(L_t),
-    or with ``policy`` S_t = D(L_t + mu(obs_t)) from the video's frame 1 on (mean action).
-
-    The policy's observation is (L_{t-1}, L_t), plus, for ``observation="flow"``, the previous
-    OUTPUT latent warped along the input's flow and its visibility; ``flows_fn(frames (m,3,H,W))``
-    gives that flow (fw, bw, masks of consecutive pairs). Everything carries across chunk
-    boundaries (last frame, latent and output latent), so chunking never changes the output."""
-    from .flow import warp
-    from .rollout import latent_flow
-
-    use_flow = policy is not None and getattr(policy, "observation", "pair") == "flow"
-    if use_flow and flows_fn is None:
+    """Yields the stylized frames (n,3,H,W) in [0,1] of each chunk: the stylizer's own frames, or
+    with ``policy`` its mean action from the video's frame 1 on. ``flows_fn(frames (m,3,H,W))``
+    gives the input's flows for a policy that observes them."""
+    if policy is not None and uses_flow(policy) and flows_fn is None:
         raise ValueError("a policy with observation='flow' needs flows_fn")
-    prev = prev_frame = out_prev = None              # (1,C,h,w) L_{t-1}, (1,3,H,W), (1,C,h,w) L^out_{t-1}
-    for frames, out in latent_chunks(backbone, chunks, style, device):
+    carry = None                                     # (frame (1,3,H,W), L (1,C,h,w), L^out (1,C,h,w)) of the last frame
+    for frames in chunks:
+        frames = frames.to(device) if device is not None else frames
+        out = backbone.stylize(frames, style)
         images = out.images.float()                                        # (n,3,H',W')
         if policy is not None:
             L = backbone.policy_latents(out).float()                       # (n,C,h,w)
-            first = prev is None
-            Lx = L if first else torch.cat([prev, L])                      # (m,C,h,w), m = n or n+1
+            x = frames if carry is None else torch.cat([carry[0], frames])  # (m,3,H,W): the chunk after its past
+            Lx = L if carry is None else torch.cat([carry[1], L])
             if len(Lx) > 1:
-                if use_flow:
-                    fx = frames if first else torch.cat([prev_frame, frames])        # (m,3,H,W)
-                    lat_bw, lat_mask = latent_flow(flows_fn(fx), *L.shape[-2:])      # (m-1,2,h,w), (m-1,1,h,w)
-                    out_prev = Lx[:1] if first else out_prev
-                    acts = []
-                    for t in range(1, len(Lx)):                            # sequential: obs needs a_{t-1}
-                        warped = warp(out_prev, lat_bw[t - 1:t])           # (1,C,h,w)
-                        a = policy(Lx[t - 1:t], Lx[t:t + 1], warped, lat_mask[t - 1:t]).mean
-                        acts.append(a)
-                        out_prev = Lx[t:t + 1] + a
-                    a = torch.cat(acts)                                    # (m-1,C,h,w)
-                else:
-                    a = policy(Lx[:-1], Lx[1:]).mean                       # (m-1,C,h,w)
-                idx = torch.arange(1 if first else 0, len(L), device=L.device)
-                S = backbone.render(Lx[1:] + a, out, idx).float()
-                images = torch.cat([images[:1], S]) if first else S
-            prev, prev_frame = L[-1:], frames[-1:]
+                clip = LatentClip(Lx, *latent_flow(flows_fn(x), *L.shape[-2:])) if uses_flow(policy) else LatentClip(Lx)
+                u = unroll(policy, clip, "mean", out_prev=None if carry is None else carry[2])
+                S = render(backbone, out, u.out[0], 1 if carry is None else 0)
+                images = torch.cat([images[:1], S]) if carry is None else S
+                carry = (frames[-1:], L[-1:], u.out[0, -1:])
+            else:
+                carry = (frames[-1:], L[-1:], L[-1:])
         if images.shape[-2:] != frames.shape[-2:]:                         # square-only backbones
-            images = F.interpolate(images, size=frames.shape[-2:], mode="bilinear", antialias=True,
-                                   align_corners=False)
+            images = resize(images, frames.shape[-2:])
         yield images.clamp(0, 1)
 
 
 def _flows_fn(cfg_flow) -> Callable:
     """Flows of a user's video for a flow-aware policy: the profile's estimator, or OpenCV DIS
     where the profile's flows only exist for synthetic clips ("exact")."""
-    from .flow import get_estimator
-
     cfg_flow = cfg_flow if cfg_flow.source != "exact" else dataclasses.replace(cfg_flow, source="dis")
-    estimate = get_estimator(cfg_flow.source)
+    estimate = FLOW_ESTIMATORS.pick(cfg_flow.source)
     return lambda frames: estimate(frames, cfg_flow)
 
 
 def _video_meta(video) -> tuple[float, Optional[int]]:
     """(fps, frame count or None) of a video; 10 fps for folders of frames / unknown rates."""
     try:
-        import av
-
         with av.open(str(video)) as c:
             s = c.streams.video[0]
             fps = float(s.average_rate or s.base_rate or 0)
@@ -131,8 +102,6 @@ class Mp4Writer:
         self.path, self.fps = Path(path), fps
 
     def __enter__(self):
-        import av
-
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
         self._c = av.open(str(tmp), "w", format="mp4")
@@ -143,8 +112,6 @@ class Mp4Writer:
 
     def write(self, images: torch.Tensor) -> None:
         """images (n,3,H,W) in [0,1] (H, W even)."""
-        import av
-
         arr = to_uint8(images)                                             # (n,H,W,3)
         if self.n == 0:
             self._s.height, self._s.width = arr.shape[1], arr.shape[2]
@@ -166,21 +133,15 @@ class Mp4Writer:
 def resolve_style(cfg, style: Optional[str]):
     """(backbone config, style image path) for ``--style``; a backbone may map names to its own
     networks (``select_style`` classmethod, e.g. faststyle's wave|udnie|scream|wreck)."""
-    from .backbones import BACKBONES
-    from .data import _resolve
-
     hook = getattr(BACKBONES.get(cfg.backbone.name), "select_style", None)
     if hook is not None:
         return hook(cfg.backbone, style)
-    return cfg.backbone, _resolve(style if style is not None else cfg.data.style)
+    return cfg.backbone, resolve_path(style if style is not None else cfg.data.style)
 
 
 def stylize_video(cfg, video, out, style: Optional[str] = None, policy=None, size: Optional[int] = None,
                   chunk: int = 16, max_frames: Optional[int] = None, device=None) -> dict:
     """Stylize ``video`` into the mp4 ``out`` (see the module doc); returns what was written."""
-    from .backbones import make_backbone
-    from .data import load_image
-
     out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise InputError("output must be an .mp4 file", out, "pass --out something.mp4")

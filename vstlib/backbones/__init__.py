@@ -6,8 +6,15 @@
 
 Importing this package registers every implementation in :data:`BACKBONES`.
 """
-from .base import BACKBONES, Backbone, BaselineOutput, make_backbone, register
-from .diffusest import DiffuseST  # noqa: F401  (registers "diffusest")
-from .faststyle import FastStyle  # noqa: F401  (registers "faststyle")
+from vstlib.backbones.base import (
+    BACKBONES,
+    Backbone,
+    BaselineOutput,
+    make_backbone,
+    register,
+)
+from vstlib.backbones.diffusest import DiffuseST
+from vstlib.backbones.faststyle import FastStyle
+from vstlib.backbones.microast import MicroASTBackbone
 
-__all__ = ["BACKBONES", "Backbone", "BaselineOutput", "make_backbone", "register", "DiffuseST", "FastStyle"]
+__all__ = ["BACKBONES", "Backbone", "BaselineOutput", "make_backbone", "register", "DiffuseST", "FastStyle", "MicroASTBackbone"]

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 
-from vstlib.utils import InputError, aspect_size
+from vstlib.errors import InputError
+from vstlib.registry import Registry
+from vstlib.video.resize import resize, short_side_size
 
 
 @dataclass
@@ -74,18 +75,14 @@ class Backbone(Protocol):
         ...
 
 
-BACKBONES: dict[str, type] = {}
+BACKBONES = Registry("backbone", "backbone.name")
 
 
 def register(name: str) -> Callable[[type], type]:
     """Class decorator: ``@register("diffusest")`` makes ``cfg.backbone.name = "diffusest"`` build it."""
     def deco(cls: type) -> type:
-        old = BACKBONES.get(name)
-        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise ValueError(f"backbone name {name!r} is taken by {BACKBONES[name].__qualname__}")
         cls.name = name
-        BACKBONES[name] = cls
-        return cls
+        return BACKBONES.register(name)(cls)
     return deco
 
 
@@ -94,11 +91,7 @@ def make_backbone(cfg_backbone, device=None, cache_dir: Optional[Path] = None) -
 
     ``cache_dir`` is a folder the backbone owns for its disk cache; ``None`` caches nothing.
     """
-    cls = BACKBONES.get(cfg_backbone.name)
-    if cls is None:
-        choices = ", ".join(sorted(BACKBONES))
-        raise InputError(f"unknown backbone.name {cfg_backbone.name!r} (choices: {choices})",
-                         fix=f"set backbone.name to one of: {choices}")
+    cls = BACKBONES.pick(cfg_backbone.name)
     device = torch.device(device) if device is not None else torch.device("cpu")
     return cls.from_config(cfg_backbone, device=device, cache_dir=cache_dir)
 
@@ -107,7 +100,7 @@ def check_images(images, resolution: int, device, what: str = "frames", size: Op
     """Validate (T,3,H,W) [or (3,H,W)] in [0,1] and resize -> (T,3,H',W') float32.
 
     (H', W') = ``size`` when given (the whole image squashed to it), else the short side at
-    ``resolution`` with the aspect ratio kept and both sides multiples of 8 (``utils.aspect_size``;
+    ``resolution`` with the aspect ratio kept and both sides multiples of 8 (``video.resize.short_side_size``;
     a square image becomes r x r). Bilinear with antialiasing; never a crop.
     """
     if not isinstance(images, torch.Tensor):
@@ -123,10 +116,8 @@ def check_images(images, resolution: int, device, what: str = "frames", size: Op
     if x.min() < -1e-3 or x.max() > 1 + 1e-3:
         raise InputError(f"{what} must lie in [0,1] (got {x.min():.3g}..{x.max():.3g})",
                          fix="divide uint8 images by 255")
-    hw = tuple(size) if size is not None else aspect_size(x.shape[-2], x.shape[-1], resolution)
-    if x.shape[-2:] != hw:
-        x = F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
-    return x.clamp(0, 1)
+    hw = tuple(size) if size is not None else short_side_size(x.shape[-2], x.shape[-1], resolution)
+    return resize(x, hw).clamp(0, 1)
 
 
 __all__ = ["Backbone", "BaselineOutput", "BACKBONES", "register", "make_backbone", "check_images"]

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
-from .. import cache
-from ..nets.faststyle import PAINTINGS, STYLES, load_faststyle, painting_path
-from ..nets.taef2 import LATENT_CHANNELS, load_taef2
-from ..utils import InputError
-from .base import BaselineOutput, register
+from vstlib import cache
+from vstlib.backbones.base import BaselineOutput, register
+from vstlib.errors import InputError
+from vstlib.nets.faststyle import PAINTINGS, STYLES, load_faststyle, painting_path
+from vstlib.nets.taef2 import LATENT_CHANNELS, load_taef2
+from vstlib.video.resize import resize, short_side_size
 
 
 @dataclass
@@ -93,9 +93,7 @@ class FastStyle:
         x = x.clamp(0, 1)
         h, w = x.shape[-2:]
         if self.resolution > 0 and min(h, w) != self.resolution:     # short side -> resolution
-            s = self.resolution / min(h, w)
-            size = (max(1, round(h * s)), max(1, round(w * s)))
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+            x = resize(x, short_side_size(h, w, self.resolution, multiple=1)).clamp(0, 1)
         return x
 
     @torch.inference_mode()

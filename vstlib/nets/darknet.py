@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import paths
-from .weights import load_weights
+from vstlib import paths
+from vstlib.nets.weights import load_weights
 
 # (filters, kernel, max pool after): conv2d_1 .. conv2d_15
 LAYERS = ((16, 3, True), (32, 3, True), (16, 1, False), (128, 3, False), (16, 1, False), (128, 3, True),

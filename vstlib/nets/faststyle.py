@@ -29,8 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import paths
-from .weights import load_weights
+from vstlib import paths
+from vstlib.errors import InputError
+from vstlib.nets.weights import load_weights
 
 STYLES = ("wave", "udnie", "scream", "wreck")
 # the painting each network was trained on (vendored under assets/styles/)
@@ -135,8 +136,6 @@ class FastStyleNet(nn.Module):
 def load_faststyle(style: str = "wave", path: Optional[os.PathLike] = None) -> FastStyleNet:
     """The vendored network for ``style`` (one of STYLES), eval mode, frozen."""
     if style not in STYLES and path is None:
-        from ..utils import InputError
-
         raise InputError(f"no fast style network named {style!r}",
                          fix=f"use one of: {', '.join(STYLES)}")
     p = path if path is not None else weight_path(style)

@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import paths
-from .weights import load_weights
+from vstlib import paths
+from vstlib.nets.weights import load_weights
 
 LATENT_CHANNELS = 32
 SCALE = 8          # the latent is 1/8 of the image on each axis

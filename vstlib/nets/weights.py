@@ -2,39 +2,27 @@
 
 Every vendored file carries ``sha256`` of its tensor contents in its safetensors metadata
 (written by ``scripts/vendor_assets.py``); a missing, truncated or altered file is one
-:class:`~vstlib.utils.InputError` naming it and the fix, never a traceback from deep in torch.
+:class:`~vstlib.errors.InputError` naming it and the fix, never a traceback from deep in torch.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Mapping, Optional
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
-from ..utils import InputError
+from vstlib.cache import content_hash
+from vstlib.errors import InputError
 
 FIX = ("restore it (`git checkout -- vstlib/assets`) or rebuild the vendored assets with "
        "`python scripts/vendor_assets.py` (needs ../shared/assets)")
 
 
-def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over (name, dtype, shape, bytes) of every tensor, in sorted name order."""
-    h = hashlib.sha256()
-    for k in sorted(tensors):
-        t = tensors[k].detach().contiguous().cpu()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def load_weights(path: os.PathLike, what: str,
                  shapes: Optional[Mapping[str, tuple]] = None) -> dict[str, torch.Tensor]:
     """``path`` -> {name: float32 tensor}; checks the content hash, expected names/shapes, finiteness."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    from safetensors import safe_open
-
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise InputError(f"{what} weights not found", path, FIX)
@@ -45,7 +33,7 @@ def load_weights(path: os.PathLike, what: str,
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise InputError(f"unreadable {what} weights ({type(err).__name__}: {err})", path, FIX) from None
     want = meta.get("sha256")
-    if want is None or tensor_digest(tensors) != want:
+    if want is None or content_hash(tensors) != want:
         raise InputError(f"{what} weights are damaged (content hash does not match its metadata)", path, FIX)
     if shapes is not None:
         got = {k: tuple(v.shape) for k, v in tensors.items()}

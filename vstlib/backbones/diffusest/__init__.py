@@ -8,7 +8,7 @@ injection   content/style feature injection in the UNet, and its schedule
 sampler     DDIM inversion and sampling
 pipeline    :class:`DiffuseST`, the backbone (stylize, policy_latents, render)
 """
-from .pipeline import DiffuseST, DiffuseSTOutput, StyleContext
-from .sampler import Inversion
+from vstlib.backbones.diffusest.pipeline import DiffuseST, DiffuseSTOutput, StyleContext
+from vstlib.backbones.diffusest.sampler import Inversion
 
 __all__ = ["DiffuseST", "DiffuseSTOutput", "StyleContext", "Inversion"]

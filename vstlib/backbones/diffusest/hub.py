@@ -19,9 +19,8 @@ from typing import Optional
 
 import torch
 
-from vstlib.utils import MissingWeightsError, VstError
-
-from .components import Components, use_sdpa
+from vstlib.backbones.diffusest.components import Components, use_sdpa
+from vstlib.errors import MissingWeightsError, VstError
 
 PAPER_MODEL = "Salesforce/blipdiffusion"
 QFORMER_TOKENIZER = "bert-base-uncased"    # loaded by Blip2QFormerModel.__init__
@@ -122,10 +121,14 @@ def load_blipdiffusion(model_id: str = PAPER_MODEL, dtype: torch.dtype = torch.f
     Offline: a snapshot that is not cached is one :class:`MissingWeightsError`; a component
     that fails to load (missing or damaged file) is one :class:`VstError` naming the folder.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
     import diffusers
-    from diffusers.pipelines.deprecated.blip_diffusion.modeling_blip2 import Blip2QFormerModel
-    from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import ContextCLIPTextModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.pipelines.deprecated.blip_diffusion.modeling_blip2 import (
+        Blip2QFormerModel,
+    )
+    from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import (
+        ContextCLIPTextModel,
+    )
     from transformers import CLIPTokenizer
     from transformers.models.blip_2.configuration_blip_2 import Blip2Config
 

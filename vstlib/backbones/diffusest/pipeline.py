@@ -22,7 +22,7 @@ DiffuseST (training-free style transfer) stylizes each frame of a clip:
 
 Two profiles, one code path: ``model_id == "tiny"`` builds the random twin (``tiny.py``, no
 download); ``"Salesforce/blipdiffusion"`` loads the real pipeline (``hub.py``; offline without
-cached weights: one :class:`~vstlib.utils.MissingWeightsError`).
+cached weights: one :class:`~vstlib.errors.MissingWeightsError`).
 
     >>> from vstlib.config import get_config
     >>> sty = DiffuseST.from_config(get_config("smoke").backbone)       # doctest: +SKIP
@@ -40,17 +40,23 @@ from typing import Callable, Optional
 
 import torch
 
-from vstlib.config import TINY
 from vstlib import cache
-from vstlib.utils import torch_dtype
-
-from ..base import BaselineOutput, check_images, register
-from .blip import empty_prompt_embedding, style_prompt_embedding
-from .components import Components, make_scheduler
-from .hub import load_blipdiffusion
-from .injection import InjectionState, injection_schedule, install_injection
-from .sampler import SAMPLERS, Inversion
-from .tiny import tiny_components
+from vstlib.backbones.base import BaselineOutput, check_images, register
+from vstlib.backbones.diffusest.blip import (
+    empty_prompt_embedding,
+    style_prompt_embedding,
+)
+from vstlib.backbones.diffusest.components import Components, make_scheduler
+from vstlib.backbones.diffusest.hub import load_blipdiffusion
+from vstlib.backbones.diffusest.injection import (
+    InjectionState,
+    injection_schedule,
+    install_injection,
+)
+from vstlib.backbones.diffusest.sampler import SAMPLERS, Inversion
+from vstlib.backbones.diffusest.tiny import tiny_components
+from vstlib.config import TINY
+from vstlib.runtime import torch_dtype
 
 
 @dataclass
@@ -148,7 +154,7 @@ class DiffuseST:
         self.state = InjectionState()
         self._hooks = install_injection(self.unet, self.state, cfg.injection_layers)
         self.unet.register_forward_pre_hook(self._count)
-        self.sampler = SAMPLERS[cfg.sampler](self.scheduler, cfg.num_inference_steps, cfg.num_inversion_steps)
+        self.sampler = SAMPLERS.pick(cfg.sampler)(self.scheduler, cfg.num_inference_steps, cfg.num_inversion_steps)
         self.timesteps = self.sampler.timesteps                               # distinct sampling, descending
         self.content_steps, self.style_steps = injection_schedule(self.timesteps, cfg.alpha,
                                                                   cfg.original_schedule)

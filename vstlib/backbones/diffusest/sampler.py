@@ -11,7 +11,8 @@ from typing import Callable
 
 import torch
 
-from vstlib.utils import progress
+from vstlib.registry import Registry
+from vstlib.runtime import progress
 
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]   # (n,4,h,w), timestep -> eps (n,4,h,w)
 
@@ -120,7 +121,7 @@ class PNDMSampler(DDIMSampler):
         return x
 
 
-SAMPLERS = {"ddim": DDIMSampler, "pndm": PNDMSampler}
+SAMPLERS = Registry("sampler", "backbone.sampler", {"ddim": DDIMSampler, "pndm": PNDMSampler})
 
 
 __all__ = ["ddim_move", "Inversion", "DDIMSampler", "PNDMSampler", "SAMPLERS"]

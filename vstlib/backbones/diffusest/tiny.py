@@ -13,10 +13,9 @@ from typing import Optional
 
 import torch
 
-from vstlib.utils import atomic_write_text
-
-from .blip import NUM_QUERY_TOKENS
-from .components import SD_SCHEDULER, Components, use_sdpa
+from vstlib.backbones.diffusest.blip import NUM_QUERY_TOKENS
+from vstlib.backbones.diffusest.components import SD_SCHEDULER, Components, use_sdpa
+from vstlib.files import atomic_write_text
 
 # SD1.5's UNet and VAE, written out so that the tiny twin and the FLOP benchmark need no download
 SD15_UNET = dict(
@@ -77,8 +76,12 @@ def tiny_components(seed: int = 0, workdir: Optional[Path] = None, unet=None, va
         with tempfile.TemporaryDirectory(prefix="vst-tok-") as tmp:
             return tiny_components(seed, Path(tmp), unet, vae, text_dim)
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from diffusers.pipelines.deprecated.blip_diffusion.modeling_blip2 import Blip2QFormerModel
-    from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import ContextCLIPTextModel
+    from diffusers.pipelines.deprecated.blip_diffusion.modeling_blip2 import (
+        Blip2QFormerModel,
+    )
+    from diffusers.pipelines.deprecated.blip_diffusion.modeling_ctx_clip import (
+        ContextCLIPTextModel,
+    )
     from transformers import CLIPTextConfig, CLIPTokenizer
     from transformers.models.blip_2.configuration_blip_2 import Blip2Config
 

@@ -1,0 +1,198 @@
+"""Training the policy, CleanRL style: the whole loop in ``train``, top to bottom.
+
+    run_dir = train(cfg)      # results/<profile>/runs/main/{log.jsonl, checkpoint.*, policy.safetensors}
+
+An epoch visits the train clips (order shuffled by seed and epoch); each visit takes a random
+window of ``train.crop`` latent cells (0: the whole clip), lets the learner collect what it needs
+(``learners.LEARNERS[train.learner].collect``, no graph) and then takes one Adam step per chunk of
+``train.accumulation`` transitions on the learner's loss. The global gradient norm is clipped to
+``train.grad_clip`` (0: off); a NaN/Inf reward, frame or gradient skips the step. Checkpoints
+(policy, Adam, counters, RNG) are written at clip boundaries once ``checkpoint_every`` steps have
+passed, so ``train(resume=True)`` continues the same curve: an interrupted and an uninterrupted
+run log the same lines and end with the same weights.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from vstlib import paths
+from vstlib.errors import InputError
+from vstlib.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from vstlib.rl.checkpoint import (
+    CKPT,
+    CKPT_JSON,
+    POLICY,
+    load_checkpoint,
+    repair_policy,
+    run_lock,
+    save_checkpoint,
+    save_policy,
+)
+from vstlib.rl.episodes import build_episode, crop_episode, make_env, random_box
+from vstlib.rl.learners import LEARNERS
+from vstlib.rl.policy import LatentPolicy
+from vstlib.runtime import progress, seed_everything
+from vstlib.video.clips import load_manifest
+
+LOG = "log.jsonl"
+
+
+def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int] = None) -> Path:
+    """Train the policy of ``cfg`` as run ``run``; returns the run folder. ``max_updates`` stops after
+    that many updates in all, without a final checkpoint (an interruption, for tests and budgets)."""
+    out = paths.ensure(paths.run_dir(cfg.profile, run))
+    with run_lock(out):
+        # 1. the agent, resumed from its last checkpoint (weights, Adam moments, counters, RNG)
+        seed_everything(cfg.train.seed)
+        policy = LatentPolicy.from_config(cfg.policy).to(cfg.train.device)
+        opt = torch.optim.Adam(policy.parameters(), lr=cfg.train.lr)
+        state = restore(out, policy, opt, cfg, resume)
+        if state["done"] and state["epoch"] >= cfg.train.epochs:                # finished (more epochs: go on)
+            repair_policy(out, cfg)
+            return out
+        # 2. the environment (frozen stylizer and reward) and the learner
+        env, learner, episodes = make_env(cfg), LEARNERS.pick(cfg.train.learner), {}
+        clip_ids = train_clips(cfg.profile)
+        step, since_ckpt = state["step"], 0
+        bar = progress(None, desc=f"train {run}", total=n_updates(cfg, clip_ids), initial=step)
+        # 3. epochs x clip visits x chunks of `accumulation` transitions, one Adam step per chunk
+        for epoch, pos, cid in visits(clip_ids, cfg.train, state):
+            if cid not in episodes:
+                episodes[cid] = build_episode(cfg, cid, env)
+            ep = episodes[cid]
+            if cfg.train.crop > 0:                                             # a random window per visit
+                box = random_box(ep, cfg.train.crop, (cfg.train.seed, epoch, pos))
+                ep = crop_episode(ep, box, env.reward, paths.cache_dir(cfg.profile) / "terms")
+            t0 = time.time()
+            batch = learner.collect(policy, env, ep, cfg.train)                # no graph
+            cost = {"time": time.time() - t0, "queries": getattr(batch, "queries", 0)}   # on the first step
+            for chunk in torch.arange(ep.n_steps, device=env.device).split(cfg.train.accumulation):
+                if max_updates is not None and step >= max_updates:
+                    return out
+                t0 = time.time()
+                loss, info = learner.loss(policy, env, ep, batch, chunk, cfg.train)
+                grad_norm, skipped = update(policy, opt, loss, info, cfg.train.grad_clip)
+                rec = record(epoch, step, cid, chunk, ep, info, loss, policy, grad_norm, skipped)
+                rec.update(queries=info["queries"] + cost["queries"], time=round(time.time() - t0 + cost["time"], 4))
+                append_jsonl(out / LOG, rec)
+                cost = {"time": 0.0, "queries": 0}
+                step, since_ckpt = step + 1, since_ckpt + 1
+                bar.update(1)
+            if since_ckpt >= cfg.train.checkpoint_every:                       # at a clip boundary
+                save_checkpoint(out, policy, opt, cfg, **next_visit(epoch, pos, len(clip_ids)), step=step)
+                since_ckpt = 0
+        bar.close()
+        # 4. the final checkpoint, and the policy alone for evaluation and `vst stylize`
+        save_checkpoint(out, policy, opt, cfg, epoch=cfg.train.epochs, pos=0, step=step, done=True)
+        save_policy(out / POLICY, policy, cfg)
+    return out
+
+
+# --------------------------------------------------------------------------- the loop's parts
+def restore(out: Path, policy, opt, cfg, resume: bool) -> dict:
+    """The counters to start from: the last checkpoint's (policy, Adam and RNG restored) or zero (the
+    run folder cleared); the log is cut back to the checkpoint (lines of a crash mid-clip go)."""
+    state = {"epoch": 0, "pos": 0, "step": 0, "done": False}
+    if resume and (out / CKPT).exists():
+        state = load_checkpoint(out / CKPT, policy, opt, cfg)
+    elif not resume:
+        for name in (LOG, CKPT, CKPT_JSON, POLICY):
+            (out / name).unlink(missing_ok=True)
+    if (out / LOG).exists():
+        keep = [r for r in read_jsonl(out / LOG) if r.get("step", -1) < state["step"]]
+        atomic_write_text(out / LOG, "".join(json.dumps(r) + "\n" for r in keep))
+    atomic_write_json(out / "config.json", cfg.to_dict())
+    return state
+
+
+def update(policy, opt, loss: torch.Tensor, info: dict, max_norm: float) -> tuple[float, Optional[str]]:
+    """One Adam step on ``loss``, unless the frames, the reward or the gradient are not finite:
+    (global gradient norm, the reason the step was skipped or None)."""
+    opt.zero_grad(set_to_none=True)
+    if not info["finite_frames"]:
+        return float("nan"), "non-finite rendered frames"
+    if not torch.isfinite(info["advantage"]).all():
+        return float("nan"), "non-finite reward"
+    loss.backward()
+    params = [p for p in policy.parameters() if p.grad is not None]
+    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
+    if not math.isfinite(norm):
+        opt.zero_grad(set_to_none=True)
+        return norm, "non-finite gradient"
+    opt.step()
+    return norm, None
+
+
+def record(epoch: int, step: int, cid: str, chunk, ep, info: dict, loss, policy, grad_norm: float,
+           skipped: Optional[str]) -> dict:
+    """One line of ``log.jsonl``: the update's reward, its terms beside the baseline's, the policy's
+    gate and sigma, the gradient norm and whether (why) it was skipped."""
+    rec = {"epoch": epoch, "step": step, "clip": cid, "frames": [int(i) + 1 for i in chunk],
+           "reward": _mean(info["reward"]), "advantage": _mean(info["advantage"]), "loss": _num(loss.item()),
+           "ratio": _mean(info["ratio"])}
+    for k in (k for k in info["terms"] if k != "reward"):
+        rec[k], rec[f"base_{k}"] = _mean(info["terms"][k]), _mean(ep.base_terms[k][chunk])
+    rec["base_reward"] = _mean(ep.base_terms["reward"][chunk])
+    rec.update(sigma=_mean(policy.sigma), gate=_mean(policy.gate), grad_norm=_num(grad_norm),
+               skipped=skipped is not None, reason=skipped)
+    return rec
+
+
+def train_clips(profile: str) -> list:
+    manifest = load_manifest(profile)
+    if not manifest["train"]:
+        raise InputError("the manifest has no train clips", paths.manifest_path(profile),
+                         "re-run `vst prepare` with more clips (data.n_clips) or data.train_fraction")
+    return list(manifest["train"])
+
+
+def visits(clip_ids: list, cfg_train, state: dict) -> Iterator[tuple]:
+    """(epoch, position, clip id) from the checkpoint's position on; each epoch's order is a shuffle
+    by (seed, epoch) from its own RNG."""
+    for epoch in range(state["epoch"], cfg_train.epochs):
+        order = epoch_order(clip_ids, cfg_train.seed, epoch)
+        for pos in range(state["pos"] if epoch == state["epoch"] else 0, len(order)):
+            yield epoch, pos, order[pos]
+
+
+def next_visit(epoch: int, pos: int, n: int) -> dict:
+    return {"epoch": epoch, "pos": pos + 1} if pos + 1 < n else {"epoch": epoch + 1, "pos": 0}
+
+
+def epoch_order(ids: list, seed: int, epoch: int) -> list:
+    """Deterministic shuffle of the train clips for one epoch (own RNG: not the global one)."""
+    rng = np.random.default_rng([seed, epoch])
+    return [ids[i] for i in rng.permutation(len(ids))]
+
+
+def n_updates(cfg, clip_ids: list) -> int:
+    n = {c["id"]: int(c.get("n_frames", 2)) for c in load_manifest(cfg.profile).get("clips", [])}
+    longest = max((n.get(i, 2) for i in clip_ids), default=2)
+    return cfg.train.epochs * len(clip_ids) * math.ceil((longest - 1) / cfg.train.accumulation)
+
+
+def _num(x: float):
+    """JSON-friendly float: NaN/Inf become null (strict JSON readers choke on NaN)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _mean(t) -> Optional[float]:
+    return _num(torch.as_tensor(t).detach().float().mean().item())
+
+
+def read_log(run_dir: Path):
+    """The training log of a run as a pandas DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame(read_jsonl(Path(run_dir) / LOG))
+
+
+__all__ = ["train", "read_log", "epoch_order", "restore", "update", "visits", "LOG"]
