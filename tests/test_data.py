@@ -351,3 +351,22 @@ def test_style_image_is_not_cropped(vst_home):
     prepare(cfg.override(data={"resize": "fit"}))
     crop = to_uint8(clips.load_style("smoke")[0])
     assert crop.shape == (32, 32, 3) and crop[..., 1].mean() > 200 and crop[..., [0, 2]].mean() < 30
+
+
+def test_held_out_clips_are_all_test_clips_and_skip_the_motion_filter(vst_home, write_video, smooth_frames):
+    """data.test_source: every clip there is kept (even one that barely moves) and goes to the test
+    split, marked held out; the main source's clips are split as before."""
+    main, held = vst_home / "videos", vst_home / "held"
+    main.mkdir(), held.mkdir()
+    for name in ("a", "b", "c"):
+        write_video(main / f"{name}.mp4", smooth_frames)
+    write_video(held / "a.mp4", smooth_frames)                            # the same name: another clip id
+    write_video(held / "still.mp4", np.repeat(smooth_frames[:1], 6, axis=0))   # no motion at all
+    cfg = get_config("smoke", data={"source": "videos", "test_source": "held", "n_frames": 4, "size": 32,
+                                    "motion_threshold": 0.2, "train_fraction": 0.67},
+                     flow={"source": "dis"})
+    m = prepare(cfg)
+    held_ids = {c["id"] for c in m["clips"] if c["held_out"]}
+    assert held_ids == {"a_2", "still"} and held_ids <= set(m["test"])
+    assert not held_ids & set(m["train"]) and len(m["train"]) == 2 and len(m["test"]) == 3
+    assert {c["id"]: c["motion"] for c in m["clips"]}["still"] < 0.2          # kept although it is still

@@ -21,7 +21,7 @@ from vstlib.video.prepare import prepare
 TINY = tiny(data={"size": 48}, backbone={"resolution": 48},
             policy={"observation": "flow", "head": "blend"}, reward={"normalize": "baseline"},
             train={"checkpoint_every": 100, "learner": "pathwise", "seeds": (0, 1)},
-            compare={"blend_grid": (0.0, 0.5), "direct_steps": 2, "direct_lr": 0.05})
+            compare={"blends": (0.0, 0.5), "direct_steps": 2, "direct_lr": 0.05})
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -166,7 +166,7 @@ def test_evaluation_cache_is_reused_keyed_and_rebuilt(cfg, monkeypatch):
     again = ev.evaluate(c, run="evalcache", splits=("test",))["table1"]
     assert calls == [] and again.round(8).equals(first.round(8))
     # adding comparison rows does not rescore the policy; changing how it is scored does
-    ev.evaluate(c.override(compare={"control_seeds": 2, "select_clips": 1, "methods": ["frozen_first"]}),
+    ev.evaluate(c.override(compare={"control_seeds": 2, "blends": (0.3,), "methods": ["frozen_first"]}),
                 run="evalcache", splits=("test",))
     assert calls == []
     ev.evaluate(c.override(eval={"warp_error": "rgb_mean"}), run="evalcache", splits=("test",))
@@ -188,41 +188,47 @@ def test_evaluation_cache_is_reused_keyed_and_rebuilt(cfg, monkeypatch):
     assert ref.equals(first[first.method != "policy"].drop(columns=["note"], errors="ignore").round(8))
 
 
-def test_compare_writes_every_method_with_seeds(cfg):
+def test_compare_scores_every_method_on_every_seed_and_style(cfg):
+    """The protocol's rows: references, the untrained start, frontiers, controls and every learner on
+    every seed, in the seen style and an unseen one; the CSVs the issue names; known values: the
+    b = 0 blends are N(I_t) itself (every change exactly 0), the untrained blend head is the latent blend
+    at b = 0.5, and N(I_t) is the reference (no row of its own in the summary)."""
     from vstlib import paths
-    from vstlib.evaluation.compare import COLUMNS, compare, learned_runs, summary
+    from vstlib.evaluation.compare import compare, learned_runs
+    from vstlib.evaluation.protocol import KEYS, MEASURES
 
-    cfg = cfg.override(compare={"frontier": (10.0, 20.0)})        # 10 is the main run's own temporal weight
-    df = compare(cfg)
-    assert list(df.columns[:len(COLUMNS)]) == COLUMNS
-    test = df[df.split == "test"]
-    methods = set(test.method)
-    assert {"baseline", "policy", "reinforce_paper", "rloo", "obs_pair", "constant", "weights_20", "latent_blend",
-            "pixel_blend", "frozen_first", "direct"} <= methods
+    cfg = cfg.override(compare={"frontier": (10.0, 20.0), "unseen_styles": ("assets:styles/wave.jpg",),
+                                "unseen_clips": 1})
+    per_clip, summary = compare(cfg)
+    assert list(per_clip.columns) == KEYS + list(MEASURES)
+    methods = set(per_clip.method)
+    assert {"input", "per_frame", "init", "policy", "reinforce_paper", "rloo", "obs_pair", "constant", "weights_20",
+            "latent_blend", "pixel_blend", "bonneel", "frozen_first", "direct"} <= methods
     assert "weights_10" not in methods                                      # = the main run: not trained twice
     for m in ("policy", "reinforce_paper", "rloo", "obs_pair", "constant", "weights_20"):   # every learner, every seed
-        assert sorted(test[test.method == m].seed) == [0, 1], m
+        assert sorted(set(per_clip[per_clip.method == m].seed)) == [0, 1], m
+    n_test = len(load_manifest(cfg.profile)["test"])
+    assert per_clip.groupby("seen_style").clip.nunique().to_dict() == {True: n_test, False: 1}
     runs = {(m, s): (c, r) for m, s, c, r in learned_runs(cfg)}
     assert len({r for _, r in runs.values()}) == len(runs)                  # one run folder per (method, seed)
     assert runs[("reinforce_paper", 0)][1] == "ablations/learner/reinforce_paper"  # the ablation grid's cell
-    assert runs[("obs_pair", 0)][1] == "ablations/observation/obs_pair"             # the observation grid's cell
     rl, wt = runs[("rloo", 1)][0], runs[("weights_20", 1)][0]
     assert (rl.train.learner, rl.train.samples, rl.train.normalize_advantage, rl.train.seed) == ("rloo", 4, True, 1)
     assert rl.policy == cfg.policy and rl.reward == cfg.reward               # the main run's settings otherwise
     assert wt.reward.w_temp == 20.0 and wt.train == replace(cfg.train, seed=1)
-    q = test.groupby("method").reward_queries.first()
-    assert q["rloo"] == 4 * q["policy"]                                     # K = 4 rollouts per transition
-    assert test[test.method == "weights_20"].param.iloc[0] == "weights 10/1/20"
-    rp = test[test.method == "reinforce_paper"]
-    assert rp.warp_error.nunique() == 2                                      # two seeds, two trained policies
-    base = test[test.method == "baseline"].iloc[0]
-    assert abs(base.d_warp_error) < 1e-9 and abs(base.d_style) < 1e-9
-    frozen = test[test.method == "frozen_first"].iloc[0]
-    assert frozen.param == "" and math.isfinite(frozen.warp_error)
-    assert (paths.results_dir(cfg.profile) / "learners.csv").exists()
-    s = summary(df).set_index("method")
-    assert s.loc["policy", "seeds"] == 2 and math.isfinite(s.loc["policy", "d_warp_error_std"])
-    assert s.loc["constant", "seeds"] == 2 and s.loc["reinforce_paper", "seeds"] == 2
+    res = paths.results_dir(cfg.profile)
+    assert (res / "eval_per_clip.csv").exists() and (res / "eval_summary.csv").exists()
+    s = summary.set_index(["method", "setting", "style_group"])
+    assert "per_frame" not in set(summary.method) and set(summary.style_group) == {"seen", "unseen"}
+    for kind in ("latent_blend", "pixel_blend"):
+        zero = s.loc[(kind, "b=0", "seen")]
+        assert all(abs(zero[f"{m}_delta"]) < 1e-6 for m in MEASURES), kind
+    init_setting = summary[summary.method == "init"].setting.iloc[0]
+    init, blend = s.loc[("init", init_setting, "seen")], s.loc[("latent_blend", "b=0.5", "seen")]
+    assert all(abs(init[f"{m}_delta"] - blend[f"{m}_delta"]) < 1e-4 for m in MEASURES)
+    pol = s.loc[("policy", summary[summary.method == "policy"].setting.iloc[0], "seen")]
+    assert pol.n_seeds == 2 and pol.warp_indep_lo <= pol.warp_indep_delta <= pol.warp_indep_hi
+    assert s.loc[("frozen_first", "", "seen")].warp_indep_delta < 0               # "consistent": it never moves
 
 
 def test_baseline_terms_are_cached_validated_and_rebuilt(cfg, env, capsys):
@@ -317,15 +323,20 @@ def test_window_terms_are_cached_by_content_and_validated(env, tmp_path, capsys)
     assert all(torch.equal(c.base_terms[k], fresh.base_terms[k]) for k in fresh.base_terms)
 
 
-def test_learners_table_caption_says_which_clips_chose_b(cfg, tmp_path, monkeypatch):
+def test_comparison_table_has_every_row_with_its_interval(cfg, tmp_path, monkeypatch):
     import pandas as pd
 
     from vstlib import paths, report
+    from vstlib.evaluation.protocol import MEASURES
 
     monkeypatch.setenv("VSTLIB_HOME", str(tmp_path))                        # never the committed paper/tables
-
-    row = dict(split="test", d_warp_error=-1.0, d_style=0.0, d_content=0.0, edge_corr=0.5, param="", reward_queries=1)
-    df = pd.DataFrame([dict(row, method="baseline", seed=None), dict(row, method="policy", seed=0)])
-    for n, phrase in ((0, "chosen on the train clips"), (3, "chosen on the first 3 train clips")):
-        out = report.write_learners_table(df, cfg.override(compare={"select_clips": n}))
-        assert out.parent == paths.tables_dir(cfg.profile) and tmp_path in out.parents and phrase in out.read_text()
+    row = {"setting": "", "n_clips": 18, "n_seeds": 3}
+    for m in MEASURES:
+        row.update({f"{m}_delta": -12.34, f"{m}_lo": -20.0, f"{m}_hi": -5.0})
+    summary = pd.DataFrame([dict(row, method="policy", style_group="seen"), dict(row, method="init", style_group="unseen")])
+    out = report.write_comparison_table(summary, cfg)
+    text = out.read_text()
+    assert out.parent == paths.tables_dir(cfg.profile) and tmp_path in out.parents
+    assert text.count("-12.3 [-20.0, -5.0]") == 2 * 5 and "18x3" in text and "unseen" in text
+    view = report.comparison_view(summary, "seen")
+    assert list(view.method) == ["policy"] and view.warp_indep.iloc[0] == "-12.3 [-20.0, -5.0]"

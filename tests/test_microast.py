@@ -238,6 +238,25 @@ def test_backbone_output(built, small, net):
         assert torch.equal(bb.render(bb.policy_latents(out), out, torch.arange(3)), out.images)
 
 
+def test_taef2_latent_is_the_round_trip_of_the_stylized_frame(built, small):
+    """backbone.latent="taef2": L_t = E(N(I_t)) (32 ch at 1/8), images = D(L_t) and per_frame = N(I_t),
+    the same N(I_t) as the native latent's images; the render of the latents is the images."""
+    from vstlib.nets.taef2 import load_taef2
+
+    bb, _, style, native = built
+    t = MicroASTBackbone(batch_size=2, latent="taef2")
+    out = t.stylize(small, style)
+    assert t.latent_channels == 32 and out.latents.shape == (3, 32, 12, 16)
+    assert torch.allclose(out.per_frame, native.images, atol=1e-5)
+    with torch.no_grad():
+        ae = load_taef2()
+        assert torch.allclose(out.images, ae.decode(ae.encode(native.images), small.shape[-2:]), atol=1e-4)
+        assert torch.equal(t.render(out.latents, out, torch.arange(3)), out.images)
+    assert not torch.allclose(out.images, out.per_frame, atol=1e-3)           # the round trip changes the frames
+    with pytest.raises(InputError, match="backbone.latent"):
+        MicroASTBackbone(latent="nope")
+
+
 def test_backbone_render_is_differentiable(built):
     bb, _, _, out = built
     lat = bb.policy_latents(out)[1:2].clone().requires_grad_(True)

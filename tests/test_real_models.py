@@ -325,43 +325,49 @@ def test_darknet_feature_networks():
 
 
 def test_presets_policy_channels_follow_the_backbone():
-    """Every preset's policy.latent_channels equals its backbone's latent (faststyle: TAEF2's 32)."""
-    from vstlib.backbones import BACKBONES
+    """Every preset's policy.latent_channels equals its backbone's latent (MicroAST's own: 64)."""
+    from vstlib.backbones import make_backbone
     from vstlib.config import PRESETS
 
     for name, cfg in PRESETS.items():
-        channels = getattr(BACKBONES[cfg.backbone.name], "latent_channels", 4)   # DiffuseST: the SD VAE's 4
-        assert cfg.policy.latent_channels == channels, name
-    assert PRESETS["cpu"].policy.latent_channels == 32
+        if cfg.backbone.name == "diffusest" and cfg.backbone.model_id != "tiny":
+            assert cfg.policy.latent_channels == 4, name                          # the SD VAE's latent
+            continue
+        assert cfg.policy.latent_channels == make_backbone(cfg.backbone).latent_channels, name
+    assert PRESETS["cpu"].policy.latent_channels == 64
 
 
 def test_cpu_preset_names_vendored_inputs():
+    """The paper's style (The Starry Night) and the 7 + 16 vendored clips, the 16 held out; the unseen
+    styles are held-out paintings, none of them the trained one."""
     from vstlib.config import get_config
-    from vstlib.nets.faststyle import painting_path
     from vstlib.video.prepare import _sources, resolve_path
 
     cfg = get_config("cpu")
-    assert resolve_path(cfg.data.style) == painting_path(cfg.backbone.style_net)     # R = the network's painting
-    ids = [cid for cid, _, _ in _sources(cfg, None)]
-    assert len(ids) == 7 and "sintel-market-demo" in ids
+    assert resolve_path(cfg.data.style) == paths.ASSETS / "styles" / "starry_night.jpg"
+    src = _sources(cfg, None)
+    assert len(src) == 23 and sum(held for *_, held in src) == 16 and "sintel-market-demo" in {c for c, *_ in src}
+    assert len(cfg.compare.unseen_styles) >= 3 and cfg.data.style not in cfg.compare.unseen_styles
+    assert all(resolve_path(s).is_file() and "styles-eval" in s for s in cfg.compare.unseen_styles)
 
 
 def test_cpu_full_preset_is_the_cpu_profile_with_every_row():
-    """cpu-full differs from cpu in values only, and only in WHAT is run (seeds, rows, grids), never
-    in how a run trains or scores: its main run equals cpu's. Every learned row gets >= 3 seeds."""
+    """cpu-full differs from cpu in values only, and only in WHAT is run (seeds, rows, grids, the clips'
+    length), never in how a run trains or scores. Every learned row gets >= 5 seeds."""
     from dataclasses import replace
 
     from vstlib.config import get_config
     from vstlib.evaluation.compare import learned_runs
 
     cpu, full = get_config("cpu"), get_config("cpu-full")
-    assert replace(full, profile="cpu", train=cpu.train, compare=cpu.compare) == cpu
+    assert replace(full, profile="cpu", train=cpu.train, compare=cpu.compare, data=cpu.data) == cpu
+    assert replace(full.data, n_frames=cpu.data.n_frames) == cpu.data
     assert full.eval == cpu.eval                                              # scored the same way
-    assert replace(full.train, ablation_grids=cpu.train.ablation_grids) == cpu.train
+    assert replace(full.train, ablation_grids=cpu.train.ablation_grids, seeds=cpu.train.seeds) == cpu.train
     assert {"learner", "observation"} <= set(full.train.ablation_grids)
     assert full.compare.methods == () and full.compare.control_seeds == 0      # every row, every seed
     assert len(full.compare.frontier) >= 2
     seeds = {}
     for method, s, _, _ in learned_runs(full):
         seeds.setdefault(method, set()).add(s)
-    assert len(seeds) >= 6 and all(len(v) >= 3 for v in seeds.values()), seeds
+    assert len(seeds) >= 6 and all(len(v) >= 5 for v in seeds.values()), seeds

@@ -74,33 +74,41 @@ def test_figure_banner_marks_reduced_runs(tmp_path, monkeypatch):
     assert tables.marked("smoke") == tables.SMOKE_NOTE
 
 
-def _learners_frame():
+def _summary():
     import pandas as pd
 
-    rows = [dict(method="baseline", seed=None, param="", d_warp_error=0.0, d_style=0.0, d_content=0.0)]
-    for m, w, y in (("policy", None, -36.0), ("weights_10", 10, -27.0), ("weights_50", 50, -41.0)):
-        for s in (0, 1, 2):
-            rows.append(dict(method=m, seed=s, param=f"weights 10/1/{w}" if w else "pathwise",
-                             d_warp_error=y + s, d_style=-10.0 + s, d_content=-1.0 - s))
-    rows.append(dict(method="frozen_first", seed=None, param="", d_warp_error=51.0, d_style=-1.0, d_content=14.0))
-    return pd.DataFrame(rows).assign(split="test")
+    rows = []
+    for group in ("seen", "unseen"):
+        for b, (x, y) in zip((0.75, 0.25, 0.5), ((-9.0, -40.0), (-2.0, -15.0), (-5.0, -25.0))):   # out of order
+            rows.append(dict(method="latent_blend", setting=f"b={b}", style_group=group, n_clips=18,
+                             fidelity_ssim_delta=x, warp_indep_delta=y))
+        rows.append(dict(method="policy", setting="pathwise", style_group=group, n_clips=18, fidelity_ssim_delta=-4.0,
+                         warp_indep_delta=-50.0, fidelity_ssim_lo=-6.0, fidelity_ssim_hi=-3.0,
+                         warp_indep_lo=-55.0, warp_indep_hi=-41.0))
+        rows.append(dict(method="input", setting="", style_group=group, n_clips=18, fidelity_ssim_delta=-95.0,
+                         warp_indep_delta=-99.0, fidelity_ssim_lo=-95.0, fidelity_ssim_hi=-95.0,
+                         warp_indep_lo=-99.0, warp_indep_hi=-99.0))
+    return pd.DataFrame(rows)
 
 
-def test_pareto_plots_warp_against_style_and_content_with_the_frontier():
-    """Issue 11: warping error against style AND against content, every method, the main learner's
-    points over the temporal weight joined in order of their warping error."""
+def test_tradeoff_draws_frontiers_in_order_and_points_with_their_intervals():
+    """Two panels (seen, unseen); a frontier is one line through its settings in order of fidelity;
+    a method is a point whose error bars are its interval; the input (off the chart) is left out."""
     import matplotlib.pyplot as plt
 
-    fig = figures.pareto(_learners_frame())
-    ax_style, ax_content = fig.axes[:2]
-    assert "style" in ax_style.get_xlabel() and "content" in ax_content.get_xlabel()
-    for ax, key, mean in ((ax_style, "style", -9.0), (ax_content, "content", -2.0)):
-        front = [ln for ln in ax.get_lines() if ln.get_label().startswith("frontier")]
-        assert len(front) == 1
-        x, y = front[0].get_data()
-        assert list(y) == [-40.0, -35.0, -26.0] and list(x) == [mean] * 3    # w=50, policy (30), w=10
-    labels = [t.get_text() for t in ax_style.texts]
-    assert sorted(labels) == ["w=10", "w=50"]
+    fig = figures.tradeoff(_summary())
+    assert len([a for a in fig.axes if a.get_title()]) == 2
+    ax = fig.axes[0]
+    (front,) = [ln for ln in ax.get_lines() if ln.get_label() == "latent_blend"]
+    x, y = front.get_data()
+    assert list(x) == [-9.0, -5.0, -2.0] and list(y) == [-40.0, -25.0, -15.0]
+    labels = [t.get_text() for t in ax.texts]
+    assert sorted(labels) == ["0.25", "0.5", "0.75"]
+    bars = [c for c in ax.containers if c.get_label() == "policy"]
+    assert len(bars) == 1
+    (xbar, ybar) = [np.asarray(seg.get_segments()) for seg in bars[0].lines[2]]
+    assert np.allclose(xbar[0][:, 0], [-6.0, -3.0]) and np.allclose(ybar[0][:, 1], [-55.0, -41.0])
+    assert not [c for c in ax.containers if c.get_label() == "input"]
     plt.close(fig)
 
 

@@ -78,10 +78,10 @@ def committed(home, monkeypatch):
     (paper / "tables" / "t.tex").write_text(_table(ROWS))
     df = pd.DataFrame([{"method": "policy", "seed": 0, "split": "test", "d_warp_error": -35.8, "style": 1.5,
                         "train_s": 61.0, "n_clips": 2, "profile": "cpu"}])
-    df.to_csv(paper / "results" / "learners.csv", index=False)
+    df.to_csv(paper / "results" / "eval_summary.csv", index=False)
     (paper / "results" / verify.PUBLISHED).write_text(json.dumps({"profile": "cpu"}))
     tables.write_table("t", _table(ROWS), "cpu")
-    df.assign(train_s=75.0).to_csv(paths.ensure(paths.results_dir("cpu")) / "learners.csv", index=False)
+    df.assign(train_s=75.0).to_csv(paths.ensure(paths.results_dir("cpu")) / "eval_summary.csv", index=False)
     return df
 
 
@@ -93,15 +93,15 @@ def test_verify_passes_an_equal_reproduction_and_ignores_timings(committed):
 
 
 def test_a_changed_number_fails_and_is_named(committed, capsys, monkeypatch):
-    committed.assign(d_warp_error=-34.0).to_csv(paths.results_dir("cpu") / "learners.csv", index=False)
+    committed.assign(d_warp_error=-34.0).to_csv(paths.results_dir("cpu") / "eval_summary.csv", index=False)
     rep = verify.verify("cpu")
-    assert not rep.ok and [c.id for c in rep.failed] == ["results/learners.csv:policy/0/test:d_warp_error"]
+    assert not rep.ok and [c.id for c in rep.failed] == ["results/eval_summary.csv:policy/0/test:d_warp_error"]
     assert rep.line().startswith("verification FAILED: 1 of 7") and "d_warp_error (-35.8 -> -34)" in rep.line()
     assert "**NO**" in paths.verification_path("cpu").read_text()
     monkeypatch.setattr(reproduce, "run", lambda *a, **k: {})
     assert reproduce.main("cpu") == 1                                     # `vst reproduce` exits non-zero
     assert capsys.readouterr().out.strip().splitlines()[-1] == rep.line()
-    (paths.results_dir("cpu") / "learners.csv").unlink()
+    (paths.results_dir("cpu") / "eval_summary.csv").unlink()
     assert "missing" in verify.verify("cpu").line()
 
 
@@ -129,7 +129,7 @@ def test_publish_copies_the_reproduction_into_place_and_refuses_a_reduced_run(co
     reproduce.publish("cpu")
     assert sorted(p.name for p in paths.FIGURES.iterdir()) == ["a.png"]
     assert verify.verify("cpu").ok                                        # what is committed now
-    assert (paths.PAPER_RESULTS / "learners.csv").read_text() == (paths.results_dir("cpu") / "learners.csv").read_text()
+    assert (paths.PAPER_RESULTS / "eval_summary.csv").read_text() == (paths.results_dir("cpu") / "eval_summary.csv").read_text()
     assert nbformat.read(nbdir / "01_x.ipynb", as_version=4).cells[0].outputs[0]["text"] == "1\n"
     report_ = paths.run_config_path("cpu")
     report_.write_text(json.dumps({"overrides": ["reward.w_temp=1"]}))

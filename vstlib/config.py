@@ -33,6 +33,7 @@ class DataConfig:
                                        # style image); "short_side": short side to size, aspect kept,
                                        # sides rounded to multiples of 8, the style image never cropped
     n_clips: int = 4                   # clips kept after motion filtering (0 = all)
+    test_source: str = ""              # a folder of held-out clips, all in the test split ("" = none)
     train_fraction: float = 0.75       # deterministic train/test split
     split_seed: int = 0
     motion_threshold: float = 0.5      # mean flow magnitude (px) under which a clip is dropped
@@ -71,6 +72,8 @@ class BackboneConfig:
     batch_size: int = 8                # frames per UNet batch (chunked to fit memory)
     seed: int = 0
     style_net: str = "wave"            # faststyle only: which fast style network (wave, udnie, scream, wreck)
+    latent: str = "native"             # microast: the policy's latent: "native" (its modulated feature before
+                                       # the upsampling decoder) or "taef2" (E(N(I_t)), rendered by TAEF2's D)
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,9 @@ class EvalConfig:
     clip_model: str = TINY             # open_clip architecture; "ViT-B-32" in the paper profile
     clip_pretrained: Optional[str] = None  # "openai" in the paper profile
     warp_error: str = "lai"            # Table 1 warp_error: "lai" (Lai et al. 2018, RGB summed) | "rgb_mean"
+    perceptual: str = "darknet"        # nets.perceptual.CONTENT_NETS: the judge's fidelity distance to N(I_t)
+                                       # (one the reward does not use)
+    long_term: int = 5                 # k of the long-term warping error (frame t against frame t-k)
 
 
 @dataclass(frozen=True)
@@ -149,10 +155,12 @@ class CompareConfig:
     rloo_samples: int = 4              # K of the rloo row
     frontier: tuple = ()               # temporal weights w: the main learner trained at style/content/w,
                                        # rows weights_<w> (the main run is the point at its own weight)
-    blend_grid: tuple = (0.25, 0.5, 0.75)  # blend weights b tried on the train clips
-    select_clips: int = 0              # b is chosen on the first N train clips of the manifest (0 = all)
+    blends: tuple = (0.1, 0.25, 0.5, 0.75, 0.9)  # the latent and pixel blends' frontiers over b
+    bonneel: tuple = (0.1,)            # Bonneel et al. 2015: the frontier over its temporal weight lambda
     direct_steps: int = 10             # Adam steps of the per-clip direct optimisation
     direct_lr: float = 0.05
+    unseen_styles: tuple = ()          # style images the policy never saw (data.style is the seen one)
+    unseen_clips: int = 0              # test clips each unseen style is scored on (the first N; 0 = all)
 
 
 @dataclass(frozen=True)
@@ -214,43 +222,47 @@ PAPER = Config(
     eval=EvalConfig(clip_model="ViT-B-32", clip_pretrained="openai"),
 )
 
-# CPU, offline, REAL small models vendored in vstlib/assets: 7 real clips, a fast style network N
-# (Hokusai's wave) with the TAEF2 latent (32 ch at 1/8), DIS flow, Darknet-tiny rewards and Table 2.
+# CPU, offline, REAL small models vendored in vstlib/assets: MicroAST (any style image; the paper's
+# The Starry Night) whose own latent the policy acts on, DIS flow, the VGG-19 Gram and perceptual losses
+# (relu1_1..relu3_1, computed at half the frame size like the paper's 256 of 512), 5 train clips and
+# 2 + 16 held-out test clips, judged with Farneback flow and Darknet-tiny (networks the reward never uses).
+UNSEEN_STYLES = ("assets:styles-eval/delaunay_portrait_of_metzinger.jpg", "assets:styles-eval/gauguin_te_fare.jpg",
+                 "assets:styles-eval/homer_the_blue_boat.jpg")   # the first three held-out paintings by name
 CPU = Config(
     profile="cpu",
-    data=DataConfig(source="assets:clips", n_frames=20, size=256, n_clips=0, train_fraction=0.7,
-                    split_seed=0, motion_threshold=0.3, style="assets:styles/wave.jpg"),
+    data=DataConfig(source="assets:clips", test_source="assets:clips-eval", n_frames=12, size=256,
+                    resize="short_side", n_clips=0, train_fraction=0.7, split_seed=0, motion_threshold=0.3,
+                    style="assets:styles/starry_night.jpg"),
     flow=FlowConfig(source="dis", dis_preset="medium"),
-    backbone=BackboneConfig(name="faststyle", model_id=TINY, style_net="wave", resolution=256, batch_size=4),  # model_id unused
-    # the learner: pathwise reward backpropagation with the flow-aware observation and the gated-blend
-    # head (it starts AT the latent blend b = 0.5); its free residual sits behind the paper's gate (5),
-    # which keeps it from deciding the style on its own; sigma 0.01 (TAEF2 latents have std ~0.8, so
-    # 0.1 of noise is visible texture); baseline-normalised terms, so weights trade percentages;
-    # gate and weights chosen on the train clips (docs/results.md); random 128 px windows; 3 seeds
-    policy=PolicyConfig(latent_channels=32, hidden=32, gate_init=5.0, sigma_init=0.01, observation="flow",
+    backbone=BackboneConfig(name="microast", resolution=256, batch_size=4),
+    # the learner: pathwise reward backpropagation through its own chain with the flow-aware
+    # observation and the gated-blend head (it starts AT the latent blend b = 0.5); its free residual
+    # behind the paper's gate (5); baseline-normalised terms, so weights trade percentages
+    policy=PolicyConfig(latent_channels=64, hidden=32, gate_init=5.0, sigma_init=0.01, observation="flow",
                         head="blend"),
-    reward=RewardConfig(style_net="darknet", content_net="darknet",
-                        style_layers=("leaky_re_lu_1", "leaky_re_lu_2", "leaky_re_lu_6", "leaky_re_lu_10",
-                                      "leaky_re_lu_14"), normalize="baseline", w_temp=30.0),
-    train=TrainConfig(epochs=2, checkpoint_every=10, learner="pathwise", lr=1e-3, crop=16, seeds=(0, 1, 2),
+    reward=RewardConfig(style_net="vgg_r31", content_net="vgg_r31", style_layers=("relu1_1", "relu2_1", "relu3_1"),
+                        normalize="baseline", w_temp=30.0, loss_size=128),
+    train=TrainConfig(epochs=2, checkpoint_every=10, learner="pathwise", lr=1e-3, crop=32, seeds=(0, 1, 2),
                       # a grid cell is a run: within the 15-min budget, the learner grid only
                       ablation_grids=("learner",)),
-    eval=EvalConfig(embedder="darknet"),
-    # within the 15-min budget: the paper's REINFORCE and the constant control on one seed, no RLOO,
-    # paper observation, frontier or direct optimisation (cpu-full has them); b chosen on 3 of the 5
-    # train clips (all 5 choose the same b)
-    compare=CompareConfig(direct_steps=4, direct_lr=0.05, control_seeds=1, select_clips=3,
-                          methods=("reinforce_paper", "constant", "latent_blend", "pixel_blend", "frozen_first")),
+    eval=EvalConfig(embedder="darknet", perceptual="darknet"),
+    # within the 15-min budget: the paper's REINFORCE and the constant control on one seed, no RLOO, paper
+    # observation, weights frontier or direct optimisation (cpu-full has them); 3 unseen styles on 6 clips
+    compare=CompareConfig(control_seeds=1, unseen_styles=UNSEEN_STYLES, unseen_clips=6,
+                          methods=("reinforce_paper", "constant", "latent_blend", "pixel_blend", "bonneel",
+                                   "frozen_first")),
 )
 
-# the cpu profile with every row of the comparison: all learned rows on 3 seeds (the paper's REINFORCE,
+# the cpu profile with every row of the comparison: all learned rows on 5 seeds (the paper's REINFORCE,
 # RLOO, the paper's observation, the constant control), the frontier over the temporal weight, direct
-# optimisation and both grids of notebook 04; about an hour on 2 cores, so not the default:
-# `make reproduce PROFILE=cpu-full` (its own data/, results/ and caches).
+# optimisation, Bonneel's frontier, every held-out clip in every style, 20 frames, both grids of
+# notebook 04; not the default: `make reproduce PROFILE=cpu-full` (its own data/, results/ and caches).
 CPU_FULL = replace(
     CPU, profile="cpu-full",
-    train=replace(CPU.train, ablation_grids=("learner", "observation")),
-    compare=replace(CPU.compare, control_seeds=0, frontier=(10.0, 20.0, 50.0), direct_steps=10, methods=()),
+    data=replace(CPU.data, n_frames=20),
+    train=replace(CPU.train, seeds=(0, 1, 2, 3, 4), ablation_grids=("learner", "observation")),
+    compare=replace(CPU.compare, control_seeds=0, frontier=(10.0, 20.0, 50.0), direct_steps=10, methods=(),
+                    bonneel=(0.03, 0.1, 0.3, 1.0), unseen_clips=0),
 )
 
 # the paper text where it decides against the authors' code: "S_t = D(L_t + delta)", the adjusted

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from vstlib import paths
+from vstlib import describe, paths
 from vstlib.config import load
 from vstlib.evaluation import figures, tables
-from vstlib.evaluation.compare import learned_runs, summary
+from vstlib.evaluation.compare import learned_runs
 from vstlib.files import atomic_write_json
 from vstlib.rl.rewards import weight
 from vstlib.rl.train import read_log
@@ -88,39 +88,53 @@ def write_ablation_table(abl, cfg):
 
 
 # --------------------------------------------------------------------------- notebook 04: the comparison
-LEARNER_COLUMNS = ["method", "param", "seeds", "d_warp_error_mean", "d_warp_error_std", "d_style_mean",
-                   "d_style_std", "d_content_mean", "d_content_std", "edge_corr_mean", "reward_queries"]
+COMPARISON = [("warp_indep", "Warp (indep.)"), ("warp_long", "Warp (k=5)"), ("fidelity_ssim", "MS-SSIM"),
+              ("fidelity_perceptual", "Perc. dist."), ("sharpness", "Sharpness"), ("style_gram", "Style (reward)")]
 
 
-def learners_summary(df):
-    """``compare.summary`` rounded for display (test clips; mean and std over seeds)."""
-    return summary(df).round(2)
+def comparison_view(summary, group: str = "seen"):
+    """The summary of one style group for display: each measure's change against N(I_t) with its 95 %
+    interval as "delta [lo, hi]" (percent; the perceptual distance in its own units)."""
+    d = summary[summary.style_group == group]
+    out = d[["method", "setting", "n_clips", "n_seeds"]].copy()
+    for m, _ in COMPARISON:
+        out[m] = [f"{a:+.1f} [{lo:+.1f}, {hi:+.1f}]" if m != "fidelity_perceptual" else f"{a:.3f} [{lo:.3f}, {hi:.3f}]"
+                  for a, lo, hi in zip(d[f"{m}_delta"], d[f"{m}_lo"], d[f"{m}_hi"])]
+    return out.reset_index(drop=True)
 
 
-def write_learners_table(df, cfg):
-    """``tables/learners.tex``: every method's change relative to the per-frame baseline."""
-    rows = summary(df).to_dict("records")
-    for r in rows:
-        r["seeds"], r["reward_queries"] = int(r["seeds"]), int(r["reward_queries"])
-    n = cfg.compare.select_clips
-    chosen = f"the first {n} train clips" if n > 0 else "the train clips"
+def write_comparison_table(summary, cfg):
+    """``tables/comparison.tex``: every method in the trained style and the unseen ones, each measure's
+    change against N(I_t) with its paired 95 % bootstrap interval over clips and seeds."""
+    rows = []
+    for group in ("seen", "unseen"):
+        for r in summary[summary.style_group == group].to_dict("records"):
+            row = {"group": group, "method": r["method"], "setting": r["setting"] or "",
+                   "n": f"{int(r['n_clips'])}x{int(r['n_seeds'])}"}
+            for m, _ in COMPARISON:
+                fmt = "{:.3f}" if m == "fidelity_perceptual" else "{:+.1f}"
+                row[m] = f"{fmt.format(r[m + '_delta'])} [{fmt.format(r[m + '_lo'])}, {fmt.format(r[m + '_hi'])}]"
+            rows.append(row)
+    cols = ["group", "method", "setting", "n"] + [m for m, _ in COMPARISON]
     text = tables.latex_table(
-        rows, LEARNER_COLUMNS,
-        "Held-out test clips, change relative to the per-frame baseline (\\%, mean and std over seeds; "
-        "lower is better for all three): warping error (Lai et al.), Gram style loss, content loss; "
-        "edge correlation of the stylized frames with the input (a spatial check that they follow its "
-        "structure). Blend "
-        f"weights $b$ were chosen on {chosen}. Goal: warp $\\le -30$\\% with style and content "
-        "$\\le +5$\\%. Queries: reward evaluations (frames rendered and scored) spent in training, in "
-        "selecting $b$ or in direct optimisation, per seed.", "tab:learners", cfg.profile,
-        headers=["Method", "Setting", "Seeds", "$\\Delta$warp", "std", "$\\Delta$style", "std",
-                 "$\\Delta$content", "std", "Edge corr.", "Queries"], digits=2)
-    return tables.write_table("learners", text, cfg.profile)
+        [{k: r[k] for k in cols} for r in rows], cols,
+        "Held-out clips in the trained style (seen) and in styles the policy never saw (unseen): change against the "
+        "per-frame stylization $N(I_t)$ in \\% (mean over clips and seeds, paired 95\\% bootstrap interval over clips "
+        "and seeds), the perceptual distance to $N(I_t)$ in its own units. Warping errors along a flow no method uses "
+        "(Farneback; consecutive frames and frames 5 apart); fidelity and sharpness against $N(I_t)$; the Gram style "
+        "loss is the reward's own term. n: clips x seeds.", "tab:comparison", cfg.profile,
+        headers=["Styles", "Method", "Setting", "n"] + [h for _, h in COMPARISON])
+    return tables.write_table("comparison", text, cfg.profile)
 
 
-def learners_figure(df, profile: str):
-    """``figures/pareto.png``: warping error vs style change of every method (test clips)."""
-    return figures.save(figures.pareto(df), "pareto", profile)[0]
+def tradeoff_figure(summary, profile: str):
+    """``figures/tradeoff.png``: flicker (independent flow) against fidelity, seen and unseen styles."""
+    return figures.save(figures.tradeoff(summary), "tradeoff", profile)[0]
+
+
+def per_clip_figure(per_clip, profile: str):
+    """``figures/per_clip.png``: the trained policy, its untrained start and the latent blend per clip."""
+    return figures.save(figures.per_clip(per_clip, ["policy", "init", "bonneel"]), "per_clip", profile)[0]
 
 
 def sample_efficiency_figure(cfg):
@@ -162,11 +176,12 @@ def paper_numbers(cfg, table1, manifest: dict) -> dict:
 
 
 def write_paper_outputs(cfg, table1, manifest: dict) -> list:
-    """Tables 1 and 2 and ``numbers.tex`` for the paper; returns the written paths."""
+    """Tables 1 and 2, ``numbers.tex`` and the method paragraph of this build for the paper; returns the
+    written paths."""
     return tables.write_paper_tables(cfg.profile) + [
-        tables.write_numbers(paper_numbers(cfg, table1, manifest), cfg.profile)]
+        tables.write_numbers(paper_numbers(cfg, table1, manifest), cfg.profile), describe.write_method_tex(cfg)]
 
 
 __all__ = ["banner", "record_run", "start", "write_ablation_table", "ablation_figures", "verification", "paper_numbers",
-           "learners_summary", "write_learners_table", "learners_figure", "LEARNER_COLUMNS",
+           "comparison_view", "write_comparison_table", "tradeoff_figure", "per_clip_figure",
            "write_paper_outputs", "ABLATION_COLUMNS"]

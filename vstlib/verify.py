@@ -23,7 +23,7 @@ from typing import Optional
 from vstlib import paths
 from vstlib.files import atomic_path, atomic_write_text
 
-RESULT_CSVS = ("table1.csv", "table2.csv", "ablations.csv", "learners.csv")   # what the tables come from
+RESULT_CSVS = ("table1.csv", "table2.csv", "ablations.csv", "eval_summary.csv", "eval_per_clip.csv")  # the tables come from them
 PUBLISHED = "published.json"                                                   # which profile is committed
 
 # Tolerances per kind of quantity: |reproduced - committed| <= abs + rel * |committed| (+ one unit of the

@@ -7,10 +7,13 @@
     render(L)  = dec3(L)                           differentiable in L (pathwise learners)
 
 The latent is the modulated feature right before dec3, so the baseline is the stylizer's own
-output: there is no extra encode/decode round trip and ``per_frame`` stays None. Frames are
+output: there is no extra encode/decode round trip and ``per_frame`` stays None. With
+``backbone.latent="taef2"`` the policy acts instead in TAEF2's latent of the stylized frame,
+L_t = E(N(I_t)) (32 ch at 1/8), rendered by TAEF2's decoder (``per_frame`` = N(I_t), ``images`` = D(L_t)):
+the round trip of the fast style networks, kept to measure one latent against the other. Frames are
 resized so that their SHORT side is ``resolution`` (0 = keep the size), aspect kept; sizes that
 are not multiples of 4 are reflect-padded on the bottom/right and the render cropped back.
-Config fields (BackboneConfig): ``resolution``, ``batch_size`` (``style_net`` is unused).
+Config fields (BackboneConfig): ``resolution``, ``batch_size``, ``latent`` (``style_net`` is unused).
 Disk cache (``vstlib.cache``): one file per (clip, style) holding latents and images, keyed by the
 content hashes of the input frames and of the style image.
 """
@@ -23,14 +26,16 @@ from pathlib import Path
 from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
 
 from vstlib import cache, paths
 from vstlib.backbones.base import BaselineOutput, register
 from vstlib.errors import InputError
-from vstlib.nets.microast import LATENT_CHANNELS, SCALE, StyleCode, load_microast
+from vstlib.nets.microast import LATENT_CHANNELS, StyleCode, load_microast
+from vstlib.nets.taef2 import LATENT_CHANNELS as TAEF2_CHANNELS
+from vstlib.nets.taef2 import load_taef2
 from vstlib.video.io import load_image
 from vstlib.video.prepare import ASSET_PREFIX, resolve_path
+from vstlib.video.resize import resize, short_side_size
 
 DEFAULT_STYLE = "starry_night"
 STYLE_FOLDERS = ("styles", "styles-eval")          # vendored paintings, by file stem
@@ -91,39 +96,44 @@ def check_style_image(style: Union[str, os.PathLike, torch.Tensor]) -> torch.Ten
 
 @dataclass
 class MicroASTOutput(BaselineOutput):
-    latents: Optional[torch.Tensor] = None     # (T,64,h,w) L_t: dec2's output
-    size: Optional[tuple] = None               # (H, W) of the frames: dec3(L) (4h,4w) is cropped to it
+    latents: Optional[torch.Tensor] = None     # (T,C,h,w) L_t: dec2's output (or TAEF2's E(N(I_t)))
+    size: Optional[tuple] = None               # (H, W) of the frames: the render is cropped to it
 
     def crop(self, box: tuple, factor: int) -> "MicroASTOutput":
-        """The window ``box`` = (y, x, h, w) in latent cells (``factor`` must be 4); a window at the
-        bottom/right edge of a frame whose size is not a multiple of 4 keeps only the real pixels."""
-        if factor != SCALE:
-            raise ValueError(f"MicroAST latents are 1/{SCALE} of the frame, got factor {factor}")
+        """The window ``box`` = (y, x, h, w) in latent cells of ``factor`` pixels; a window at the
+        bottom/right edge of a frame whose size is not a multiple of the factor keeps only the real pixels."""
         y, x, h, w = box
-        top, left = y * SCALE, x * SCALE
-        bottom, right = min((y + h) * SCALE, self.size[0]), min((x + w) * SCALE, self.size[1])
-        return dataclasses.replace(self, images=self.images[..., top:bottom, left:right].contiguous(),
-                                   latents=self.latents[..., y:y + h, x:x + w].contiguous(),
-                                   size=(bottom - top, right - left))
+        top, left = y * factor, x * factor
+        bottom, right = min((y + h) * factor, self.size[0]), min((x + w) * factor, self.size[1])
+        px = (..., slice(top, bottom), slice(left, right))
+        return dataclasses.replace(
+            self, images=self.images[px].contiguous(), latents=self.latents[..., y:y + h, x:x + w].contiguous(),
+            per_frame=self.per_frame[px].contiguous() if self.per_frame is not None else None,
+            size=(bottom - top, right - left))
+
+
+LATENTS = ("native", "taef2")
 
 
 @register("microast")
 class MicroASTBackbone:
-    latent_channels = LATENT_CHANNELS
-
     CACHE_VERSION = 1
-    CACHE_KEYS = ("latents", "images")
 
-    def __init__(self, batch_size: int = 4, device=None, cache_dir: Optional[Path] = None, resolution: int = 0):
-        self.batch_size, self.resolution = max(1, int(batch_size)), int(resolution)
+    def __init__(self, batch_size: int = 4, device=None, cache_dir: Optional[Path] = None, resolution: int = 0,
+                 latent: str = "native"):
+        if latent not in LATENTS:
+            raise InputError(f"unknown backbone.latent {latent!r} for microast", fix=f"use one of {', '.join(LATENTS)}")
+        self.batch_size, self.resolution, self.latent = max(1, int(batch_size)), int(resolution), latent
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.cache_dir = cache_dir
         self.net = load_microast().to(self.device)
+        self.ae = load_taef2().to(self.device) if latent == "taef2" else None
+        self.latent_channels = TAEF2_CHANNELS if latent == "taef2" else LATENT_CHANNELS
         self._code: Optional[tuple[str, StyleCode]] = None             # (style hash, its code): one style at a time
 
     @classmethod
     def from_config(cls, cfg_backbone, device=None, cache_dir: Optional[Path] = None) -> "MicroASTBackbone":
-        return cls(cfg_backbone.batch_size, device, cache_dir, cfg_backbone.resolution)
+        return cls(cfg_backbone.batch_size, device, cache_dir, cfg_backbone.resolution, cfg_backbone.latent)
 
     @classmethod
     def select_style(cls, cfg_backbone, style: Optional[str]):
@@ -143,9 +153,7 @@ class MicroASTBackbone:
             raise InputError("frames must be finite and lie in [0,1]", fix="divide uint8 images by 255")
         h, w = x.shape[-2:]
         if self.resolution > 0 and min(h, w) != self.resolution:     # short side -> resolution
-            s = self.resolution / min(h, w)
-            size = (max(1, round(h * s)), max(1, round(w * s)))
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+            x = resize(x, short_side_size(h, w, self.resolution, multiple=1))
         return x.clamp(0, 1)
 
     @torch.no_grad()
@@ -158,19 +166,24 @@ class MicroASTBackbone:
     # no_grad, not inference_mode: the outputs stay ordinary tensors that autograd may use later
     @torch.no_grad()
     def _run(self, x: torch.Tensor, code: StyleCode) -> dict:
-        """x (T,3,H,W) in [0,1] -> {latents, images}, in batches of ``batch_size``."""
+        """x (T,3,H,W) in [0,1] -> {latents, images} (+ per_frame for the TAEF2 latent), in batches."""
         size = tuple(x.shape[-2:])
-        latents, images = [], []
+        out = {"latents": [], "images": [], "per_frame": []}
         for i in range(0, len(x), self.batch_size):
             L = self.net.latent(self.net.content_features(x[i:i + self.batch_size]), code)   # (B,64,h,w)
-            latents.append(L)
-            images.append(self.net.render(L, size))                    # (B,3,H,W)
-        return {"latents": torch.cat(latents), "images": torch.cat(images).contiguous()}
+            N = self.net.render(L, size)                               # (B,3,H,W) N(I_t)
+            if self.ae is not None:                                    # the TAEF2 round trip
+                L = self.ae.encode(N)                                  # (B,32,H/8,W/8)
+                out["per_frame"].append(N)
+                N = self.ae.decode(L, size)
+            out["latents"].append(L)
+            out["images"].append(N)
+        return {k: torch.cat(v).contiguous() for k, v in out.items() if v}
 
     def cache_path(self, x: torch.Tensor, style_digest: str) -> Optional[Path]:
         if self.cache_dir is None:
             return None
-        part = {"backbone": self.name, "style": style_digest, "version": self.CACHE_VERSION}
+        part = {"backbone": self.name, "style": style_digest, "latent": self.latent, "version": self.CACHE_VERSION}
         return Path(self.cache_dir) / f"microast-{cache.key(cache.content_hash({'frames': x.cpu()}), part)}.safetensors"
 
     def stylize(self, frames: torch.Tensor, style: torch.Tensor) -> MicroASTOutput:
@@ -185,25 +198,27 @@ class MicroASTBackbone:
             t = run()
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
+            keys = ("latents", "images") + (("per_frame",) if self.ae is not None else ())
             t = cache.cached_tensors(path, lambda: {k: v.cpu() for k, v in run().items()},
-                                     "MicroAST stylization", expect=self.CACHE_KEYS)
+                                     "MicroAST stylization", expect=keys)
             t = {k: v.to(self.device).float() for k, v in t.items()}
             if t["images"].shape != x.shape or t["latents"].shape[0] != len(x):
                 path.unlink(missing_ok=True)                           # a stale file under a clashing key
                 t = run()
-        return MicroASTOutput(images=t["images"], latents=t["latents"], size=tuple(x.shape[-2:]))
+        return MicroASTOutput(images=t["images"], latents=t["latents"], per_frame=t.get("per_frame"),
+                              size=tuple(x.shape[-2:]))
 
     def policy_latents(self, out: MicroASTOutput) -> torch.Tensor:
         return out.latents
 
     def render(self, latents: torch.Tensor, out: MicroASTOutput, idx: torch.Tensor) -> torch.Tensor:
-        """latents (n,64,h,w) -> frames (n,3,H,W) in [0,1] (dec3, in batches); differentiable when
-        grad is enabled."""
+        """latents (n,C,h,w) -> frames (n,3,H,W) in [0,1] (dec3, or TAEF2's decoder; in batches);
+        differentiable when grad is enabled."""
         if latents.shape[1:] != out.latents.shape[1:]:
             raise ValueError(f"latents {tuple(latents.shape)} do not match the clip's {tuple(out.latents.shape)}")
         L = latents.to(self.device)
-        return torch.cat([self.net.render(L[i:i + self.batch_size], out.size)
-                          for i in range(0, len(L), self.batch_size)])
+        decode = self.ae.decode if self.ae is not None else self.net.render
+        return torch.cat([decode(L[i:i + self.batch_size], out.size) for i in range(0, len(L), self.batch_size)])
 
 
 __all__ = ["MicroASTBackbone", "MicroASTOutput", "check_style_image", "resolve_style_path", "vendored_styles"]

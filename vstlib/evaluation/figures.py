@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from vstlib import paths
 from vstlib.evaluation.tables import marked
@@ -163,48 +164,73 @@ def ablation_bars(df, x: str, metrics: Sequence[str] = ("reward", "content", "st
 MARKERS = "osD^vP*Xh"  # 9 markers against 10 colours: 90 distinct pairs
 
 
-def pareto(df, title: str = ""):
-    """Warping-error change against style change and against content change (% of the per-frame
-    baseline, test clips): one marker per method, mean +- std over seeds, the seeds as dots; the
-    main learner's points over the temporal weight (rows weights_<w>) joined as its frontier; the
-    goal region (warp <= -30 %, style / content <= +5 %) shaded."""
+FRONTIERS = ("latent_blend", "pixel_blend", "bonneel")   # drawn as lines over their parameter
+
+
+def tradeoff(summary, x: str = "fidelity_ssim", y: str = "warp_indep", title: str = ""):
+    """The field's picture: flicker (``y``, % change against N(I_t) along a flow the methods never use)
+    against fidelity to N(I_t) (``x``), one panel per style group (seen / unseen). Training-free methods
+    as frontiers over their parameter, every other method a point with its 95 % interval on both axes."""
     plt = _plt()
-    t = df[(df.split == "test") & (df.method != "baseline")]
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.9), sharey=True)
-    means = t.groupby("method", sort=False)[["d_warp_error", "d_style", "d_content"]].mean()
-    front = [m for m in means.index if m == "policy" or m.startswith("weights_")]
-    w_temp = {m: float(t[t.method == m]["param"].iloc[0].split("/")[-1]) if m != "policy" else None for m in front}
-    lo = min(-40.0, float(t["d_warp_error"].min()) - 5)
-    for ax, key, name in ((axes[0], "d_style", "style loss"), (axes[1], "d_content", "content loss")):
-        ax.axhline(-30, color="0.6", lw=0.8, ls="--", zorder=1)
-        ax.axvline(5, color="0.6", lw=0.8, ls="--", zorder=1)
+    groups = [g for g in ("seen", "unseen") if g in set(summary.style_group)]
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.9 * len(groups) + 2.2, 4.0), sharey=True, squeeze=False)
+    methods = [m for m in dict.fromkeys(summary.method) if m != "input"]   # the input's fidelity is off the chart
+    colour = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    for ax, group in zip(axes[0], groups):
+        d = summary[summary.style_group == group]
         ax.axhline(0, color="0.3", lw=0.6), ax.axvline(0, color="0.3", lw=0.6)
-        for i, (method, g) in enumerate(t.groupby("method", sort=False)):
-            x, y = g[key].astype(float), g["d_warp_error"].astype(float)
-            err = dict(xerr=x.std(), yerr=y.std()) if len(g) > 1 else {}
-            label = f"{method} ({len(g)} seeds)" if len(g) > 1 else method
-            # colour and marker both cycle, so 13+ methods stay distinguishable (10 colours alone repeat)
-            ax.errorbar(x.mean(), y.mean(), fmt=MARKERS[i % len(MARKERS)], ms=5, capsize=3, color=f"C{i % 10}",
-                        label=label, **err)
-            if len(g) > 1:
-                ax.scatter(x, y, s=9, color=f"C{i % 10}", alpha=0.5)
-        if len(front) > 1:                                   # the frontier, in order of the temporal weight
-            order = sorted(front, key=lambda m: means.loc[m, "d_warp_error"])
-            ax.plot(means.loc[order, key], means.loc[order, "d_warp_error"], color="0.4", lw=0.8, zorder=1,
-                    label="frontier over the temporal weight")
-            for m in front:
-                if w_temp[m] is not None:
-                    ax.annotate(f"w={w_temp[m]:g}", (means.loc[m, key], means.loc[m, "d_warp_error"]),
-                                fontsize=6, xytext=(3, 3), textcoords="offset points")
-        xs = t[key].astype(float)
-        ax.set_xlim(min(-20.0, float(xs.min()) - 5), max(20.0, float(xs.max()) + 5))
-        ax.set_ylim(lo, max(10.0, float(t["d_warp_error"].max()) + 5))
-        x0, y0 = ax.get_xlim()[0], ax.get_ylim()[0]
-        ax.add_patch(plt.Rectangle((x0, y0), 5 - x0, -30 - y0, color="0.9", zorder=0))   # the goal region
-        ax.set_xlabel(f"{name} change vs per-frame baseline (%)")
-    axes[0].set_ylabel("warping error change (%)")
-    fig.suptitle(title or "held-out clips: flicker vs style and vs content (goal: shaded)", fontsize=9)
-    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+        for i, m in enumerate(methods):
+            g = d[d.method == m]
+            if g.empty:
+                continue
+            if m in FRONTIERS:
+                g = g.sort_values(f"{x}_delta")
+                ax.plot(g[f"{x}_delta"], g[f"{y}_delta"], "-o", ms=3, lw=1, color=colour[m], label=m)
+                for _, r in g.iterrows():
+                    ax.annotate(r.setting.split("=")[-1], (r[f"{x}_delta"], r[f"{y}_delta"]), fontsize=6,
+                                xytext=(2, 2), textcoords="offset points", color=colour[m])
+                continue
+            for _, r in g.iterrows():
+                ax.errorbar(r[f"{x}_delta"], r[f"{y}_delta"],
+                            xerr=[[r[f"{x}_delta"] - r[f"{x}_lo"]], [r[f"{x}_hi"] - r[f"{x}_delta"]]],
+                            yerr=[[r[f"{y}_delta"] - r[f"{y}_lo"]], [r[f"{y}_hi"] - r[f"{y}_delta"]]],
+                            fmt=MARKERS[i % len(MARKERS)], ms=5, capsize=2, lw=0.8, color=colour[m], label=m)
+        ax.set_title(f"{group} style{'s' if group == 'unseen' else ''} ({int(d.n_clips.max())} clips)", fontsize=9)
+        ax.set_xlabel(f"{x} change vs N(I_t) (%)")
+    axes[0][0].set_ylabel(f"{y} change vs N(I_t) (%)")
+    handles = {}
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    axes[0][-1].legend(handles.values(), handles.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(title or "held-out clips: flicker (independent flow) against fidelity to the per-frame stylization",
+                 fontsize=9, y=0.97)
+    fig.tight_layout()
+    return fig
+
+
+def per_clip(rows, methods: Sequence[str], metric: str = "warp_indep", title: str = ""):
+    """Per held-out clip (seen style): ``metric``'s change against N(I_t) of each of ``methods``
+    (mean over its seeds), clips sorted by the first method's change."""
+    plt = _plt()
+    seen = rows[rows.seen_style.astype(bool)]
+    ref = seen[seen.method == "per_frame"].set_index("clip")[metric]
+    cols = {}
+    for m in methods:
+        g = seen[seen.method == m]
+        if not g.empty:
+            cols[m] = 100 * (g.groupby("clip")[metric].mean() / ref - 1)
+    table = pd.DataFrame(cols).dropna()
+    table = table.sort_values(table.columns[0])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(table) + 2), 3.6))
+    width = 0.8 / max(1, len(table.columns))
+    for i, m in enumerate(table.columns):
+        ax.bar(np.arange(len(table)) + i * width, table[m], width, label=m, color=f"C{i}")
+    ax.axhline(0, color="0.3", lw=0.6)
+    ax.set_xticks(np.arange(len(table)) + 0.4 - width / 2, table.index, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(f"{metric} change vs N(I_t) (%)")
+    ax.legend(fontsize=7)
+    ax.set_title(title or f"per held-out clip, seen style: {metric}", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -50,9 +50,10 @@ def paired_bootstrap(delta, clips, seeds=None, n_boot: int = 2000, seed: int = 0
     return float(np.nanmean(M)), float(lo), float(hi)
 
 
-def paired_changes(rows: pd.DataFrame, metrics: list, reference: str = REFERENCE) -> pd.DataFrame:
+def paired_changes(rows: pd.DataFrame, metrics: list, reference: str = REFERENCE, absolute: tuple = ()) -> pd.DataFrame:
     """The non-reference rows with, per metric, ``<metric>_change`` = 100 (value - ref) / ref in %, ref the
-    reference method's value on the same clip and style (averaged over its rows there, e.g. its seeds)."""
+    reference method's value on the same clip and style (averaged over its rows there, e.g. its seeds);
+    for the ``absolute`` metrics (a distance to the reference itself, 0 there) value - ref, in their units."""
     ref = rows[rows["method"] == reference].groupby(PAIR)[metrics].mean()
     rest = rows[rows["method"] != reference]
     out = rest.merge(ref, left_on=PAIR, right_index=True, how="left", suffixes=("", "_ref"))
@@ -61,6 +62,9 @@ def paired_changes(rows: pd.DataFrame, metrics: list, reference: str = REFERENCE
         raise ValueError(f"no {reference!r} row for (clip, style) {missing.values.tolist()[:5]}: every row must "
                          f"be paired with the reference on the same clip and style")
     for m in metrics:
+        if m in absolute:
+            out[f"{m}_change"] = out[m] - out[f"{m}_ref"]
+            continue
         if (out[f"{m}_ref"] == 0).any():
             raise ValueError(f"the {reference!r} value of {m!r} is 0 on some clip: a relative change is undefined")
         out[f"{m}_change"] = 100 * (out[m] - out[f"{m}_ref"]) / out[f"{m}_ref"]
@@ -68,14 +72,14 @@ def paired_changes(rows: pd.DataFrame, metrics: list, reference: str = REFERENCE
 
 
 def summarise(rows: pd.DataFrame, metrics: list | None = None, reference: str = REFERENCE,
-              n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+              n_boot: int = 2000, seed: int = 0, absolute: tuple = ()) -> pd.DataFrame:
     """Per (method, setting, style_group "seen"/"unseen"): each metric's mean paired change against
     ``reference`` in % and its 95 % interval (``<metric>_delta``, ``_lo``, ``_hi``), ``n_clips``, ``n_seeds``.
     ``rows``: one per (method, setting, seed, clip, style) with ``seen_style`` and metric columns
-    (``metrics``: default every numeric column that is not a key)."""
+    (``metrics``: default every numeric column that is not a key; ``absolute``: see ``paired_changes``)."""
     metrics = list(metrics) if metrics is not None else [
         c for c in rows.columns if c not in KEYS and pd.api.types.is_numeric_dtype(rows[c])]
-    changes = paired_changes(rows, metrics, reference)
+    changes = paired_changes(rows, metrics, reference, absolute)
     changes["style_group"] = np.where(changes["seen_style"].astype(bool), "seen", "unseen")
     out = []
     for key, g in changes.groupby(GROUP, sort=False):

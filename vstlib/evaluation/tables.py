@@ -98,15 +98,16 @@ def write_paper_tables(profile: str) -> list[Path]:
     t2 = pd.read_csv(res / "table2.csv").to_dict("records")
     cols1 = ["method", "split", "content", "style", "temporal"] + (["warp_error"] if "warp_error" in t1[0] else [])
     out = [write_table("table1", profile=profile, text=latex_table(
-        t1, cols1, "Mean losses (lower is better): LPIPS content loss, Gram style loss, bidirectional "
-        "temporal loss and the warping error of Lai et al.\\ (2018), per-frame DiffuseST baseline vs. "
-        "our policy (mean action).", "tab:losses", profile,
+        t1, cols1, "The reward's own terms (lower is better; what the method optimises, not the independent "
+        "judge of Table~\\ref{tab:comparison}): perceptual content loss, Gram style loss, bidirectional temporal "
+        "loss, and the warping error of Lai et al.\\ (2018) along the method's own flow; the input, the per-frame "
+        "stylization (baseline) and the trained policy (mean action).", "tab:losses", profile,
         headers=["Method", "Split", "Content", "Style", "Temporal"] + (["Warp err."] if len(cols1) > 5 else []),
         best={c: "min" for c in cols1[2:]}))]
     embedder = t2[0].get("embedder", "CLIP") if t2 else "CLIP"          # from the CSV, never the profile
     out.append(write_table("table2", profile=profile, text=latex_table(
         t2, ["method", "split", "content", "style", "temporal"],
-        f"{embedder} cosine similarities (higher is better): stylized vs. original frame (content), vs. the "
+        f"Cosine similarities of {embedder} image embeddings (higher is better): stylized vs. original frame (content), vs. the "
         "style image (style) and between consecutive stylized frames (temporal).", "tab:clip", profile,
         headers=["Method", "Split", "Content", "Style", "Temporal"],
         best={c: "max" for c in ("content", "style", "temporal")})))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -37,12 +38,13 @@ class Env:
     device: torch.device
 
 
-def make_env(cfg) -> Env:
-    """The stylizer ``cfg.backbone`` names and the reward ``cfg.reward``, built from fixed seeds under
+def make_env(cfg, style: Optional[torch.Tensor] = None) -> Env:
+    """The stylizer ``cfg.backbone`` names and the reward ``cfg.reward`` for the profile's style image
+    (or ``style`` (1,3,Hs,Ws): the evaluation's unseen styles), built from fixed seeds under
     ``fork_rng`` (training, evaluation and every run judge with the same networks; the caller's RNG
     stream is untouched), on ``cfg.train.device``."""
     device = torch.device(cfg.train.device)
-    style = clips.load_style(cfg.profile).to(device)                           # (1,3,Hs,Ws)
+    style = (clips.load_style(cfg.profile) if style is None else style).to(device)   # (1,3,Hs,Ws)
     with fork_rng(device):
         torch.manual_seed(cfg.backbone.seed)
         stylizer = make_backbone(cfg.backbone, device, paths.cache_dir(cfg.profile) / "backbone")

@@ -73,24 +73,32 @@ def _clip_id(stem: str, taken: set) -> str:
     return cid
 
 
-def _sources(cfg, videos: Optional[PathLike]) -> list[tuple[str, str, Optional[Path]]]:
-    """[(clip_id, source label, path or None for synthetic)] in a stable order."""
+def _sources(cfg, videos: Optional[PathLike]) -> list[tuple[str, str, Optional[Path], bool]]:
+    """[(clip_id, source label, path or None for synthetic, held out?)] in a stable order: the clips of
+    ``data.source`` (or ``videos``), then the held-out clips of ``data.test_source``."""
+    taken: set = set()
     if cfg.data.source == "synthetic" and videos is None:
-        return [(n, f"synthetic:{n}", None) for n in cfg.data.synthetic_images]
-    folder = resolve_path(videos if videos is not None else cfg.data.source)
-    fix = f"put your videos (mp4/mov/webm/gif... or folders of frames) in {folder}, or pass --videos"
-    if not folder.is_dir():
-        raise InputError("video folder not found", folder, fix)
-    entries = sorted(e for e in folder.iterdir() if not e.name.startswith(".")
+        main = [(_clip_id(n, taken), f"synthetic:{n}", None, False) for n in cfg.data.synthetic_images]
+    else:
+        main = _folder_sources(videos if videos is not None else cfg.data.source, taken, videos is None, False)
+    held = _folder_sources(cfg.data.test_source, taken, True, True) if cfg.data.test_source else []
+    return main + held
+
+
+def _folder_sources(folder, taken: set, from_config: bool, held_out: bool) -> list:
+    where = resolve_path(folder)
+    fix = f"put your videos (mp4/mov/webm/gif... or folders of frames) in {where}, or pass --videos"
+    if not where.is_dir():
+        raise InputError("video folder not found", where, fix)
+    entries = sorted(e for e in where.iterdir() if not e.name.startswith(".")
                      and (e.is_dir() or e.suffix.lower() in VIDEO_EXTS))
     if not entries:
-        raise InputError("video folder holds no videos", folder, fix)
-    taken: set = set()
-    # vendored clips are labelled "assets:clips/<name>": the manifest and cache keys stay the same
+        raise InputError("video folder holds no videos", where, fix)
+    # vendored clips are labelled "assets:<folder>/<name>": the manifest and cache keys stay the same
     # wherever the checkout lives (an absolute path would differ between clones)
-    src = cfg.data.source if videos is None else None
-    vendored = isinstance(src, str) and src.startswith(ASSET_PREFIX)
-    return [(_clip_id(e.stem, taken), f"{src.rstrip('/')}/{e.name}" if vendored else str(e), e) for e in entries]
+    vendored = from_config and isinstance(folder, str) and folder.startswith(ASSET_PREFIX)
+    return [(_clip_id(e.stem, taken), f"{folder.rstrip('/')}/{e.name}" if vendored else str(e), e, held_out)
+            for e in entries]
 
 
 def _clip_key(cfg, source: str) -> str:
@@ -185,7 +193,8 @@ def prepare(cfg, videos: Optional[PathLike] = None, device=None, strict: bool = 
     Clips are made one at a time into a temp dir and renamed into place (an interruption never
     leaves a half clip); finished clips with the same inputs are reused. Clips whose mean flow
     magnitude is under ``cfg.data.motion_threshold`` are dropped; at most ``cfg.data.n_clips``
-    are kept (0 = all), in sorted source order. ``device``: where RAFT runs (real videos).
+    are kept (0 = all), in sorted source order. The held-out clips of ``data.test_source`` are all
+    kept, all in the test split (the manifest says which clips are held out). ``device``: where RAFT runs (real videos).
     A video that cannot be read is skipped with a one-line notice and recorded as dropped
     (``strict=True``: stop with its error instead). Finished clips are validated and rebuilt
     when damaged.
@@ -198,13 +207,13 @@ def prepare(cfg, videos: Optional[PathLike] = None, device=None, strict: bool = 
     _prepare_style(cfg, paths.style_path(cfg.profile))
 
     sources = _sources(cfg, videos)
-    if cfg.flow.source == "exact" and any(path is not None for _, _, path in sources):  # a config fault, not a video's
+    if cfg.flow.source == "exact" and any(path is not None for _, _, path, _ in sources):  # a config fault, not a video's
         raise InputError("flow.source='exact' has no flows for real videos", sources[0][2].parent,
                          "set flow.source='raft' (exact flows exist only for synthetic clips)")
     kept, dropped = [], []
-    for cid, source, path in progress(sources, desc="prepare clips"):
-        if dc.n_clips and len(kept) >= dc.n_clips:
-            break
+    for cid, source, path, held_out in progress(sources, desc="prepare clips"):
+        if dc.n_clips and not held_out and sum(not c["held_out"] for c in kept) >= dc.n_clips:
+            continue
         key = _clip_key(cfg, source)
         try:
             info = _finished(clips_root / cid, key) or _build_clip(cfg, cid, source, path, key, clips_root, device)
@@ -217,8 +226,8 @@ def prepare(cfg, videos: Optional[PathLike] = None, device=None, strict: bool = 
             dropped.append({"id": cid, "source": source, "reason": " ".join(str(err).split())[:300]})
             continue
         entry = {"id": cid, "n_frames": info["n_frames"], "size": info["size"], "motion": info["motion"],
-                 "source": source}
-        if info["motion"] < dc.motion_threshold:
+                 "source": source, "held_out": held_out}
+        if info["motion"] < dc.motion_threshold and not held_out:
             dropped.append({"id": cid, "motion": info["motion"], "source": source})
         else:
             kept.append(entry)
@@ -231,7 +240,8 @@ def prepare(cfg, videos: Optional[PathLike] = None, device=None, strict: bool = 
             raise InputError("no video could be read", root, "check the videos listed above (re-encode or replace them)")
         raise InputError(f"no clip has mean motion >= {dc.motion_threshold} px", root,
                          "add videos with more motion or lower data.motion_threshold")
-    train, test = split_clips([c["id"] for c in kept], dc.train_fraction, dc.split_seed)
+    train, test = split_clips([c["id"] for c in kept if not c["held_out"]], dc.train_fraction, dc.split_seed)
+    test += [c["id"] for c in kept if c["held_out"]]
     split = {i: "train" for i in train} | {i: "test" for i in test}
     for c in kept:
         c["split"] = split[c["id"]]
