@@ -113,7 +113,7 @@ def test_another_profile_has_nothing_to_verify(committed):
 def test_publish_copies_the_reproduction_into_place_and_refuses_a_reduced_run(committed, monkeypatch):
     nbdir = paths.ensure(paths.home() / "nbs")
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("print(1)")]
+    nb.cells = [nbformat.v4.new_code_cell("print(1)"), nbformat.v4.new_code_cell(reproduce.VERIFY_CELL)]
     nbformat.write(nb, str(nbdir / "01_x.ipynb"))
     monkeypatch.setattr(paths, "NOTEBOOKS", nbdir)
     with pytest.raises(reproduce.VstError, match="incomplete"):
@@ -130,7 +130,10 @@ def test_publish_copies_the_reproduction_into_place_and_refuses_a_reduced_run(co
     assert sorted(p.name for p in paths.FIGURES.iterdir()) == ["a.png"]
     assert verify.verify("cpu").ok                                        # what is committed now
     assert (paths.PAPER_RESULTS / "eval_summary.csv").read_text() == (paths.results_dir("cpu") / "eval_summary.csv").read_text()
-    assert nbformat.read(nbdir / "01_x.ipynb", as_version=4).cells[0].outputs[0]["text"] == "1\n"
+    stored = nbformat.read(nbdir / "01_x.ipynb", as_version=4).cells
+    assert stored[0].outputs[0]["text"] == "1\n"
+    assert stored[1].outputs[0]["text"] == verify.verify("cpu").line() + "\n"    # what a rerun now prints
+    assert "all" in stored[1].outputs[0]["text"]
     report_ = paths.run_config_path("cpu")
     report_.write_text(json.dumps({"overrides": ["reward.w_temp=1"]}))
     with pytest.raises(reproduce.VstError, match="reduced run"):

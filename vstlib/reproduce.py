@@ -41,15 +41,19 @@ def notebooks() -> list[Path]:
     return found
 
 
-def store_outputs_in_source(executed: Path, source: Path) -> None:
+VERIFY_CELL = "print(report.verification(cfg))"   # the reproduction's last cell (notebook 06)
+
+
+def store_outputs_in_source(executed: Path, source: Path, replace: dict | None = None) -> None:
     """Copy the outputs of an executed copy back into the committed notebook.
 
-    The committed notebooks carry the outputs of a smoke run: JupyterLab opens them with
+    The committed notebooks carry the outputs of a default-profile run: JupyterLab opens them with
     results, and ``pytest --nbval`` compares a fresh run against them. Cells are matched by id
     (papermill keeps ids and adds its injected-parameters cell, which is skipped). What varies
     between equal runs is dropped, so a re-run with equal results leaves a clean ``git diff``:
     timing metadata (cell and notebook), and where the kernel happened to split a stream
-    (consecutive stdout/stderr chunks are merged).
+    (consecutive stdout/stderr chunks are merged). ``replace``: {cell source: stdout text} stored instead
+    of what the run printed (the verification cell, whose published output is the published run's own).
     """
     import nbformat
 
@@ -59,6 +63,8 @@ def store_outputs_in_source(executed: Path, source: Path) -> None:
         if cell.cell_type != "code" or cell.get("id") not in done:
             continue
         cell.outputs = merge_streams(done[cell["id"]].get("outputs", []))
+        if replace and cell.source in replace:
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=replace[cell.source])]
         cell.execution_count = done[cell["id"]].get("execution_count")
         for key in ("execution", "papermill"):
             cell.metadata.pop(key, None)
@@ -193,10 +199,11 @@ def publish(profile: str, force: bool = False) -> list[Path]:
             written.append(dst)
         else:
             dst.unlink(missing_ok=True)
-    for nb, done in zip(notebooks(), executed):
-        store_outputs_in_source(done, nb)
-        written.append(nb)
     written.append(atomic_write_json(paths.PAPER_RESULTS / PUBLISHED, {"profile": profile}))
+    line = verify(profile).line()                   # the published run against itself: what a rerun prints
+    for nb, done in zip(notebooks(), executed):
+        store_outputs_in_source(done, nb, {VERIFY_CELL: line + "\n"})
+        written.append(nb)
     return written
 
 

@@ -59,7 +59,7 @@ def resize_uint8(frame: np.ndarray, size, mode: str = "fit") -> np.ndarray:
     hw = target_size(frame.shape[0], frame.shape[1], size, mode)
     if frame.shape[:2] == hw:
         return frame
-    x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255   # (1,3,H,W)
+    x = torch.from_numpy(np.array(frame, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255   # (1,3,H,W)
     y = fit(x, hw) if mode == "fit" else resize(x, hw)
     return (y[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
