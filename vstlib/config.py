@@ -144,6 +144,7 @@ class EvalConfig:
     perceptual: str = "darknet"        # nets.perceptual.CONTENT_NETS: the judge's fidelity distance to N(I_t)
                                        # (one the reward does not use)
     long_term: int = 5                 # k of the long-term warping error (frame t against frame t-k)
+    perceptual_size: int = 0           # short side the perceptual distance is computed at (0: the frames')
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ CPU = Config(
     train=TrainConfig(epochs=2, checkpoint_every=10, learner="pathwise", lr=1e-3, crop=32, seeds=(0, 1, 2),
                       # a grid cell is a run: within the 15-min budget, the learner grid only
                       ablation_grids=("learner",)),
-    eval=EvalConfig(embedder="darknet", perceptual="darknet"),
+    eval=EvalConfig(embedder="darknet", perceptual="darknet", perceptual_size=128),
     # within the 15-min budget: the paper's REINFORCE and the constant control on one seed, no RLOO, paper
     # observation, weights frontier or direct optimisation (cpu-full has them); 3 unseen styles on 6 clips
     compare=CompareConfig(control_seeds=1, unseen_styles=UNSEEN_STYLES, unseen_clips=6,

@@ -12,10 +12,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.image import (
-    multiscale_structural_similarity_index_measure,
-    structural_similarity_index_measure,
-)
 
 from vstlib.flow import farneback_flow, masked_mean, occlusion_mask, warp
 
@@ -98,27 +94,77 @@ def uses_msssim(h: int, w: int) -> bool:
     return min(h, w) >= MSSSIM_MIN_SIDE
 
 
-def fidelity_ssim(S: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-    """(T,) similarity of S_t to the per-frame stylization R_t, 1 for identical frames.
+MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)   # Wang, Simoncelli & Bovik 2003
 
-    MS-SSIM (Wang, Simoncelli & Bovik 2003: 5 scales, Gaussian window 11 px sigma 1.5, K1 0.01, K2 0.03,
-    torchmetrics with negative terms clamped at 0) when min(H, W) >= ``MSSSIM_MIN_SIDE`` = 176, else
-    single-scale SSIM (Wang et al. 2004, same window): fixed by the frame size, so every method on a clip
-    gets the same measure. Colour channels are averaged (data range 1).
+
+def _gaussian(size: int = 11, sigma: float = 1.5, dtype=torch.float32, device=None) -> torch.Tensor:
+    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    g = torch.exp(-x.pow(2) / (2 * sigma ** 2))
+    return g / g.sum()                                                      # (size,)
+
+
+def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable valid filtering of (N,1,H,W) by the 1-D kernel g along both axes, as shifted sums: on a
+    CPU, 1-channel convolutions are several times slower than these additions."""
+    k = g.numel()
+    H, W = x.shape[-2] - k + 1, x.shape[-1] - k + 1
+    row = x[..., :W] * g[0]
+    for i in range(1, k):
+        row = row.add(x[..., i:i + W], alpha=float(g[i]))
+    out = row[..., :H, :] * g[0]
+    for i in range(1, k):
+        out = out.add(row[..., i:i + H, :], alpha=float(g[i]))
+    return out
+
+
+def _ssim_terms(x: torch.Tensor, y: torch.Tensor, k1: float = 0.01, k2: float = 0.03) -> tuple:
+    """(mean SSIM (N,), mean contrast-structure (N,)) of (N,1,H,W) images in [0,1] under an 11-px Gaussian
+    window (sigma 1.5), separable. As torchmetrics (the reference implementation the tests compare with):
+    the images are reflect-padded by the window's radius, SSIM averaged over every pixel, the
+    contrast-structure term over the windows inside the image; variances clamped at 0."""
+    g = _gaussian(dtype=x.dtype, device=x.device)
+    r = (g.numel() - 1) // 2
+    n = x.shape[0]
+    stats = torch.cat([x, y, x * x, y * y, x * y])                          # (5N,1,H,W)
+    blur = _blur(F.pad(stats, (r, r, r, r), mode="reflect"), g)             # (5N,1,H,W)
+    mx, my, xx, yy, xy = blur.split(n)
+    vx, vy, cov = (xx - mx * mx).clamp_min(0), (yy - my * my).clamp_min(0), xy - mx * my
+    c1, c2 = k1 ** 2, k2 ** 2
+    cs = (2 * cov + c2) / (vx + vy + c2)                                     # (N,1,H,W)
+    sim = (2 * mx * my + c1) / (mx * mx + my * my + c1) * cs
+    return sim.mean((1, 2, 3)), cs[..., r:-r, r:-r].mean((1, 2, 3))
+
+
+def fidelity_ssim(S: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """(T,) similarity of S_t to the per-frame stylization R_t on the luma (as video quality measures
+    compute it), 1 for identical frames.
+
+    MS-SSIM (Wang, Simoncelli & Bovik 2003: 5 scales with their weights, Gaussian window 11 px sigma 1.5,
+    K1 0.01, K2 0.03, 2x average pooling between scales, negative terms clamped at 0) when min(H, W) >=
+    ``MSSSIM_MIN_SIDE`` = 176, else single-scale SSIM (Wang et al. 2004, same window): fixed by the frame
+    size, so every method on a clip gets the same measure (data range 1). Separable windows: the same
+    numbers as torchmetrics' (tests/test_metrics.py), several times faster.
     """
-    fn = (multiscale_structural_similarity_index_measure if uses_msssim(*S.shape[-2:])
-          else structural_similarity_index_measure)
-    return fn(S.float(), R.float(), data_range=1.0, reduction="none")       # (T,)
+    x, y = luma(S.float()), luma(R.float())                                # (T,1,H,W)
+    if not uses_msssim(*S.shape[-2:]):
+        return _ssim_terms(x, y)[0]
+    out = torch.ones(S.shape[0], device=S.device)
+    for i, w in enumerate(MSSSIM_WEIGHTS):
+        sim, cs = _ssim_terms(x, y)
+        out = out * (sim if i == len(MSSSIM_WEIGHTS) - 1 else cs).clamp_min(0).pow(w)
+        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    return out
 
 
 def perceptual_fidelity(S: torch.Tensor, R: torch.Tensor, net: torch.nn.Module, batch_size: int = 16) -> torch.Tensor:
-    """(T,) perceptual distance of S_t to R_t by ``net(x, ref)`` taking images in [-1,1] (LPIPS's convention,
-    e.g. ``nets.perceptual.DarknetPerceptual`` or LPIPS), 0 for identical frames."""
+    """(T,) perceptual distance of S_t to R_t by ``net(x, ref)`` (e.g. ``nets.perceptual.DarknetPerceptual``;
+    images in [0,1] if it has ``unit_range``, else [-1,1], LPIPS's convention), 0 for identical frames."""
+    unit = getattr(net, "unit_range", False)
     out = []
     with torch.no_grad():
         for i in range(0, S.shape[0], batch_size):
             s, r = S[i:i + batch_size].float(), R[i:i + batch_size].float()
-            out.append(net(2 * s - 1, 2 * r - 1).flatten())
+            out.append((net(s, r) if unit else net(2 * s - 1, 2 * r - 1)).flatten())
     return torch.cat(out)
 
 

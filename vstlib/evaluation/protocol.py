@@ -27,6 +27,7 @@ from vstlib.evaluation.bonneel import bonneel
 from vstlib.evaluation.stats import summarise
 from vstlib.files import atomic_path, atomic_write_json
 from vstlib.flow import farneback_flow, occlusion_mask
+from vstlib.nets.memo import RecentInputs
 from vstlib.nets.perceptual import CONTENT_NETS
 from vstlib.registry import Registry
 from vstlib.rl.checkpoint import POLICY, load_policy
@@ -37,6 +38,7 @@ from vstlib.runtime import fork_rng, progress
 from vstlib.video.clips import load_manifest, load_style
 from vstlib.video.io import load_image
 from vstlib.video.prepare import resolve_path
+from vstlib.video.resize import resize, short_side_size
 
 MEASURES = ("warp_dis", "warp_indep", "warp_long", "fidelity_ssim", "fidelity_perceptual", "sharpness",
             "style_gram", "content", "temporal")
@@ -84,9 +86,19 @@ def chosen(cfg) -> list:
 class Judge:
     """The judge's networks and settings (``cfg.eval``), built once."""
 
-    perceptual: torch.nn.Module           # a distance the reward never uses (inputs in [-1,1])
+    perceptual: torch.nn.Module           # a distance the reward never uses
     long_term: int                        # k of the long-term warping error
     cache_dir: Path
+    perceptual_size: int = 0              # the short side the perceptual distance is computed at (0: as is)
+
+    def __post_init__(self):
+        self.sizes = RecentInputs(2)          # the reference N(I_t) is resized once for all rows
+
+    def small(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.perceptual_size:
+            return x
+        hw = short_side_size(*x.shape[-2:], self.perceptual_size, 1)
+        return self.sizes.get(x, ("small",), lambda y, _: {"small": resize(y, hw)})["small"]
 
     def flows(self, ep: Episode) -> dict:
         """Farneback flows of the INPUT frames: consecutive (fw, bw) and k apart (lfw, lbw), cached by content."""
@@ -117,7 +129,7 @@ class Judge:
             "warp_indep": metrics.pair_warping_error(S[:-1], S[1:], flows["fw"], flows["bw"]).mean().item(),
             "warp_long": metrics.pair_warping_error(S[:-k], S[k:], flows["lfw"], flows["lbw"]).mean().item(),
             "fidelity_ssim": metrics.fidelity_ssim(S, R).mean().item(),
-            "fidelity_perceptual": metrics.perceptual_fidelity(S, R, self.perceptual).mean().item(),
+            "fidelity_perceptual": metrics.perceptual_fidelity(self.small(S), self.small(R), self.perceptual).mean().item(),
             "sharpness": metrics.relative_sharpness(S, R).item(),
             "style_gram": terms["style"].mean().item() if "style" in terms else float("nan"),
             "content": terms["content"].mean().item() if "content" in terms else float("nan"),
@@ -129,7 +141,7 @@ def make_judge(cfg) -> Judge:
     with fork_rng():
         torch.manual_seed(0)
         net = CONTENT_NETS.pick(cfg.eval.perceptual)(cfg.reward, torch.device(cfg.train.device))
-    return Judge(net, cfg.eval.long_term, paths.cache_dir(cfg.profile) / "judge")
+    return Judge(net, cfg.eval.long_term, paths.cache_dir(cfg.profile) / "judge", cfg.eval.perceptual_size)
 
 
 # --------------------------------------------------------------------------- what is scored
@@ -243,12 +255,16 @@ def score_clip(cfg, judge: Judge, env, cid: str, style: str, seen: bool, rows: l
                        cfg.backbone, cfg.flow, 1)
     path = paths.ensure(judge.cache_dir) / f"scores-{cid}-{digest}.json"
     done = _read_json(path)
-    flows, R = None, per_frame(ep)
+    flows, R, by_frames = None, per_frame(ep), {}
     for row in rows:
         if row.key in done:
             continue
         flows = flows if flows is not None else judge.flows(ep)
-        done[row.key] = judge.score(row.frames(ep, env), ep, R, env.reward, flows)
+        S = row.frames(ep, env)
+        same = cache.content_hash({"S": S})                  # equal frames (the untrained blend head is the
+        if same not in by_frames:                            # latent blend at its b): scored once
+            by_frames[same] = judge.score(S, ep, R, env.reward, flows)
+        done[row.key] = by_frames[same]
     atomic_write_json(path, done)
     key = {"clip": cid, "style": style_name(style), "seen_style": seen}
     return [{"method": r.method, "setting": r.setting, "seed": r.seed, **key, **done[r.key]} for r in rows]

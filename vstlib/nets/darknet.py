@@ -87,7 +87,7 @@ class DarknetTiny(nn.Module):
         if unknown:
             raise KeyError(f"unknown Darknet-tiny layers {sorted(unknown)}; use {FEATURES[0]} .. {FEATURES[-1]}")
         last = max(FEATURES.index(n) for n in want) if want and not logits else len(FEATURES) - 1
-        out, y = {}, x
+        out, y = {}, x.contiguous(memory_format=torch.channels_last)
         for i, (conv, (_, _, pool)) in enumerate(zip(self.convs, LAYERS)):
             y = F.leaky_relu(conv(y), LEAK)
             if FEATURES[i] in want:
@@ -118,4 +118,5 @@ def resize_input(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
 def load_darknet(path: Optional[os.PathLike] = None) -> DarknetTiny:
     """The vendored Darknet-tiny (eval mode, frozen, float32)."""
     net = DarknetTiny().load_tf(load_weights(path or weight_path(), "Darknet-tiny", tf_shapes()))
-    return net.eval().requires_grad_(False)
+    # channels_last: oneDNN's convolutions run about 2x faster on a CPU in this layout
+    return net.eval().requires_grad_(False).to(memory_format=torch.channels_last)

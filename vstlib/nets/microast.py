@@ -179,18 +179,18 @@ class MicroAST(nn.Module):
 
     def content_features(self, content: torch.Tensor) -> torch.Tensor:
         """content (N,3,H,W) in [0,1] -> f2 (N,64,ceil(H/4),ceil(W/4)) (padded as in the module doc)."""
-        return self.content_encoder(pad4(content))[1]
+        return self.content_encoder(pad4(content).contiguous(memory_format=torch.channels_last))[1]
 
     def latent(self, c2: torch.Tensor, code: StyleCode, alpha: float = 1.0) -> torch.Tensor:
         """Content f2 (N,64,h,w) + style -> dec2's output (N,64,h,w), the feature dec3 renders."""
         x = adain(c2, code.mean2, code.std2, alpha)
         x = self.decoder.dec1(x, code.w2, code.b2)
         x = adain(x, code.mean1, code.std1, alpha)
-        return self.decoder.dec2(x, code.w1, code.b1)
+        return self.decoder.dec2(x, code.w1, code.b1).contiguous()          # one layout for callers
 
     def render(self, latent: torch.Tensor, size: Optional[tuple] = None) -> torch.Tensor:
         """latent (N,64,h,w) -> RGB (N,3,4h,4w) in [0,1], cropped to ``size`` (H, W) if given."""
-        y = self.decoder.dec3(latent).clamp(0, 1)                       # (N,3,4h,4w)
+        y = self.decoder.dec3(latent.contiguous(memory_format=torch.channels_last)).clamp(0, 1).contiguous()  # (N,3,4h,4w)
         return y if size is None else y[..., :size[0], :size[1]]
 
     def stylize(self, content: torch.Tensor, style, alpha: float = 1.0) -> torch.Tensor:
@@ -221,7 +221,8 @@ def load_microast(weight_paths: Optional[dict] = None) -> MicroAST:
     for part in PARTS:
         p = (weight_paths or {}).get(part) or weight_path(part)
         part_module(net, part).load_state_dict(load_weights(p, f"MicroAST {part}", state_shapes(part)))
-    return net.eval().requires_grad_(False)
+    # channels_last: oneDNN's convolutions run 1.5-2x faster on a CPU in this layout
+    return net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
 
 __all__ = ["MicroAST", "StyleCode", "Encoder", "Modulator", "Decoder", "adain", "mean_std", "pad4",

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from vstlib.config import TINY
 from vstlib.hub import load_torchvision_weights, weights_guard
-from vstlib.nets.darknet import FEATURES, LAYERS, LEAK, load_darknet, resize_input
+from vstlib.nets.darknet import FEATURES, load_darknet, resize_input
+from vstlib.nets.memo import RecentInputs
 from vstlib.nets.vgg_r31 import load_vgg_r31
 from vstlib.registry import Registry
 from vstlib.runtime import fork_rng
@@ -115,52 +116,73 @@ DARKNET_STYLE_LAYERS = ("leaky_re_lu_1", "leaky_re_lu_2", "leaky_re_lu_6", "leak
 DARKNET_CONTENT_LAYERS = DARKNET_STYLE_LAYERS
 
 
-class _FromImagenet(nn.Module):
-    """Undo ImageNet normalisation: StyleLoss normalises for VGG, Darknet-tiny wants [0,1] pixels."""
+class LayerStack(nn.Module):
+    """Named activations of a plain layer stack (torchvision's VGG-19) for RGB in [0,1], ImageNet-
+    normalised first; runs only up to the deepest layer asked."""
 
-    def __init__(self):
+    def __init__(self, seq: nn.Sequential, names: dict[str, int]):
         super().__init__()
+        self.seq, self.names, self.layer_names = seq, names, tuple(names)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std + self.mean
+    def forward(self, x: torch.Tensor, layers: tuple) -> dict[str, torch.Tensor]:
+        want = {self.names[n]: n for n in layers}
+        h, out = (x - self.mean) / self.std, {}
+        for i, layer in enumerate(self.seq[:max(want) + 1]):
+            h = layer(h)
+            if i in want:
+                out[want[i]] = h                                          # (N,C,h,w)
+        return out
 
 
-def darknet_sequential(device: Device = "cpu") -> tuple[nn.Sequential, dict[str, int]]:
-    """The vendored Darknet-tiny as an ``nn.Sequential`` (what StyleLoss slices) and the index of
-    each ``leaky_re_lu_<k>`` activation in it; its input is ImageNet-normalised (StyleLoss's)."""
-    net = load_darknet()
-    mods: list[nn.Module] = [_FromImagenet()]
-    names: dict[str, int] = {}
-    for name, conv, (_, _, pool) in zip(FEATURES, net.convs, LAYERS):
-        mods += [conv, nn.LeakyReLU(LEAK)]
-        names[name] = len(mods) - 1
-        if pool:  # SAME pooling: a ragged last row/column is pooled on its own
-            mods.append(nn.MaxPool2d(2, 2, ceil_mode=True))
-    return _freeze(nn.Sequential(*mods), device), names
+class DarknetFeatures(nn.Module):
+    """Darknet-tiny's named activations for RGB in [0,1], the last two inputs remembered."""
+
+    layer_names = FEATURES
+
+    def __init__(self, device: Device = "cpu"):
+        super().__init__()
+        self.net, self.memo = _freeze(load_darknet(), device), RecentInputs(4)   # a frame batch, its references
+
+    def forward(self, x: torch.Tensor, layers: tuple) -> dict[str, torch.Tensor]:
+        return self.memo.get(x, tuple(layers), self.net.features)
+
+
+_SHARED: dict = {}   # (network, device) -> one frozen instance: the reward's terms share its features
+
+
+def shared(name: str, build: Callable[[], nn.Module], device: Device) -> nn.Module:
+    key = (name, str(torch.device(device)))
+    if key not in _SHARED:
+        _SHARED[key] = _freeze(build(), device)
+    return _SHARED[key]
 
 
 class DarknetPerceptual(nn.Module):
     """A perceptual distance on Darknet-tiny features: LPIPS without its learned heads.
 
     Per layer: unit-normalise each pixel's feature vector over channels, squared difference summed
-    over channels, averaged over pixels; then averaged over layers. Inputs in [-1,1] (LPIPS's
-    convention, as ContentLoss feeds it) -> (N,1,1,1), 0 for identical images, at most 4.
+    over channels, averaged over pixels; then averaged over layers. Inputs in [0,1] (``unit_range``)
+    -> (N,1,1,1), 0 for identical images, at most 4. The normalised features of the last inputs are
+    remembered: a reference scored against many rows is encoded once.
     """
+
+    unit_range = True                  # takes RGB in [0,1] (LPIPS takes [-1,1])
 
     def __init__(self, device: Device = "cpu", layers: tuple = DARKNET_CONTENT_LAYERS):
         super().__init__()
-        self.net = _freeze(load_darknet(), device)
-        self.layers = tuple(layers)
+        self.net = shared("darknet", lambda: DarknetFeatures(device), device)
+        self.layers, self.memo = tuple(layers), RecentInputs(4)
+
+    def unit_features(self, x: torch.Tensor, layers: tuple) -> dict[str, torch.Tensor]:
+        feats = self.net(x, layers)
+        return {n: f * torch.rsqrt(f.pow(2).sum(1, keepdim=True).clamp_min(1e-20)) for n, f in feats.items()}
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        fx = self.net.features((x + 1) / 2, self.layers)                 # {layer: (N,C,h,w)}
-        fr = self.net.features((ref + 1) / 2, self.layers)
-        d = x.new_zeros(x.shape[0])
-        for name in self.layers:
-            a, b = F.normalize(fx[name], dim=1, eps=1e-10), F.normalize(fr[name], dim=1, eps=1e-10)
-            d = d + (a - b).pow(2).sum(1).mean((-2, -1))                  # (N,)
+        fx = self.memo.get(x, self.layers, self.unit_features)           # {layer: (N,C,h,w)} unit vectors
+        fr = self.memo.get(ref, self.layers, self.unit_features)
+        d = sum((fx[n] - fr[n]).pow(2).sum(1).mean((-2, -1)) for n in self.layers)   # (N,)
         return (d / len(self.layers)).view(-1, 1, 1, 1)
 
 
@@ -180,44 +202,37 @@ def darknet_embedder(cfg_eval, device: Device = "cpu") -> Callable[[torch.Tensor
 VGG_R31_CONTENT_LAYERS = ("relu2_1", "relu3_1")
 
 
-def vgg_r31_sequential(device: Device = "cpu") -> tuple[nn.Sequential, dict[str, int]]:
-    """The vendored normalised Caffe VGG-19 to relu3_1 as an ``nn.Sequential`` (what StyleLoss slices)
-    and the index of relu1_1, relu1_2, relu2_1, relu2_2, relu3_1 in it. Its input is ImageNet-
-    normalised (StyleLoss's): ``_FromImagenet`` undoes that, then the net's own fixed 1x1 conv maps
-    RGB [0,1] to Caffe BGR minus the mean (``nets/vgg_r31``)."""
-    seq, names = load_vgg_r31().sequential()
-    mods = [_FromImagenet(), *seq]
-    return _freeze(nn.Sequential(*mods), device), {k: i + 1 for k, i in names.items()}
-
-
 class VggR31Perceptual(nn.Module):
     """The feature-reconstruction (perceptual) loss of Johnson et al. 2016 on the vendored VGG-19:
     sum over relu2_1 and relu3_1 of the mean squared feature difference (each layer normalised by
     C*H*W). It stands in for LPIPS, whose calibrated AlexNet trunk has no offline weights here; it is
-    not calibrated to human judgements. Inputs in [-1,1] (LPIPS's convention, as ContentLoss feeds
-    it) -> (N,1,1,1), 0 for identical images, unbounded above.
+    not calibrated to human judgements. Inputs in [0,1] (``unit_range``) -> (N,1,1,1), 0 for identical
+    images, unbounded above. Shares its VGG with the Gram style term (one pass per frame).
     """
+
+    unit_range = True
 
     def __init__(self, device: Device = "cpu", layers: tuple = VGG_R31_CONTENT_LAYERS):
         super().__init__()
-        self.net = _freeze(load_vgg_r31(), device)
+        self.net = shared("vgg_r31", load_vgg_r31, device)
         self.layers = tuple(layers)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        fx = self.net((x + 1) / 2, self.layers)                           # {layer: (N,C,h,w)}
-        fr = self.net((ref + 1) / 2, self.layers)
+        fx, fr = self.net(x, self.layers), self.net(ref, self.layers)    # {layer: (N,C,h,w)}
         d = sum((fx[n] - fr[n]).pow(2).mean((1, 2, 3)) for n in self.layers)  # (N,)
         return d.view(-1, 1, 1, 1)
 
 
 # --------------------------------------------------------------------------- by name
-# cfg.reward.style_net -> fn(cfg_reward, device) -> (features nn.Sequential, {layer name: index});
-# cfg.reward.content_net -> fn(cfg_reward, device) -> module(x, ref in [-1,1]) -> (N,1,1,1).
+# cfg.reward.style_net -> fn(cfg_reward, device) -> features(x in [0,1], layers) -> {layer: (N,C,h,w)}, with
+# ``layer_names``; cfg.reward.content_net -> fn(cfg_reward, device) -> module(x, ref) -> (N,1,1,1), inputs
+# in [0,1] when it has ``unit_range`` (else [-1,1], LPIPS's convention).
 # Another network (e.g. "darknet") is one function registered here.
 STYLE_NETS = Registry("style network", "reward.style_net", {
-    "vgg19": lambda cfg_reward, device: (vgg19_features(cfg_reward.vgg_weights, device), VGG19_LAYERS),
-    "darknet": lambda cfg_reward, device: darknet_sequential(device),
-    "vgg_r31": lambda cfg_reward, device: vgg_r31_sequential(device),
+    "vgg19": lambda cfg_reward, device: LayerStack(vgg19_features(cfg_reward.vgg_weights, device),
+                                                   VGG19_LAYERS).to(device),
+    "darknet": lambda cfg_reward, device: shared("darknet", lambda: DarknetFeatures(device), device),
+    "vgg_r31": lambda cfg_reward, device: shared("vgg_r31", load_vgg_r31, device),
 })
 CONTENT_NETS = Registry("content network", "reward.content_net", {
     "lpips_alex": lambda cfg_reward, device: lpips_alex(cfg_reward.lpips_pretrained, device),
@@ -334,7 +349,6 @@ def clip_image_features(model: nn.Module, preprocess: Callable, images: torch.Te
     return torch.cat(out)
 
 
-__all__ = ["STYLE_NETS", "CONTENT_NETS", "EMBEDDERS", "EMBEDDER_NAMES", "DarknetPerceptual",
-           "vgg_r31_sequential", "VggR31Perceptual", "VGG_R31_CONTENT_LAYERS",
-           "darknet_sequential", "darknet_embedder", "DARKNET_STYLE_LAYERS", "DARKNET_CONTENT_LAYERS", "IMAGENET_MEAN", "IMAGENET_STD", "VGG19_LAYERS", "vgg19_layer_indices",
+__all__ = ["STYLE_NETS", "CONTENT_NETS", "EMBEDDERS", "EMBEDDER_NAMES", "DarknetPerceptual", "LayerStack",
+           "DarknetFeatures", "shared", "VggR31Perceptual", "VGG_R31_CONTENT_LAYERS", "darknet_embedder", "DARKNET_STYLE_LAYERS", "DARKNET_CONTENT_LAYERS", "IMAGENET_MEAN", "IMAGENET_STD", "VGG19_LAYERS", "vgg19_layer_indices",
            "vgg19_features", "lpips_alex", "TINY_CLIP", "clip_quick_gelu", "clip_model", "clip_image_features"]

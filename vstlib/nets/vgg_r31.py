@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from vstlib import paths
+from vstlib.nets.memo import RecentInputs
 from vstlib.nets.weights import load_weights
 
 LAYERS = ("relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1")
@@ -35,13 +36,18 @@ def weight_path() -> os.PathLike:
 
 class VGGR31(nn.Module):
     """RGB (N,3,H,W) in [0,1] -> {relu1_1 (N,64,H,W), relu1_2, relu2_1 (N,128,H/2,W/2), relu2_2,
-    relu3_1 (N,256,H/4,W/4)}; ``sequential()`` is the same network as one ``nn.Sequential``."""
+    relu3_1 (N,256,H/4,W/4)}; ``sequential()`` is the same network as one ``nn.Sequential``. The
+    features of the last two inputs are remembered (``memo.RecentInputs``): a frozen network asked
+    twice for the same frames (the reward's style and content terms) runs once."""
+
+    layer_names = LAYERS
 
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 3, 1)
         for name, cin, cout in CONVS:
             setattr(self, name, nn.Conv2d(cin, cout, 3))
+        self.memo = RecentInputs(2)
 
     def sequential(self) -> tuple[nn.Sequential, dict[str, int]]:
         """(the layers in order, sharing this module's convs; {relu name: index in it})."""
@@ -55,7 +61,11 @@ class VGGR31(nn.Module):
         return nn.Sequential(*mods), names
 
     def forward(self, x: torch.Tensor, layers: tuple = LAYERS) -> dict[str, torch.Tensor]:
+        return self.memo.get(x, tuple(layers), self.features)
+
+    def features(self, x: torch.Tensor, layers: tuple = LAYERS) -> dict[str, torch.Tensor]:
         seq, names = self.sequential()
+        x = x.contiguous(memory_format=torch.channels_last)
         want = {names[n]: n for n in layers}
         out = {}
         for i, layer in enumerate(seq[:max(want) + 1]):                 # stop at the deepest asked
@@ -73,7 +83,8 @@ def load_vgg_r31(path: Optional[os.PathLike] = None) -> VGGR31:
     """The vendored VGG-19 trunk to relu3_1 (eval mode, frozen, float32)."""
     net = VGGR31()
     net.load_state_dict(load_weights(path or weight_path(), "VGG-19 relu3_1 trunk", state_shapes()))
-    return net.eval().requires_grad_(False)
+    # channels_last: oneDNN's convolutions run about 2x faster on a CPU in this layout
+    return net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
 
 __all__ = ["VGGR31", "load_vgg_r31", "state_shapes", "weight_path", "LAYERS"]

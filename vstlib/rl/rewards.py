@@ -27,7 +27,8 @@ import torch.nn as nn
 
 from vstlib.errors import InputError
 from vstlib.flow import masked_mean, resize_flow, warp
-from vstlib.nets.perceptual import CONTENT_NETS, IMAGENET_MEAN, IMAGENET_STD, STYLE_NETS
+from vstlib.nets.memo import RecentInputs
+from vstlib.nets.perceptual import CONTENT_NETS, STYLE_NETS
 from vstlib.registry import Registry
 from vstlib.video.resize import resize, short_side_size
 
@@ -45,14 +46,18 @@ def loss_inputs(short: int, stylized: torch.Tensor, originals: torch.Tensor, flo
     (0 = unchanged), flows resized with their vectors rescaled (``flow.resize_flow``), visibility
     masks resized (soft weights in [0,1] at occlusion edges)."""
     hw = loss_hw(stylized.shape[-2], stylized.shape[-1], short)
-    if hw == tuple(stylized.shape[-2:]):
-        return stylized, originals, flows
+    return resize(stylized, hw), resize(originals, hw), resize_flows(flows, hw)
+
+
+def resize_flows(flows: dict, hw: tuple) -> dict:
+    if tuple(flows["fw"].shape[-2:]) == tuple(hw):
+        return flows
     f = dict(flows)
     for k in ("fw", "bw"):
         f[k] = resize_flow(flows[k].float(), hw)
     for k in ("mask_fw", "mask_bw"):
         f[k] = resize(flows[k].float(), hw)
-    return resize(stylized, hw), resize(originals, hw), f
+    return f
 
 
 def style_target(style: torch.Tensor, short: int) -> torch.Tensor:
@@ -97,36 +102,26 @@ class StyleLoss(nn.Module):
 
     def __init__(self, cfg_reward, style: torch.Tensor, device: Device = "cpu"):
         super().__init__()
-        net, names = STYLE_NETS.pick(cfg_reward.style_net)(cfg_reward, device)
+        self.net = STYLE_NETS.pick(cfg_reward.style_net)(cfg_reward, device)   # (x in [0,1], layers) -> {layer: features}
         self.variant = cfg_reward.style_variant
         if self.variant not in STYLE_VARIANTS:
             raise ValueError(f"reward.style_variant must be one of {STYLE_VARIANTS}, got {self.variant!r}")
         layers = ("relu1_1",) if self.variant == "relu1_1" else tuple(cfg_reward.style_layers)
-        unknown = [n for n in layers if n not in names]
+        unknown = [n for n in layers if n not in self.net.layer_names]
         if not layers or unknown:
             raise ValueError(f"unknown {cfg_reward.style_net} style layers {unknown or layers}; "
-                             f"choose from {sorted(names)}")
+                             f"choose from {sorted(self.net.layer_names)}")
         self.layers = layers
-        self.idx = [names[n] for n in layers]
-        # run the network only up to the deepest needed layer
-        self.vgg = net[:max(self.idx) + 1]
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
-        style = style_target(_as_batch(style, "style image"), getattr(cfg_reward, "loss_size", 0))
+        style = style_target(_as_batch(style, "style image"), cfg_reward.loss_size)
         with torch.no_grad():
             grams = [gram(f) for f in self.features(style.to(device))]
         for name, g in zip(layers, grams):
             self.register_buffer(f"style_gram_{name}", g)        # (1, C, C)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """VGG19 activations at the chosen layers for x (N,3,H,W) in [0,1]."""
-        h = (x - self.mean) / self.std                            # (N, 3, H, W)
-        want, feats = set(self.idx), {}
-        for i, layer in enumerate(self.vgg):
-            h = layer(h)
-            if i in want:
-                feats[i] = h                                      # (N, C_l, H_l, W_l)
-        return [feats[i] for i in self.idx]
+        """The network's activations at the chosen layers for x (N,3,H,W) in [0,1]."""
+        feats = self.net(x, self.layers)
+        return [feats[n] for n in self.layers]
 
     def score(self, cur, prev, originals, flows) -> torch.Tensor:
         return self(cur)
@@ -158,6 +153,8 @@ class ContentLoss(nn.Module):
                                  f"[{lo:.3g}, {hi:.3g}]; convert with (x + 1) / 2 or clamp(0, 1)")
         if not x.requires_grad and x.shape == ref.shape and torch.equal(x, ref):  # Table 1's input row: a
             return x.new_zeros(x.shape[0])                        # frame's distance to itself is 0 (no passes)
+        if getattr(self.lpips, "unit_range", False):              # our networks take [0,1] as given
+            return self.lpips(x, ref).flatten()                   # (N,)
         # LPIPS wants [-1,1] (the authors' code fed [0,1], which shifts every activation)
         return self.lpips(2 * x - 1, 2 * ref - 1).flatten()      # (N,)
 
@@ -217,8 +214,7 @@ def weighted_reward(terms, cfg_reward, base=None):
     normalisation because it is stationary (the scale never drifts with the policy, the baseline
     always scores -sum(w)), per frame (hard frames do not dominate), and needs no state in a checkpoint.
     """
-    mode = getattr(cfg_reward, "normalize", "none")
-    hinge = tuple(getattr(cfg_reward, "hinge", ()))
+    mode, hinge = cfg_reward.normalize, tuple(cfg_reward.hinge)
     if mode not in NORMALIZATIONS:
         raise ValueError(f"unknown reward.normalize {mode!r}; choose one of {NORMALIZATIONS}")
     if mode == "baseline" and base is None:
@@ -246,6 +242,7 @@ class RewardModel(nn.Module):
         self.device = torch.device(device)
         self.chunk = chunk
         self.names = tuple(cfg_reward.terms)
+        self._fixed = None                                        # (key, originals, flows, both at the loss size)
         for name in self.names:                                   # e.g. self.style, self.content
             self.add_module(name, REWARDS.pick(name)(cfg_reward, style, device))
 
@@ -285,9 +282,14 @@ class RewardModel(nn.Module):
         return terms
 
     def loss_inputs(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict):
-        """Frames (T,3,H,W), originals and flows at ``reward.loss_size`` (see ``loss_inputs``)."""
-        return loss_inputs(getattr(self.cfg_reward, "loss_size", 0), stylized, originals, flows)
-
+        """Frames (T,3,H,W), originals and flows at ``reward.loss_size`` (see ``loss_inputs``). The
+        originals and flows at that size are remembered for the last clip: every row scored on it
+        shares them, and so the features the critics remember for them."""
+        hw = loss_hw(stylized.shape[-2], stylized.shape[-1], self.cfg_reward.loss_size)
+        key = (RecentInputs.key(originals), RecentInputs.key(flows["fw"]), tuple(hw))
+        if self._fixed is None or self._fixed[0] != key:
+            self._fixed = (key, originals, flows, resize(originals, hw), resize_flows(flows, hw))
+        return resize(stylized, hw), self._fixed[3], self._fixed[4]
 
 
 # --------------------------------------------------------------------------- checks
