@@ -105,6 +105,15 @@ def test_a_changed_number_fails_and_is_named(committed, capsys, monkeypatch):
     assert "missing" in verify.verify("cpu").line()
 
 
+def test_generated_prose_is_compared_as_text(committed):
+    (paths.TABLES / "method.tex").write_text("\\begin{itemize}\n\\item Learner: pathwise, 2 epochs.\n\\end{itemize}\n")
+    tables.write_table("method", "\\begin{itemize}\n\\item Learner:  pathwise, 2 epochs.\n\\end{itemize}", "cpu")
+    assert verify.verify("cpu").ok                                        # whitespace is not content
+    tables.write_table("method", "\\begin{itemize}\n\\item Learner: pathwise, 3 epochs.\n\\end{itemize}", "cpu")
+    rep = verify.verify("cpu")
+    assert [c.id for c in rep.failed] == ["tables/method.tex:text:"]
+
+
 def test_another_profile_has_nothing_to_verify(committed):
     rep = verify.verify("smoke")
     assert rep.ok and not rep.checks and "no committed results of profile 'smoke'" in rep.line()

@@ -158,7 +158,12 @@ def collect(tables: Path, csvs: Path) -> dict[str, Number]:
     for p in sorted(Path(tables).glob("*.tex")):
         text = p.read_text()
         src = f"tables/{p.name}"
-        nums += macro_numbers(text, src) if p.name == "numbers.tex" else table_numbers(text, src)
+        if p.name == "numbers.tex":
+            nums += macro_numbers(text, src)
+        elif r"\midrule" in text:
+            nums += table_numbers(text, src)
+        else:                                   # generated prose (tables/method.tex): the same text
+            nums.append(Number(src, "text", "", " ".join(text.split()), "text"))
     for name in RESULT_CSVS:
         if (Path(csvs) / name).exists():
             nums += csv_numbers(Path(csvs) / name, f"results/{name}")
