@@ -280,8 +280,9 @@ def test_paper_profile_prepares_at_short_side_512_without_crops():
     cfg = get_config("paper")
     assert (cfg.data.size, cfg.data.resize, cfg.backbone.resolution) == (512, "short_side", 512)
     assert cfg.reward.loss_size == 256
-    for name in ("cpu", "smoke"):                      # the square profiles keep their centre crops
-        assert get_config(name).data.resize == "fit" and get_config(name).reward.loss_size == 0
+    assert get_config("smoke").data.resize == "fit" and get_config("smoke").reward.loss_size == 0   # square, crops
+    cpu = get_config("cpu")                            # MicroAST takes any aspect: the paper's layout at half size
+    assert (cpu.data.resize, cpu.backbone.resolution, cpu.reward.loss_size) == ("short_side", 256, 128)
 
 
 def test_resize_short_side_keeps_the_aspect_ratio(smooth_frames):

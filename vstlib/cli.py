@@ -4,7 +4,7 @@
     vst baseline  [--profile ...]
     vst train     [--profile ...] [--run main] [--learner reinforce|rloo|pathwise] [--no-resume] [--max-updates N]
     vst evaluate  [--profile ...] [--run main]
-    vst compare   [--profile ...]          # learners over seeds, competitors, controls -> learners.csv
+    vst compare   [--profile ...]          # every method, seen and unseen styles -> eval_summary.csv
     vst stylize   --video IN.mp4 --out OUT.mp4 [--style STYLE] [--policy policy.safetensors] [--size N]
     vst reproduce [--profile ...] [--videos DIR] [--style IMG] [--set ...]   # every notebook, then verify
     vst verify    [--profile ...]          # the last reproduction against the committed results
@@ -115,15 +115,19 @@ def cmd_evaluate(args) -> int:
 def cmd_compare(args) -> int:
     import pandas as pd
 
-    from vstlib.evaluation.compare import compare, summary
+    from vstlib import report
+    from vstlib.evaluation.compare import compare
 
     cfg = make_config(args.profile, args.set)
     t0 = time.perf_counter()
-    df = compare(cfg)
-    with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print("test clips, change vs the per-frame baseline (%), mean and std over seeds:")
-        print(summary(df).to_string(index=False, float_format="%.2f"))
-    print(f"compared in {time.perf_counter() - t0:.1f} s (results/{cfg.profile}/learners.csv)")
+    _, summary = compare(cfg)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        for group in ("seen", "unseen"):
+            view = report.comparison_view(summary, group)
+            if len(view):
+                print(f"{group} style(s): change against N(I_t) in %, [95 % paired interval]")
+                print(view.to_string(index=False))
+    print(f"compared in {time.perf_counter() - t0:.1f} s (results/{cfg.profile}/eval_summary.csv, eval_per_clip.csv)")
     return 0
 
 

@@ -248,8 +248,8 @@ CPU = Config(
                       ablation_grids=("learner",)),
     eval=EvalConfig(embedder="darknet", perceptual="darknet", perceptual_size=128),
     # within the 15-min budget: the paper's REINFORCE and the constant control on one seed, no RLOO, paper
-    # observation, weights frontier or direct optimisation (cpu-full has them); 3 unseen styles on 6 clips
-    compare=CompareConfig(control_seeds=1, unseen_styles=UNSEEN_STYLES, unseen_clips=6,
+    # observation, weights frontier or direct optimisation (cpu-full has them); 3 unseen styles on 4 clips, 3 points per blend frontier
+    compare=CompareConfig(control_seeds=1, unseen_styles=UNSEEN_STYLES, unseen_clips=4, blends=(0.25, 0.5, 0.75),
                           methods=("reinforce_paper", "constant", "latent_blend", "pixel_blend", "bonneel",
                                    "frozen_first")),
 )
@@ -263,6 +263,7 @@ CPU_FULL = replace(
     data=replace(CPU.data, n_frames=20),
     train=replace(CPU.train, seeds=(0, 1, 2, 3, 4), ablation_grids=("learner", "observation")),
     compare=replace(CPU.compare, control_seeds=0, frontier=(10.0, 20.0, 50.0), direct_steps=10, methods=(),
+                    blends=(0.1, 0.25, 0.5, 0.75, 0.9),
                     bonneel=(0.03, 0.1, 0.3, 1.0), unseen_clips=0),
 )
 
