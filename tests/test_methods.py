@@ -284,7 +284,7 @@ def test_pathwise_renders_each_frame_once_and_acts_on_its_own_chain(cfg, env, mo
     previous chunk's last render) and the observation is the chain's own previous output: with a
     deterministic policy the chain's states are the outputs of one unroll over the whole clip."""
     from vstlib.rl.episodes import Env
-    from vstlib.rl.learners import Chain, pathwise_loss
+    from vstlib.rl.learners import Agent, Chain, pathwise_loss
     from vstlib.rl.step import unroll
 
     stylizer, reward_model, ep = env
@@ -296,8 +296,9 @@ def test_pathwise_renders_each_frame_once_and_acts_on_its_own_chain(cfg, env, mo
     e, chain = Env(stylizer, reward_model, None, torch.device("cpu")), Chain()
     chunks = torch.arange(ep.n_steps).split(2)
     assert len(chunks) >= 2
+    agent = Agent(cfg, pol)
     for c in chunks:
-        pathwise_loss(pol, e, ep, chain, c, cfg.train)
+        pathwise_loss(pol, e, ep, chain, c, agent, cfg.train)
     assert rendered == [len(c) for c in chunks]                                # every frame once
     whole = unroll(pol, ep.clip, "mean").out[0]                               # (T-1,C,h,w) frames 1..T-1
     for t, out in chain.out.items():

@@ -109,6 +109,27 @@ def test_resume_after_interruption_continues_the_same_curve(cfg, run_a, monkeypa
         train(cfg.override(train={"lr": 5e-3}), run="c")
 
 
+def test_an_actor_critic_with_a_constraint_resumes_exactly(cfg):
+    """SHAC's critic, its Adam group and the Lagrange multipliers live in the checkpoint: an interrupted
+    and an uninterrupted run log the same lines (multipliers, critic loss) and end with the same weights."""
+    from vstlib.files import load_tensors
+    from vstlib.rl.checkpoint import CKPT
+    from vstlib.rl.train import train
+
+    c = cfg.override(train={"learner": "shac", "checkpoint_every": 2}, reward={"normalize": "baseline",
+                                                                              "constraints": {"style": 1.0}})
+    whole = train(c, run="shac_whole")
+    cut = train(c, run="shac_cut", max_updates=5)
+    train(c, run="shac_cut")
+    assert _log(cut) == _log(whole)
+    log = _log(whole)
+    assert {"lambda_style", "critic_loss", "value"} <= set(log[0])
+    assert len({r["lambda_style"] for r in log}) > 1                          # dual ascent moved it
+    a, b = load_tensors(whole / CKPT), load_tensors(cut / CKPT)
+    assert any(k.startswith("agent.critic.") for k in a) and "agent.multipliers.lam" in a
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("agent.", "policy.")))
+
+
 def test_nan_reward_skips_the_update_and_keeps_the_checkpoint_clean(cfg, monkeypatch):
     import vstlib.rl.learners as learners
     from vstlib.rl.checkpoint import load_policy
@@ -120,8 +141,8 @@ def test_nan_reward_skips_the_update_and_keeps_the_checkpoint_clean(cfg, monkeyp
     def nan_first_rollout(*a, **k):
         out = real(*a, **k)
         calls["n"] += 1
-        if calls["n"] == 1:                                                    # whole first clip: NaN reward
-            out.terms["reward"] = out.terms["reward"] * float("nan")
+        if calls["n"] == 1:                                                    # whole first clip: a NaN term
+            out.terms["temporal"] = out.terms["temporal"] * float("nan")
         return out
 
     monkeypatch.setattr(learners, "rollout", nan_first_rollout)

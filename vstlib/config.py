@@ -108,6 +108,9 @@ class RewardConfig:
                                        # "content") = equal style and content as a constraint, not a goal
     loss_size: int = 0                 # 0: terms on the frames as rendered; N: frames, flows and masks
                                        # resized to short side N, the Gram target R to N x N (the authors' 256)
+    constraints: dict = field(default_factory=dict)  # term -> bound: E[term] <= bound (normalised terms: a
+                                       # multiple of N(I_t)'s, absolute ones in their units); the learner
+                                       # maximises the other terms and dual ascent finds these terms' weights
 
 
 @dataclass(frozen=True)
@@ -116,13 +119,21 @@ class TrainConfig:
     lr: float = 1e-4
     accumulation: int = 4              # transitions per Adam step
     grad_clip: float = 1.0             # max global grad norm (not in the paper); 0 disables clipping
-    learner: str = "reinforce"         # vstlib.rl.learners.LEARNERS: "reinforce" (paper), "rloo", "pathwise"
+    learner: str = "reinforce"         # vstlib.rl.learners.LEARNERS: "reinforce" (paper), "rloo", "pathwise",
+                                       # "shac" (actor-critic through the chain), "distill" (DAgger onto refinement)
     samples: int = 4                   # rloo: K samples (rollouts) per transition
     normalize_advantage: bool = False  # rloo: divide leave-one-out advantages by their std over K
     bptt: bool = True                  # pathwise: backpropagate through the chain of outputs within a chunk
                                        # (each observation is the previous output this chain produced)
     max_ratio: float = 10.0            # truncated importance ratio pi_new/pi_old for chunks sampled under
                                        # older weights (0 = no correction)
+    dual_lr: float = 0.5               # reward.constraints: lambda += dual_lr * (term - bound) / bound per update
+    gamma: float = 1.0                 # shac: discount of the return (1: the episode's undiscounted sum)
+    td_lambda: float = 0.95            # shac: lambda of the critic's TD(lambda) targets
+    critic_lr: float = 1e-3            # shac: the critic's learning rate (its own Adam parameter group)
+    critic_hidden: int = 32            # shac: width of the critic's conv net
+    refine_steps: int = 4              # distill: Adam steps that refine the policy's own actions (the labels)
+    refine_lr: float = 0.01            # distill: their learning rate
     crop: int = 0                      # train on a random window of crop x crop latent cells per clip visit
                                        # (0 = whole frames); decoding cost is linear in pixels
     seeds: tuple = (0,)                # seeds of the main run reported with their spread (run "main" is the
@@ -159,7 +170,8 @@ class CompareConfig:
     blends: tuple = (0.1, 0.25, 0.5, 0.75, 0.9)  # the latent and pixel blends' frontiers over b
     bonneel: tuple = (0.1,)            # Bonneel et al. 2015: the frontier over its temporal weight lambda
     direct_steps: int = 10             # Adam steps of the per-clip direct optimisation
-    direct_lr: float = 0.05
+    direct_lr: float = 0.01
+    refine_steps: int = 0              # the "refined" row: the main learner + this many Adam steps at inference
     unseen_styles: tuple = ()          # style images the policy never saw (data.style is the seen one)
     unseen_clips: int = 0              # test clips each unseen style is scored on (the first N; 0 = all)
 

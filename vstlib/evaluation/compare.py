@@ -37,12 +37,16 @@ def learned_methods(cfg) -> dict:
         "rloo": (lambda: cfg.override(train={"learner": "rloo", "samples": cfg.compare.rloo_samples,
                                              "normalize_advantage": True}), "learners/rloo"),
         "obs_pair": (lambda: cell("observation", "obs_pair"), "ablations/observation/obs_pair"),
+        "shac": (lambda: cfg.override(train={"learner": "shac"}), "learners/shac"),
+        "distill": (lambda: cfg.override(train={"learner": "distill"}), "learners/distill"),
         "constant": (lambda: cfg.override(policy={"head": "constant", "observation": "pair"}), "controls/constant"),
     }
     out = {"policy": (cfg, "main", _label(cfg))}
     for m in chosen(cfg):
         if m in configs:
             c = configs[m][0]()
+            if c == cfg:                               # the main learner itself: its row is "policy"
+                continue
             out[m] = (c, configs[m][1], _label(c) + (f", K={c.train.samples}" if m == "rloo" else ""))
     for w in cfg.compare.frontier:                     # the main run is the frontier's point at its own weight
         c = cfg.override(reward={"w_temp": float(w)})

@@ -10,7 +10,8 @@ flows) into stylized frames S (T,3,H,W); ``vstlib.evaluation.compare`` scores th
                    blending in pixel space (training-free)
     frozen_first   S_t = S_0 for every t: a reward-hacking control, perfectly "consistent", follows no motion
     direct         delta_1..delta_{T-1} optimised by Adam on the clip's own reward through ``render``
-                   (no policy: the best the reward's proxy allows at that budget)
+                   (no policy: the best the reward's proxy allows at that budget); from a policy's
+                   actions, "policy + k refinement steps" (``learners.refine``, the distillation's labels)
 
 (The other control, one learned constant latent offset, is a policy: ``policy.head="constant"``.)
 v_t / m_t are the input's visibility of frame t in frame t-1 (latent cells / pixels), and warps
@@ -18,10 +19,14 @@ follow the input's backward flow, so a blend only mixes what the input says is t
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from vstlib.flow import warp
-from vstlib.rl.episodes import Episode
+from vstlib.rl.constraints import Multipliers
+from vstlib.rl.episodes import Env, Episode
+from vstlib.rl.learners import refine
 from vstlib.rl.step import FixedBlend, policy_frames, render
 
 
@@ -48,21 +53,32 @@ def frozen_first(ep: Episode) -> torch.Tensor:
     return D[0:1].expand_as(D).contiguous()
 
 
-def direct(ep: Episode, stylizer, reward, steps: int, lr: float) -> torch.Tensor:
+def direct(ep: Episode, stylizer, reward, steps: int, lr: float, init: Optional[torch.Tensor] = None,
+           dual_lr: float = 0.0) -> torch.Tensor:
     """Per-clip gradient descent on the actions themselves (no policy): ``steps`` Adam steps of the
-    clip's whole (normalised) reward through ``render``; returns the frames of the last step."""
-    L = ep.clip.L                                                              # (T,C,h,w)
-    delta = torch.zeros_like(L[1:], requires_grad=True)                        # (T-1,C,h,w)
-    opt = torch.optim.Adam([delta], lr=lr)
-    for _ in range(int(steps)):
-        S = render(stylizer, ep.base, L[1:] + delta)                            # (T-1,3,H,W), with grad
-        S = torch.cat([ep.base.images[:1].to(S), S]).clamp(0, 1)               # S_0 is the stylizer's
-        r = reward.differentiable_terms(S, ep.frames, ep.flows, ep.base_terms)["reward"]
-        opt.zero_grad(set_to_none=True)
-        (-r.mean()).backward()
-        opt.step()
+    clip's whole reward through ``render``, from ``init`` (T-1,C,h,w) (default 0: the stylizer's own
+    latents; a policy's actions: "policy + k refinement steps"); the reward's constraints become a
+    Lagrangian with per-clip dual ascent (``dual_lr``). Returns the frames of the last step."""
+    agent = _Objective(reward.cfg_reward)
+    actions = torch.zeros_like(ep.clip.L[1:]) if init is None else init
+    delta, _ = refine_actions(stylizer, reward, ep, actions, agent, steps, lr, dual_lr)
     with torch.no_grad():
-        return torch.cat([ep.base.images[:1], render(stylizer, ep.base, L[1:] + delta)]).contiguous()
+        return torch.cat([ep.base.images[:1], render(stylizer, ep.base, ep.clip.L[1:] + delta)]).contiguous()
+
+
+class _Objective:
+    """r^L with the reward's constraints (``constraints.Multipliers``), outside a training run."""
+
+    def __init__(self, cfg_reward):
+        self.multipliers = Multipliers(cfg_reward)
+
+    def reward(self, terms, base):
+        return self.multipliers.reward(terms, base)
+
+
+def refine_actions(stylizer, reward, ep, actions, agent, steps, lr, dual_lr=0.0):
+    """``learners.refine`` on an environment made of this stylizer and reward."""
+    return refine(Env(stylizer, reward, None, ep.frames.device), ep, actions, agent, steps, lr, dual_lr)
 
 
 BLENDS = {"latent_blend": lambda ep, stylizer, b: latent_blend(ep, stylizer, b),

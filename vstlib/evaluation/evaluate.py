@@ -49,7 +49,7 @@ def clip_losses(S: torch.Tensor, frames: torch.Tensor, flows: dict, reward_model
 
     ``warp_error``: its definition (metrics.warping_error; "lai" = Lai et al. 2018, summed over RGB)."""
     f = {k: flows[k].to(S) for k in ("fw", "bw", "mask_fw", "mask_bw")}        # (T-1,...) each
-    S, frames, f = reward_model.loss_inputs(S, frames.to(S), f)               # at the loss size
+    S, frames, f, _ = reward_model.loss_inputs(S, frames.to(S), f)            # at the loss size
     prev, cur = S[:-1], S[1:]                                                  # (T-1,3,H,W) pairs
     return {
         "content": reward_model.content(S, frames.to(S)).mean().item(),        # LPIPS, over T frames
@@ -226,7 +226,7 @@ def episode_flicker(ep, reward_model, S_policy=None) -> dict:
     flows = {n: v.to(ep.frames.device) for n, v in ep.flows.items()}
     out = {}
     for k, S in runs.items():                                                  # at the loss size, as Table 1
-        S, _, f = reward_model.loss_inputs(S.clamp(0, 1), ep.frames.float(), flows)
+        S, _, f, _ = reward_model.loss_inputs(S.clamp(0, 1), ep.frames.float(), flows)
         out[k] = warping_error(S[:-1], S[1:], f["fw"], f["mask_fw"]).flatten().cpu().numpy()
     return out
 

@@ -33,7 +33,7 @@ from vstlib.registry import Registry
 from vstlib.rl.checkpoint import POLICY, load_policy
 from vstlib.rl.episodes import Episode, build_episode, make_env
 from vstlib.rl.policy import LatentPolicy
-from vstlib.rl.step import FixedBlend, policy_frames
+from vstlib.rl.step import FixedBlend, policy_frames, unroll
 from vstlib.runtime import fork_rng, progress
 from vstlib.video.clips import load_manifest, load_style
 from vstlib.video.io import load_image
@@ -71,6 +71,12 @@ METHODS = Registry("comparison method", "compare.methods", {
     "bonneel": Method("training-free", "Bonneel et al. 2015 blind temporal consistency, a frontier over lambda"),
     "frozen_first": Method("control", "frame 0 repeated: consistent, follows no motion"),
     "direct": Method("bound", "per-clip Adam on the actions against the reward (the proxy's best at that budget)"),
+    "refined": Method("learner", "the main learner's actions + compare.refine_steps Adam steps on the clip's reward "
+                                 "at inference (amortised refinement's test-time form)"),
+    "shac": Method("learner", "actor-critic with an analytic policy gradient (SHAC): the main run's settings, a "
+                              "critic of the return bootstraps each window"),
+    "distill": Method("learner", "DAgger onto refinement: the policy regresses onto train.refine_steps Adam steps "
+                                 "of its own actions"),
 })
 
 
@@ -122,7 +128,7 @@ class Judge:
         S = S.float().clamp(0, 1)
         k = self.k(S.shape[0])
         dis = ep.flows
-        terms = reward.terms(S, ep.frames, dis, ep.base_terms)
+        terms = reward.terms(S, ep.frames, dis, ep.base_terms, ep.reference)
         return {
             "warp_dis": metrics.warping_error(S[:-1], S[1:], dis["fw"], occlusion_mask(dis["fw"], dis["bw"], "ruder"))
             .mean().item(),
@@ -184,21 +190,37 @@ def competitor_rows(cfg) -> list[Row]:
         rows.append(Row("frozen_first", "", None, lambda ep, env: competitors.frozen_first(ep), "frozen_first"))
     if "direct" in want:
         rows.append(Row("direct", f"{c.direct_steps} steps", None,
-                        lambda ep, env: competitors.direct(ep, env.stylizer, env.reward, c.direct_steps, c.direct_lr),
-                        f"direct-{c.direct_steps}-{c.direct_lr}"))
+                        lambda ep, env: competitors.direct(ep, env.stylizer, env.reward, c.direct_steps, c.direct_lr,
+                                                           dual_lr=cfg.train.dual_lr),
+                        f"direct-{c.direct_steps}-{c.direct_lr}-{cfg.train.dual_lr}"))
     return rows
 
 
 def learned_rows(cfg, runs: list) -> list[Row]:
-    """One row per trained policy: ``runs`` = (method, seed, config, run name) (``compare.learned_runs``)."""
-    out = []
+    """One row per trained policy: ``runs`` = (method, seed, config, run name) (``compare.learned_runs``);
+    with ``compare.refine_steps`` and the "refined" row chosen, the main learner's policies again with
+    that many refinement steps at inference."""
+    out, refine = [], cfg.compare.refine_steps if "refined" in chosen(cfg) else 0
     for method, seed, c, run in runs:
         path = paths.run_dir(cfg.profile, run) / POLICY
         pol = load_policy(path, c.policy, cfg.train.device)
+        digest = cache.file_hash(path)
         out.append(Row(method, _label(c), seed,
                        (lambda pol: lambda ep, env: policy_frames(pol, env.stylizer, ep.base, ep.clip))(pol),
-                       f"{method}-{cache.file_hash(path)}"))
+                       f"{method}-{digest}"))
+        if method == "policy" and refine > 0:
+            out.append(Row("refined", f"{_label(c)} + {refine} steps", seed,
+                           (lambda pol, c: lambda ep, env: refined_frames(pol, env, ep, c, refine))(pol, c),
+                           f"refined-{digest}-{refine}-{c.train.refine_lr}-{c.train.dual_lr}"))
     return out
+
+
+def refined_frames(policy, env, ep: Episode, cfg, steps: int) -> torch.Tensor:
+    """The policy's frames after ``steps`` Adam steps on its own actions against the clip's reward."""
+    with torch.no_grad():
+        actions = unroll(policy, ep.clip, "mean").actions[0]                    # (T-1,C,h,w)
+    return competitors.direct(ep, env.stylizer, env.reward, steps, cfg.train.refine_lr, init=actions,
+                              dual_lr=cfg.train.dual_lr)
 
 
 def per_frame(ep: Episode) -> torch.Tensor:

@@ -45,7 +45,7 @@ def _rng_tensors() -> dict:
 
 
 def save_checkpoint(out: Path, policy, optimizer, cfg, *, epoch: int, pos: int, step: int,
-                    done: bool = False) -> Path:
+                    done: bool = False, agent=None) -> Path:
     """One safetensors file (policy, Adam moments, RNG) whose metadata holds the counters.
 
     The file is the single source of truth and written atomically, so a crash leaves the
@@ -55,6 +55,8 @@ def save_checkpoint(out: Path, policy, optimizer, cfg, *, epoch: int, pos: int, 
         raise VstError("policy weights became NaN/inf; the last good checkpoint is kept", out / CKPT,
                        "lower train.lr or train.grad_clip and resume")
     tensors = {f"policy.{k}": v for k, v in policy.state_dict().items()}
+    if agent is not None:                                   # the learner's own state: critic, multipliers
+        tensors.update({f"agent.{k}": v for k, v in agent.state_dict().items()})
     opt = optimizer.state_dict()
     for i, s in opt["state"].items():
         for k, v in s.items():
@@ -104,8 +106,8 @@ def _read(path: Path, fix: str) -> tuple[dict, dict]:
     return meta, tensors
 
 
-def load_checkpoint(path: Path, policy, optimizer, cfg) -> dict:
-    """Restore policy, Adam and RNG from ``path``; return the counters."""
+def load_checkpoint(path: Path, policy, optimizer, cfg, agent=None) -> dict:
+    """Restore policy, the learner's state (``agent``), Adam and RNG from ``path``; return the counters."""
     meta, tensors = _read(path, CKPT_FIX)
     need = {"epoch", "pos", "step", "done", "param_groups", "python_random", "numpy_random"}
     if not need <= set(meta) or "rng.torch" not in tensors:
@@ -113,6 +115,12 @@ def load_checkpoint(path: Path, policy, optimizer, cfg) -> dict:
                          CKPT_FIX)
     _check_same_run(meta.get("config", {}), cfg.to_dict(), path)
     _load_policy_state(policy, {k[7:]: v for k, v in tensors.items() if k.startswith("policy.")}, path, CKPT_FIX)
+    if agent is not None:
+        try:
+            agent.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("agent.")})
+        except RuntimeError as err:
+            raise InputError(f"the checkpoint's learner state does not fit this learner ({str(err)[:200]})", path,
+                             CKPT_FIX) from None
     state: dict = {}
     for key, v in tensors.items():
         if key.startswith("adam."):
@@ -137,7 +145,7 @@ def _check_same_run(saved: dict, now: dict, path: Path) -> None:
               ("train", "ablation_grids"), ("train", "seeds")}
     diff = []
     for sec, val in now.items():
-        if not isinstance(val, dict) or sec == "eval":
+        if not isinstance(val, dict) or sec in ("eval", "compare"):
             continue
         for k, v in val.items():
             old = saved.get(sec, {}).get(k, v)

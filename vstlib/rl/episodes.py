@@ -20,7 +20,7 @@ from vstlib import cache, paths
 from vstlib.backbones import make_backbone
 from vstlib.errors import InputError
 from vstlib.flow import inside_mask, latent_flow
-from vstlib.rl.rewards import RewardModel
+from vstlib.rl.rewards import RewardModel, weighted_reward
 from vstlib.rl.step import LatentClip
 from vstlib.runtime import fork_rng
 from vstlib.video import clips
@@ -68,6 +68,12 @@ class Episode:
     def n_steps(self) -> int:
         return self.clip.n_frames - 1
 
+    @property
+    def reference(self) -> torch.Tensor:
+        """N(I_t) (T,3,H,W): the stylizer's own frames, before a latent round trip where it has one."""
+        pf = getattr(self.base, "per_frame", None)
+        return (pf if pf is not None else self.base.images).float()
+
 
 @torch.no_grad()
 def build_episode(cfg, clip_id: str, env: Env) -> Episode:
@@ -88,32 +94,42 @@ def build_episode(cfg, clip_id: str, env: Env) -> Episode:
         # results differ in the last bits between layouts (a resumed run must match exactly)
         base.images = base.images.float().contiguous()                        # (T,3,H,W)
         L = env.stylizer.policy_latents(base).float().contiguous()             # (T,C,h,w)
-        terms = baseline_terms(cfg, clip_id, base.images, frames, flows, env)
+        ref = base.per_frame.float() if getattr(base, "per_frame", None) is not None else base.images
+        terms = baseline_terms(cfg, clip_id, base.images, frames, flows, env, ref)
     return Episode(clip_id, frames, flows, base, LatentClip(L, *latent_flow(flows, *L.shape[-2:])), terms)
 
 
-def baseline_terms(cfg, clip_id: str, images, frames, flows: dict, env: Env) -> dict:
+def baseline_terms(cfg, clip_id: str, images, frames, flows: dict, env: Env, reference=None) -> dict:
     """The baseline's reward terms of a whole clip, (T-1,) each, disk-cached: every run, evaluation
     and figure builds the same episodes, and these terms (a perceptual network on every frame) cost
     as much as a policy's decode. Keyed by the frames, the baseline's frames, the style image and
     the flow and reward config."""
-    digest = cache.content_hash({"frames": frames, "images": images, "style": env.style})
-    key = cache.key(cfg.reward, cfg.flow, digest, 1)
+    digest = cache.content_hash({"frames": frames, "images": images, "style": env.style,
+                                 **({} if reference is None else {"reference": reference})})
+    key = cache.key(_term_config(cfg.reward), cfg.flow, digest, 1)
     path = paths.ensure(paths.cache_dir(cfg.profile) / "terms") / f"{clip_id}-{key}.safetensors"
-    return cached_terms(path, f"baseline reward terms of {clip_id}", images, frames, flows, env.reward)
+    return cached_terms(path, f"baseline reward terms of {clip_id}", images, frames, flows, env.reward, reference)
+
+
+def _term_config(cfg_reward) -> dict:
+    """What the cached terms depend on: not the weights or constraints (they only combine the terms)."""
+    d = {k: v for k, v in cfg_reward.__dict__.items() if k not in ("w_style", "w_content", "w_temp", "weights",
+                                                                    "constraints", "hinge")}
+    return d
 
 
 @torch.no_grad()
-def cached_terms(path: Path, what: str, images, frames, flows: dict, reward: RewardModel) -> dict:
-    """``reward.terms(images, frames, flows)``, (T-1,) each, from the validated cache file ``path``
-    (computed and written when absent, damaged or of another clip length)."""
+def cached_terms(path: Path, what: str, images, frames, flows: dict, reward: RewardModel, reference=None) -> dict:
+    """``reward.terms(images, frames, flows, reference=reference)``, (T-1,) each, from the validated cache
+    file ``path`` (computed and written when absent, damaged or of another clip length)."""
     def build():
-        return {k: v.cpu() for k, v in reward.terms(images, frames, flows).items()}
+        return {k: v.cpu() for k, v in reward.terms(images, frames, flows, reference=reference).items()}
 
     terms = cache.cached_tensors(path, build, what, expect=("reward", *reward.names))
     if any(v.shape != (frames.shape[0] - 1,) for v in terms.values()):        # a clashing key
         path.unlink(missing_ok=True)
         terms = build()
+    terms["reward"] = weighted_reward(terms, reward.cfg_reward, terms)        # the key leaves the weights out
     return {k: v.to(frames.device) for k, v in terms.items()}
 
 
@@ -133,12 +149,15 @@ def crop_episode(ep: Episode, box: tuple, reward: RewardModel, cache_dir=None) -
     flows["mask_bw"] = flows["mask_bw"] * inside_mask(flows["bw"]).to(flows["mask_bw"])
     base = ep.base.crop(box, f)
     L = ep.clip.L[..., y:y + h, x:x + w].contiguous()                          # (T,C,h,w)
+    ref = getattr(base, "per_frame", None)
+    ref = base.images if ref is None else ref.float()
     if cache_dir is None:
-        terms = reward.terms(base.images, frames, flows)
+        terms = reward.terms(base.images, frames, flows, reference=ref)
     else:
-        key = cache.key(reward.cfg_reward, cache.content_hash({"images": base.images, "frames": frames, **flows}), 1)
+        key = cache.key(_term_config(reward.cfg_reward),
+                        cache.content_hash({"images": base.images, "frames": frames, "reference": ref, **flows}), 1)
         path = paths.ensure(Path(cache_dir)) / f"{ep.clip_id}-window-{key}.safetensors"
-        terms = cached_terms(path, f"window baseline terms of {ep.clip_id}", base.images, frames, flows, reward)
+        terms = cached_terms(path, f"window baseline terms of {ep.clip_id}", base.images, frames, flows, reward, ref)
     return Episode(ep.clip_id, frames, flows, base, LatentClip(L, *latent_flow(flows, h, w)),
                    {k: v.detach() for k, v in terms.items()})
 

@@ -1,4 +1,5 @@
-"""The latent policy: a small conv net that sees (previous, current) latents and proposes a residual.
+"""The latent policy: a small conv net that sees (previous, current) latents and proposes a residual
+(and the critic of the actor-critic learner, on the same observation).
 
     dist = policy(prev_latent, cur_latent)      # Normal over (N, C, h, w)   (observation "pair")
     dist = policy(prev, cur, warped, visible)   # observation "flow": + warp(L^out_{t-1}) (N,C,h,w), mask (N,1,h,w)
@@ -125,6 +126,32 @@ class LatentPolicy(nn.Module):
         return Normal(mu, sigma)
 
 
+class Critic(nn.Module):
+    """The value of a state for an actor-critic (``learners`` "shac"): c(o_t), the mean per-frame reward
+    the rest of the episode earns beyond the per-frame stylization's, from the same observation as
+    the policy (conv net, global average pool, linear; zero-initialised: it starts at "as good as the
+    baseline"). The learner turns it into V(o_t) = B_t + tau_t c(o_t) with the baseline's known return
+    B_t and the (discounted) number of frames left tau_t, so the net only learns an O(1) excess."""
+
+    def __init__(self, latent_channels: int, hidden: int = 32, observation: str = "flow"):
+        super().__init__()
+        c = latent_channels
+        self.observation = observation
+        cin = 2 * c if observation == "pair" else 3 * c + 1
+        self.trunk = nn.Sequential(*_conv_in(cin, hidden), nn.ReLU(inplace=True),
+                                   nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+                                   nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.ReLU(inplace=True))
+        self.out = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, prev_latent, cur_latent, warped=None, visible=None) -> torch.Tensor:
+        x = torch.cat([prev_latent, cur_latent], dim=1)          # (N, 2C, h, w)
+        if self.observation == "flow":
+            x = torch.cat([x, warped, visible], dim=1)           # (N, 3C+1, h, w)
+        return self.out(self.trunk(x).mean((-2, -1))).squeeze(-1)   # (N,)
+
+
 OBSERVATIONS = ("pair", "flow")
 HEADS = ("residual", "blend", "constant")
 
@@ -134,4 +161,4 @@ def log_prob(dist: Normal, action: torch.Tensor) -> torch.Tensor:
     return dist.log_prob(action).flatten(1).sum(1)
 
 
-__all__ = ["LatentPolicy", "OBSERVATIONS", "HEADS", "ResidualBlock", "log_prob"]
+__all__ = ["LatentPolicy", "Critic", "OBSERVATIONS", "HEADS", "ResidualBlock", "log_prob"]

@@ -1,11 +1,13 @@
-"""The reward: style (Gram/VGG19), content (LPIPS) and bidirectional temporal losses.
+"""The reward: style (Gram/VGG19), content (LPIPS) and bidirectional temporal losses (the paper), and
+beyond it fidelity to the per-frame stylization N(I_t).
 
-    reward = -(w_style * style + w_content * content + w_temp * temporal)
+    reward = -(w_style * style + w_content * content + w_temp * temporal [+ w_fidelity * fidelity])
 
 Terms are registered by name, DDPO-style (``REWARDS``); ``cfg.reward.terms`` picks them and
 ``weighted_reward`` is the ONE weighted sum (rollouts, evaluation, notebooks, tests). A term is
 built as ``REWARDS[name](cfg_reward, style, device)`` and scored as
-``term.score(cur, prev, originals, flows) -> (N,)`` on frames 1..T-1 of a clip.
+``term.score(cur, prev, originals, flows, reference) -> (N,)`` on frames 1..T-1 of a clip
+(``reference``: N(I_t) of the same frames, for the terms that measure fidelity to it).
 
 All losses take frames (N,3,H,W) in [0,1] and return one value per frame (N,).
 Flows are those of the ORIGINAL frames (see the guide's conventions): stylized frames are
@@ -123,7 +125,7 @@ class StyleLoss(nn.Module):
         feats = self.net(x, self.layers)
         return [feats[n] for n in self.layers]
 
-    def score(self, cur, prev, originals, flows) -> torch.Tensor:
+    def score(self, cur, prev, originals, flows, reference=None) -> torch.Tensor:
         return self(cur)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,7 +144,7 @@ class ContentLoss(nn.Module):
         super().__init__()
         self.lpips = CONTENT_NETS.pick(cfg_reward.content_net)(cfg_reward, device)
 
-    def score(self, cur, prev, originals, flows) -> torch.Tensor:
+    def score(self, cur, prev, originals, flows, reference=None) -> torch.Tensor:
         return self(cur, originals)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -175,8 +177,22 @@ def temporal_loss(prev: torch.Tensor, cur: torch.Tensor, fw: torch.Tensor, bw: t
 class TemporalLoss(nn.Module):
     """``temporal_loss`` as a reward term (no parameters)."""
 
-    def score(self, cur, prev, originals, flows) -> torch.Tensor:
+    def score(self, cur, prev, originals, flows, reference=None) -> torch.Tensor:
         return temporal_loss(prev, cur, flows["fw"], flows["bw"], flows["mask_fw"], flows["mask_bw"])
+
+
+# --------------------------------------------------------------------------- fidelity to N(I_t)
+class FidelityLoss(ContentLoss):
+    """The content network's perceptual distance between a frame and the per-frame stylization N(I_t)
+    of the same input frame (Lai et al. 2018's perceptual loss to the per-frame output): what keeps a
+    consistent video the stylizer's video. 0 on N(I_t) itself, so never divided by the baseline's."""
+
+    relative = False
+
+    def score(self, cur, prev, originals, flows, reference=None) -> torch.Tensor:
+        if reference is None:
+            raise ValueError("the 'fidelity' reward term needs the per-frame stylization N(I_t) (reference=...)")
+        return self(cur, reference)
 
 
 # --------------------------------------------------------------------------- registry
@@ -185,6 +201,7 @@ REWARDS = Registry("reward term", "reward.terms", {
     "style": lambda cfg_reward, style, device: StyleLoss(cfg_reward, style, device),
     "content": lambda cfg_reward, style, device: ContentLoss(cfg_reward, device),
     "temporal": lambda cfg_reward, style, device: TemporalLoss(),
+    "fidelity": lambda cfg_reward, style, device: FidelityLoss(cfg_reward, device),
 })
 WEIGHT_FIELDS = {"temporal": "w_temp"}  # the paper's short name for the temporal weight
 
@@ -203,6 +220,15 @@ NORMALIZATIONS = ("none", "baseline")
 EPS = 1e-8  # floor of a baseline term used as a divisor (a term that is exactly 0 on the baseline)
 
 
+def relative(name: str) -> bool:
+    """Whether term ``name`` is divided by the baseline's under ``normalize="baseline"`` (a distance to
+    N(I_t) is 0 on the baseline: it stays in its own units)."""
+    return name not in ABSOLUTE_TERMS
+
+
+ABSOLUTE_TERMS = ("fidelity",)
+
+
 def weighted_reward(terms, cfg_reward, base=None):
     """-(sum of weight * term) over ``cfg_reward.terms``, in that order: the ONE weighted sum.
 
@@ -213,7 +239,15 @@ def weighted_reward(terms, cfg_reward, base=None):
     (on real critics the raw Gram term can be 100x the temporal one). Chosen over a running
     normalisation because it is stationary (the scale never drifts with the policy, the baseline
     always scores -sum(w)), per frame (hard frames do not dominate), and needs no state in a checkpoint.
+    Absolute terms (``ABSOLUTE_TERMS``: distances to N(I_t), 0 on the baseline) keep their units.
     """
+    norm = normalised(terms, cfg_reward, base)
+    return -sum(weight(cfg_reward, name) * norm[name] for name in cfg_reward.terms)
+
+
+def normalised(terms, cfg_reward, base=None) -> dict:
+    """Each term of ``cfg_reward.terms`` as the weighted sum and the constraints read it: divided by the
+    baseline's on the same frame (``normalize="baseline"``, relative terms) and floored at 1 (``hinge``)."""
     mode, hinge = cfg_reward.normalize, tuple(cfg_reward.hinge)
     if mode not in NORMALIZATIONS:
         raise ValueError(f"unknown reward.normalize {mode!r}; choose one of {NORMALIZATIONS}")
@@ -221,16 +255,16 @@ def weighted_reward(terms, cfg_reward, base=None):
         raise ValueError("reward.normalize='baseline' needs the baseline's terms of the same frames")
     if hinge and mode != "baseline":
         raise ValueError("reward.hinge needs reward.normalize='baseline' (it floors term / baseline term at 1)")
-    total = 0.0
+    out = {}
     for name in cfg_reward.terms:
         term = terms[name]
-        if mode == "baseline":
+        if mode == "baseline" and relative(name):
             b = base[name]
             term = term / (b.clamp_min(EPS) if torch.is_tensor(b) else max(float(b), EPS))
         if name in hinge:                      # no credit for beating the baseline, a penalty for losing to it
             term = term.clamp_min(1.0) if torch.is_tensor(term) else np.maximum(term, 1.0)
-        total = total + weight(cfg_reward, name) * term
-    return -total
+        out[name] = term
+    return out
 
 
 class RewardModel(nn.Module):
@@ -251,20 +285,23 @@ class RewardModel(nn.Module):
         return cls(cfg_reward, style, device)
 
     @torch.no_grad()
-    def terms(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict, base=None) -> dict:
+    def terms(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict, base=None, reference=None) -> dict:
         """Every term for frames 1..T-1: dict of (T-1,) tensors (the terms' names, then "reward").
 
         stylized, originals (T,3,H,W) in [0,1]; flows: fw, bw (T-1,2,H,W), mask_fw, mask_bw
         (T-1,1,H,W) of the original frames; ``base``: the baseline's terms of the same frames
-        (needed by ``reward.normalize="baseline"``; None = these frames ARE the baseline).
+        (needed by ``reward.normalize="baseline"``; None = these frames ARE the baseline);
+        ``reference``: N(I_t) (T,3,H,W), for terms that measure fidelity to it.
         Computed at ``reward.loss_size`` (``loss_inputs``).
         """
-        return self.differentiable_terms(stylized, originals, flows, base)
+        return self.differentiable_terms(stylized, originals, flows, base, reference)
 
-    def differentiable_terms(self, stylized, originals, flows: dict, base=None) -> dict:
+    def differentiable_terms(self, stylized, originals, flows: dict, base=None, reference=None) -> dict:
         """``terms`` with autograd on (pathwise learners backpropagate the reward into the action)."""
         _check_clip(stylized, originals, flows)
-        stylized, originals, flows = self.loss_inputs(stylized, originals, flows)
+        if reference is not None and reference.shape != stylized.shape:
+            raise ValueError(f"reference {tuple(reference.shape)} and stylized {tuple(stylized.shape)} frames differ")
+        stylized, originals, flows, reference = self.loss_inputs(stylized, originals, flows, reference)
         dev = self.device
         out: dict = {name: [] for name in self.names}
         T = stylized.shape[0]
@@ -274,22 +311,25 @@ class RewardModel(nn.Module):
             prev = stylized[s - 1:e - 1].to(dev).float()          # (B, 3, H, W)
             f = {k: flows[k][s - 1:e - 1].to(dev).float() for k in ("fw", "bw", "mask_fw", "mask_bw")}
             orig = originals[s:e].to(dev).float()                 # (B, 3, H, W)
+            ref = None if reference is None else reference[s:e].to(dev).float()
             for name in self.names:
-                out[name].append(getattr(self, name).score(cur, prev, orig, f))
+                out[name].append(getattr(self, name).score(cur, prev, orig, f, ref))
         terms = {k: torch.cat(v) for k, v in out.items()}         # each (T-1,)
         base = base if base is not None else {k: v.detach() for k, v in terms.items()}
         terms["reward"] = weighted_reward(terms, self.cfg_reward, base)
         return terms
 
-    def loss_inputs(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict):
-        """Frames (T,3,H,W), originals and flows at ``reward.loss_size`` (see ``loss_inputs``). The
-        originals and flows at that size are remembered for the last clip: every row scored on it
-        shares them, and so the features the critics remember for them."""
+    def loss_inputs(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict, reference=None):
+        """Frames (T,3,H,W), originals, flows and the reference at ``reward.loss_size`` (see
+        ``loss_inputs``). The fixed inputs at that size are remembered for the last clip: every row
+        scored on it shares them, and so the features the critics remember for them."""
         hw = loss_hw(stylized.shape[-2], stylized.shape[-1], self.cfg_reward.loss_size)
-        key = (RecentInputs.key(originals), RecentInputs.key(flows["fw"]), tuple(hw))
+        key = (RecentInputs.key(originals), RecentInputs.key(flows["fw"]),
+               None if reference is None else RecentInputs.key(reference), tuple(hw))
         if self._fixed is None or self._fixed[0] != key:
-            self._fixed = (key, originals, flows, resize(originals, hw), resize_flows(flows, hw))
-        return resize(stylized, hw), self._fixed[3], self._fixed[4]
+            ref = None if reference is None else resize(reference, hw)
+            self._fixed = (key, originals, flows, reference, resize(originals, hw), resize_flows(flows, hw), ref)
+        return resize(stylized, hw), self._fixed[4], self._fixed[5], self._fixed[6]
 
 
 # --------------------------------------------------------------------------- checks
@@ -323,5 +363,6 @@ def _check_clip(stylized: torch.Tensor, originals: torch.Tensor, flows: dict) ->
         raise InputError("frames contain NaN/inf values", fix="check the decoder output")
 
 
-__all__ = ["loss_hw", "loss_inputs", "style_target", "gram", "StyleLoss", "ContentLoss", "TemporalLoss", "temporal_loss", "layer_style_loss", "STYLE_VARIANTS",
+__all__ = ["loss_hw", "loss_inputs", "style_target", "gram", "StyleLoss", "ContentLoss", "TemporalLoss", "FidelityLoss",
+           "relative", "normalised", "ABSOLUTE_TERMS", "temporal_loss", "layer_style_loss", "STYLE_VARIANTS",
            "REWARDS", "weight", "weighted_reward", "RewardModel", "NORMALIZATIONS"]

@@ -36,7 +36,7 @@ from vstlib.rl.checkpoint import (
     save_policy,
 )
 from vstlib.rl.episodes import build_episode, crop_episode, make_env, random_box
-from vstlib.rl.learners import LEARNERS
+from vstlib.rl.learners import LEARNERS, Agent
 from vstlib.rl.policy import LatentPolicy
 from vstlib.runtime import progress, seed_everything
 from vstlib.video.clips import load_manifest
@@ -52,8 +52,9 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
         # 1. the agent, resumed from its last checkpoint (weights, Adam moments, counters, RNG)
         seed_everything(cfg.train.seed)
         policy = LatentPolicy.from_config(cfg.policy).to(cfg.train.device)
-        opt = torch.optim.Adam(policy.parameters(), lr=cfg.train.lr)
-        state = restore(out, policy, opt, cfg, resume)
+        agent = Agent(cfg, policy).to(cfg.train.device)                       # multipliers (+ critic)
+        opt = torch.optim.Adam(param_groups(policy, agent, cfg.train))
+        state = restore(out, policy, opt, cfg, resume, agent)
         if state["done"] and state["epoch"] >= cfg.train.epochs:                # finished (more epochs: go on)
             repair_policy(out, cfg)
             return out
@@ -71,37 +72,53 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
                 box = random_box(ep, cfg.train.crop, (cfg.train.seed, epoch, pos))
                 ep = crop_episode(ep, box, env.reward, paths.cache_dir(cfg.profile) / "terms")
             t0 = time.time()
-            batch = learner.collect(policy, env, ep, cfg.train)                # no graph
+            batch = learner.collect(policy, env, ep, agent, cfg.train)         # no graph
             cost = {"time": time.time() - t0, "queries": getattr(batch, "queries", 0)}   # on the first step
             for chunk in torch.arange(ep.n_steps, device=env.device).split(cfg.train.accumulation):
                 if max_updates is not None and step >= max_updates:
                     return out
                 t0 = time.time()
-                loss, info = learner.loss(policy, env, ep, batch, chunk, cfg.train)
-                grad_norm, skipped = update(policy, opt, loss, info, cfg.train.grad_clip)
-                rec = record(epoch, step, cid, chunk, ep, info, loss, policy, grad_norm, skipped)
+                loss, info = learner.loss(policy, env, ep, batch, chunk, agent, cfg.train)
+                grad_norm, skipped = update(policy, opt, loss, info, cfg.train.grad_clip, agent)
+                if skipped is None:                                            # dual ascent on the constraints
+                    agent.multipliers.ascend(_terms(info), {k: v[chunk] for k, v in ep.base_terms.items()},
+                                             cfg.train.dual_lr)
+                rec = record(epoch, step, cid, chunk, ep, info, loss, policy, grad_norm, skipped, agent)
                 rec.update(queries=info["queries"] + cost["queries"], time=round(time.time() - t0 + cost["time"], 4))
                 append_jsonl(out / LOG, rec)
                 cost = {"time": 0.0, "queries": 0}
                 step, since_ckpt = step + 1, since_ckpt + 1
                 bar.update(1)
             if since_ckpt >= cfg.train.checkpoint_every:                       # at a clip boundary
-                save_checkpoint(out, policy, opt, cfg, **next_visit(epoch, pos, len(clip_ids)), step=step)
+                save_checkpoint(out, policy, opt, cfg, **next_visit(epoch, pos, len(clip_ids)), step=step, agent=agent)
                 since_ckpt = 0
         bar.close()
         # 4. the final checkpoint, and the policy alone for evaluation and `vst stylize`
-        save_checkpoint(out, policy, opt, cfg, epoch=cfg.train.epochs, pos=0, step=step, done=True)
+        save_checkpoint(out, policy, opt, cfg, epoch=cfg.train.epochs, pos=0, step=step, done=True, agent=agent)
         save_policy(out / POLICY, policy, cfg)
     return out
 
 
 # --------------------------------------------------------------------------- the loop's parts
-def restore(out: Path, policy, opt, cfg, resume: bool) -> dict:
+def param_groups(policy, agent, cfg_train) -> list:
+    """The policy at ``train.lr``; the learner's own networks (a critic) at ``train.critic_lr``."""
+    groups = [{"params": list(policy.parameters()), "lr": cfg_train.lr}]
+    if any(True for _ in agent.parameters()):
+        groups.append({"params": list(agent.parameters()), "lr": cfg_train.critic_lr})
+    return groups
+
+
+def _terms(info: dict) -> dict:
+    """The update's terms as (n,): the mean over samples."""
+    return {k: v.float().mean(0) for k, v in info["terms"].items()}
+
+
+def restore(out: Path, policy, opt, cfg, resume: bool, agent=None) -> dict:
     """The counters to start from: the last checkpoint's (policy, Adam and RNG restored) or zero (the
     run folder cleared); the log is cut back to the checkpoint (lines of a crash mid-clip go)."""
     state = {"epoch": 0, "pos": 0, "step": 0, "done": False}
     if resume and (out / CKPT).exists():
-        state = load_checkpoint(out / CKPT, policy, opt, cfg)
+        state = load_checkpoint(out / CKPT, policy, opt, cfg, agent)
     elif not resume:
         for name in (LOG, CKPT, CKPT_JSON, POLICY):
             (out / name).unlink(missing_ok=True)
@@ -112,9 +129,10 @@ def restore(out: Path, policy, opt, cfg, resume: bool) -> dict:
     return state
 
 
-def update(policy, opt, loss: torch.Tensor, info: dict, max_norm: float) -> tuple[float, Optional[str]]:
+def update(policy, opt, loss: torch.Tensor, info: dict, max_norm: float, agent=None) -> tuple[float, Optional[str]]:
     """One Adam step on ``loss``, unless the frames, the reward or the gradient are not finite:
-    (global gradient norm, the reason the step was skipped or None)."""
+    (the policy's global gradient norm, the reason the step was skipped or None). The policy's and
+    the critic's gradients are clipped to ``max_norm`` each."""
     opt.zero_grad(set_to_none=True)
     if not info["finite_frames"]:
         return float("nan"), "non-finite rendered frames"
@@ -123,6 +141,10 @@ def update(policy, opt, loss: torch.Tensor, info: dict, max_norm: float) -> tupl
     loss.backward()
     params = [p for p in policy.parameters() if p.grad is not None]
     norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
+    critic = [p for p in (agent.parameters() if agent is not None else ()) if p.grad is not None]
+    if critic:
+        norm_c = float(torch.nn.utils.clip_grad_norm_(critic, max_norm if max_norm > 0 else float("inf")))
+        norm = norm if math.isfinite(norm_c) else norm_c
     if not math.isfinite(norm):
         opt.zero_grad(set_to_none=True)
         return norm, "non-finite gradient"
@@ -131,17 +153,23 @@ def update(policy, opt, loss: torch.Tensor, info: dict, max_norm: float) -> tupl
 
 
 def record(epoch: int, step: int, cid: str, chunk, ep, info: dict, loss, policy, grad_norm: float,
-           skipped: Optional[str]) -> dict:
+           skipped: Optional[str], agent=None) -> dict:
     """One line of ``log.jsonl``: the update's reward, its terms beside the baseline's, the policy's
-    gate and sigma, the gradient norm and whether (why) it was skipped."""
+    gate and sigma, the multipliers, the critic's loss, the gradient norm and whether (why) it was skipped."""
     rec = {"epoch": epoch, "step": step, "clip": cid, "frames": [int(i) + 1 for i in chunk],
            "reward": _mean(info["reward"]), "advantage": _mean(info["advantage"]), "loss": _num(loss.item()),
            "ratio": _mean(info["ratio"])}
     for k in (k for k in info["terms"] if k != "reward"):
         rec[k], rec[f"base_{k}"] = _mean(info["terms"][k]), _mean(ep.base_terms[k][chunk])
-    rec["base_reward"] = _mean(ep.base_terms["reward"][chunk])
+    base = {k: v[chunk] for k, v in ep.base_terms.items()}
+    rec["base_reward"] = _mean(agent.reward(base, base) if agent is not None else base["reward"])   # on r^L
     rec.update(sigma=_mean(policy.sigma), gate=_mean(policy.gate), grad_norm=_num(grad_norm),
                skipped=skipped is not None, reason=skipped)
+    if agent is not None:
+        rec.update(agent.multipliers.values())
+    for k in ("critic_loss", "value"):
+        if k in info:
+            rec[k] = _mean(info[k])
     return rec
 
 
