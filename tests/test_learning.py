@@ -173,13 +173,13 @@ class SmoothWorld:
         flows = {"fw": -bw, "bw": bw, "mask_fw": ones, "mask_bw": ones}
         base = SimpleNamespace(images=self.render(L, None, None))
         self.ep = SimpleNamespace(clip=LatentClip(L, bw, ones), base=base, frames=frames, flows=flows,
-                                  reference=None, base_terms={"temporal": torch.ones(T - 1, dtype=torch.float64)})
+                                  reference=None, loss_size=None, base_terms={"temporal": torch.ones(T - 1, dtype=torch.float64)})
         self.stylizer, self.reward = self, self
 
     def render(self, L, base, idx):
         return torch.tanh(torch.nn.functional.conv2d(L, self.mix))            # (n,3,h,w)
 
-    def differentiable_terms(self, S, frames, flows, base, reference=None):
+    def differentiable_terms(self, S, frames, flows, base, reference=None, loss_size=None):
         from vstlib.flow import warp
 
         d = S[1:] - warp(S[:-1], flows["bw"])                                  # S_t against S_{t-1} pulled along

@@ -235,21 +235,26 @@ def test_baseline_terms_are_cached_validated_and_rebuilt(cfg, env, capsys):
     from vstlib import paths
 
     stylizer, reward_model, ep = env
-    e = make_env(cfg)
     cid, folder = ep.clip_id, paths.cache_dir(cfg.profile) / "terms"
-    c = cfg.override(reward={"w_content": 0.5})                               # a key no other test uses
+    c = cfg.override(reward={"loss_size": 40})                                # a key no other test uses
+    e = make_env(c)
     before = set(folder.glob(f"{cid}-*.safetensors"))
     a = build_episode(c, cid, e)
     new = set(folder.glob(f"{cid}-*.safetensors")) - before
     assert len(new) == 1
-    fresh = reward_model.terms(a.base.images, a.frames, a.flows)                  # what the cache stands for
+    fresh = e.reward.terms(a.base.images, a.frames, a.flows)                     # what the cache stands for
     assert all(torch.equal(a.base_terms[k], fresh[k]) for k in fresh)
     f = new.pop()
     f.write_bytes(f.read_bytes()[:-20])                                           # truncated: rebuilt
     b = build_episode(c, cid, e)
     assert "rebuilding it" in capsys.readouterr().err
     assert all(torch.equal(a.base_terms[k], b.base_terms[k]) for k in fresh)
-    build_episode(c.override(reward={"w_temp": 3.0}), cid, e)   # another reward: another key
+    w = build_episode(c.override(reward={"w_temp": 3.0}), cid, make_env(c.override(reward={"w_temp": 3.0})))
+    assert len(set(folder.glob(f"{cid}-*.safetensors")) - before) == 1        # weights only combine the terms:
+    assert torch.equal(w.base_terms["temporal"], a.base_terms["temporal"])    # the same file, the reward recombined
+    assert torch.allclose(w.base_terms["reward"], -(c.reward.w_style + c.reward.w_content + 3.0) * torch.ones(1))
+    c1 = c.override(reward={"style_layers": ("relu1_1",)})                      # another term: another key
+    build_episode(c1, cid, make_env(c1))
     assert len(set(folder.glob(f"{cid}-*.safetensors")) - before) == 2
 
 
@@ -341,3 +346,14 @@ def test_comparison_table_has_every_row_with_its_interval(cfg, tmp_path, monkeyp
     assert text.count("-12.3 [-20.0, -5.0]") == 2 * 5 and "18x3" in text and "unseen" in text
     view = report.comparison_view(summary, "seen")
     assert list(view.method) == ["policy"] and view.warp_indep.iloc[0] == "-12.3 [-20.0, -5.0]"
+
+
+def test_a_window_is_scored_at_its_whole_frames_scale():
+    """The reward resizes whole frames to short side loss_size; a window of them must go down by the same
+    factor, or training would see texture at another scale than evaluation (a 128 px window of a 256 px
+    frame at loss_size 128 is halved, not kept)."""
+    from vstlib.rl.episodes import window_loss_size
+
+    assert window_loss_size(128, (256, 456), (128, 128)) == 64
+    assert window_loss_size(128, (256, 456), (256, 456)) == 128
+    assert window_loss_size(0, (256, 456), (128, 128)) == 0

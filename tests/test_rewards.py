@@ -403,7 +403,7 @@ def test_reward_terms_and_networks_are_picked_by_name(style_img, monkeypatch):
     from vstlib.rl import rewards
 
     class Ones(torch.nn.Module):
-        def score(self, cur, prev, originals, flows):
+        def score(self, cur, prev, originals, flows, reference=None):
             return torch.ones(cur.shape[0])
 
     monkeypatch.setitem(rewards.REWARDS, "ones", lambda cfg_reward, style, device: Ones())

@@ -95,6 +95,8 @@ class RewardConfig:
     w_style: float = 10.0
     w_content: float = 1.0
     w_temp: float = 10.0
+    w_fidelity: float = 0.0            # the "fidelity" term (distance to N(I_t)); with a constraint on it, the
+                                       # multiplier's starting value
     weights: dict = field(default_factory=dict)  # term name -> weight; overrides w_<name> (new terms)
     style_net: str = "vgg19"           # models.STYLE_NETS: the Gram-matrix feature network
     content_net: str = "lpips_alex"    # models.CONTENT_NETS: the perceptual distance

@@ -28,8 +28,8 @@ from vstlib.evaluation.tables import profile_note
 from vstlib.files import atomic_path, atomic_write_json
 from vstlib.nets.perceptual import EMBEDDER_NAMES, EMBEDDERS
 from vstlib.rl.checkpoint import CKPT, POLICY, load_policy
-from vstlib.rl.episodes import build_episode, make_env
-from vstlib.rl.rewards import temporal_loss
+from vstlib.rl.episodes import build_episode, crop_episode, make_env, random_box
+from vstlib.rl.rewards import normalised, temporal_loss
 from vstlib.rl.step import policy_frames
 from vstlib.runtime import progress
 from vstlib.video.clips import load_manifest
@@ -231,6 +231,32 @@ def episode_flicker(ep, reward_model, S_policy=None) -> dict:
     return out
 
 
+@torch.no_grad()
+def window_gap(cfg, run: str = "main", windows: int = 4) -> pd.DataFrame:
+    """Does the training reward track the reward of what is scored? On each train clip, the run's
+    policy (mean action) on ``windows`` random windows of ``train.crop`` cells (as training sees
+    them) against the whole frames: each normalised term and the reward, per clip. With
+    ``train.crop = 0`` training sees whole frames and the gap is 0 by construction."""
+    env = make_env(cfg)
+    policy = load_policy(paths.run_dir(cfg.profile, run) / POLICY, cfg.policy, cfg.train.device)
+    rows = []
+    for cid in load_manifest(cfg.profile)["train"]:
+        ep = build_episode(cfg, cid, env)
+        views = {"full": [ep]}
+        if cfg.train.crop > 0:
+            views["window"] = [crop_episode(ep, random_box(ep, cfg.train.crop, (cfg.train.seed, 10_000, i)), env.reward)
+                               for i in range(windows)]
+        for view, eps in views.items():
+            norm = []
+            for e in eps:
+                S = policy_frames(policy, env.stylizer, e.base, e.clip)
+                t = env.reward.terms(S, e.frames, e.flows, e.base_terms, e.reference, e.loss_size)
+                n = normalised(t, cfg.reward, e.base_terms)
+                norm.append({**{k: float(v.mean()) for k, v in n.items()}, "reward": float(t["reward"].mean())})
+            rows.append({"clip": cid, "view": view, **pd.DataFrame(norm).mean().to_dict()})
+    return pd.DataFrame(rows)
+
+
 def _summarise(per_clip, columns: list, extra: tuple = ()):
     """Mean over the clips of each (method, split), in the order train/test x input/per-frame/baseline/policy."""
     if per_clip.empty:
@@ -251,4 +277,4 @@ def _write_csv(df, path: Path) -> Path:
     return path
 
 
-__all__ = ["evaluate", "flicker_curves", "episode_flicker", "clip_losses", "clip_similarities", "evaluation_key", "METHODS", "REFERENCES", "SPLITS"]
+__all__ = ["evaluate", "flicker_curves", "episode_flicker", "clip_losses", "clip_similarities", "evaluation_key", "window_gap", "METHODS", "REFERENCES", "SPLITS"]

@@ -63,6 +63,8 @@ class Episode:
     base: object                  # backbones.BaselineOutput: images (T,3,H,W) (+ the backbone's own fields)
     clip: LatentClip              # the stylizer's latents L_t and the input's flow on their grid
     base_terms: dict = field(default_factory=dict)   # the baseline's "style","content","temporal","reward": (T-1,)
+    loss_size: Optional[int] = None   # a window's: the short side its terms are computed at, so that it is
+                                      # scored at its whole frame's scale (None: reward.loss_size)
 
     @property
     def n_steps(self) -> int:
@@ -119,11 +121,13 @@ def _term_config(cfg_reward) -> dict:
 
 
 @torch.no_grad()
-def cached_terms(path: Path, what: str, images, frames, flows: dict, reward: RewardModel, reference=None) -> dict:
+def cached_terms(path: Path, what: str, images, frames, flows: dict, reward: RewardModel, reference=None,
+                 loss_size: Optional[int] = None) -> dict:
     """``reward.terms(images, frames, flows, reference=reference)``, (T-1,) each, from the validated cache
     file ``path`` (computed and written when absent, damaged or of another clip length)."""
     def build():
-        return {k: v.cpu() for k, v in reward.terms(images, frames, flows, reference=reference).items()}
+        return {k: v.cpu() for k, v in reward.terms(images, frames, flows, reference=reference,
+                                                    loss_size=loss_size).items()}
 
     terms = cache.cached_tensors(path, build, what, expect=("reward", *reward.names))
     if any(v.shape != (frames.shape[0] - 1,) for v in terms.values()):        # a clashing key
@@ -142,6 +146,7 @@ def crop_episode(ep: Episode, box: tuple, reward: RewardModel, cache_dir=None) -
     in ``cache_dir`` by the window's content: the runs of one seed visit the same windows)."""
     y, x, h, w = box
     f = ep.frames.shape[-1] // ep.clip.L.shape[-1]                              # pixels per latent cell
+    size = window_loss_size(reward.cfg_reward.loss_size, ep.frames.shape[-2:], (h * f, w * f))
     px = (..., slice(y * f, (y + h) * f), slice(x * f, (x + w) * f))
     frames = ep.frames[px].contiguous()                                        # (T,3,hf,wf)
     flows = {k: ep.flows[k][px].contiguous() for k in ("fw", "bw", "mask_fw", "mask_bw")}
@@ -152,14 +157,23 @@ def crop_episode(ep: Episode, box: tuple, reward: RewardModel, cache_dir=None) -
     ref = getattr(base, "per_frame", None)
     ref = base.images if ref is None else ref.float()
     if cache_dir is None:
-        terms = reward.terms(base.images, frames, flows, reference=ref)
+        terms = reward.terms(base.images, frames, flows, reference=ref, loss_size=size)
     else:
-        key = cache.key(_term_config(reward.cfg_reward),
-                        cache.content_hash({"images": base.images, "frames": frames, "reference": ref, **flows}), 1)
+        key = cache.key(_term_config(reward.cfg_reward), size,
+                        cache.content_hash({"images": base.images, "frames": frames, "reference": ref, **flows}), 2)
         path = paths.ensure(Path(cache_dir)) / f"{ep.clip_id}-window-{key}.safetensors"
-        terms = cached_terms(path, f"window baseline terms of {ep.clip_id}", base.images, frames, flows, reward, ref)
+        terms = cached_terms(path, f"window baseline terms of {ep.clip_id}", base.images, frames, flows, reward, ref,
+                             size)
     return Episode(ep.clip_id, frames, flows, base, LatentClip(L, *latent_flow(flows, h, w)),
-                   {k: v.detach() for k, v in terms.items()})
+                   {k: v.detach() for k, v in terms.items()}, size)
+
+
+def window_loss_size(loss_size: int, full_hw: tuple, window_hw: tuple) -> int:
+    """The short side a window's terms are computed at so that it is seen at its whole frame's scale:
+    the whole frame's short side goes to ``loss_size``, the window's by the same factor (0: as rendered)."""
+    if loss_size <= 0:
+        return 0
+    return max(1, round(min(window_hw) * loss_size / min(full_hw)))
 
 
 def random_box(ep: Episode, size: int, seed: tuple) -> tuple:
@@ -174,4 +188,4 @@ def random_box(ep: Episode, size: int, seed: tuple) -> tuple:
 
 
 __all__ = ["Env", "make_env", "Episode", "build_episode", "baseline_terms", "cached_terms", "crop_episode",
-           "random_box", "CRITIC_SEED"]
+           "random_box", "window_loss_size", "CRITIC_SEED"]

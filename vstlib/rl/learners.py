@@ -113,7 +113,7 @@ def rollout(policy, env, ep, samples: int = 1) -> Rollout:
         S = torch.cat([ep.base.images[:1], render(env.stylizer, ep.base, u.out[k])]).contiguous()   # (T,3,H,W)
         bad = ~torch.isfinite(S).flatten(1).all(1)                             # (T,)
         t = env.reward.terms(torch.where(bad[:, None, None, None], ep.base.images.to(S), S), ep.frames, ep.flows,
-                             ep.base_terms, ep.reference)
+                             ep.base_terms, ep.reference, ep.loss_size)
         if bad.any():
             t = {key: v.masked_fill(bad[1:] | bad[:-1], float("nan")) for key, v in t.items()}
         stylized.append(S)
@@ -175,7 +175,7 @@ def act_window(policy, env, ep, chain: Chain, chunk: torch.Tensor, agent: Agent,
     flows = {k: ep.flows[k][s - 1:e] for k in ("fw", "bw", "mask_fw", "mask_bw")}
     base = {k: v[chunk] for k, v in ep.base_terms.items()}
     ref = None if ep.reference is None else ep.reference[s - 1:e + 1]
-    terms = env.reward.differentiable_terms(S, ep.frames[s - 1:e + 1], flows, base, ref)
+    terms = env.reward.differentiable_terms(S, ep.frames[s - 1:e + 1], flows, base, ref, ep.loss_size)
     return Window(s, e, u, terms, base, agent.reward(terms, base))
 
 
@@ -274,16 +274,16 @@ def refine(env, ep, actions: torch.Tensor, agent, steps: int, lr: float, dual_lr
     """``steps`` Adam steps on the actions (T-1,C,h,w) of a whole clip against r^L (open loop: each
     output is L_t + a_t), the multipliers ascending by ``dual_lr`` per step (0: fixed); returns
     (refined actions, the terms of the first rendering: the actions as given)."""
-    if steps < 1:
-        raise ValueError(f"refinement needs at least one step (train.refine_steps / compare.refine_steps), got {steps}")
     delta = actions.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([delta], lr=lr)
     first = None
-    for _ in range(int(steps)):
+    for _ in range(max(int(steps), 1)):                                        # 0 steps: the terms only
         S = render(env.stylizer, ep.base, ep.clip.L[1:] + delta)                 # (T-1,3,H,W)
         S = torch.cat([ep.base.images[:1].to(S), S]).clamp(0, 1)
-        terms = env.reward.differentiable_terms(S, ep.frames, ep.flows, ep.base_terms, ep.reference)
+        terms = env.reward.differentiable_terms(S, ep.frames, ep.flows, ep.base_terms, ep.reference, ep.loss_size)
         first = first or {k: v.detach() for k, v in terms.items()}
+        if steps < 1:
+            break
         opt.zero_grad(set_to_none=True)
         (-agent.reward(terms, ep.base_terms).mean()).backward()
         opt.step()

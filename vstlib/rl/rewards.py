@@ -21,7 +21,7 @@ differentiable), and the Gram target R is the whole style image squashed to ``lo
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -285,23 +285,26 @@ class RewardModel(nn.Module):
         return cls(cfg_reward, style, device)
 
     @torch.no_grad()
-    def terms(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict, base=None, reference=None) -> dict:
+    def terms(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict, base=None, reference=None,
+              loss_size: Optional[int] = None) -> dict:
         """Every term for frames 1..T-1: dict of (T-1,) tensors (the terms' names, then "reward").
 
         stylized, originals (T,3,H,W) in [0,1]; flows: fw, bw (T-1,2,H,W), mask_fw, mask_bw
         (T-1,1,H,W) of the original frames; ``base``: the baseline's terms of the same frames
         (needed by ``reward.normalize="baseline"``; None = these frames ARE the baseline);
         ``reference``: N(I_t) (T,3,H,W), for terms that measure fidelity to it.
-        Computed at ``reward.loss_size`` (``loss_inputs``).
+        Computed at ``reward.loss_size`` (``loss_inputs``), or at ``loss_size`` when given: a training
+        window is scored at the scale its whole frame is (``episodes.crop_episode``).
         """
-        return self.differentiable_terms(stylized, originals, flows, base, reference)
+        return self.differentiable_terms(stylized, originals, flows, base, reference, loss_size)
 
-    def differentiable_terms(self, stylized, originals, flows: dict, base=None, reference=None) -> dict:
+    def differentiable_terms(self, stylized, originals, flows: dict, base=None, reference=None,
+                             loss_size: Optional[int] = None) -> dict:
         """``terms`` with autograd on (pathwise learners backpropagate the reward into the action)."""
         _check_clip(stylized, originals, flows)
         if reference is not None and reference.shape != stylized.shape:
             raise ValueError(f"reference {tuple(reference.shape)} and stylized {tuple(stylized.shape)} frames differ")
-        stylized, originals, flows, reference = self.loss_inputs(stylized, originals, flows, reference)
+        stylized, originals, flows, reference = self.loss_inputs(stylized, originals, flows, reference, loss_size)
         dev = self.device
         out: dict = {name: [] for name in self.names}
         T = stylized.shape[0]
@@ -319,11 +322,13 @@ class RewardModel(nn.Module):
         terms["reward"] = weighted_reward(terms, self.cfg_reward, base)
         return terms
 
-    def loss_inputs(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict, reference=None):
+    def loss_inputs(self, stylized: torch.Tensor, originals: torch.Tensor, flows: dict, reference=None,
+                    loss_size: Optional[int] = None):
         """Frames (T,3,H,W), originals, flows and the reference at ``reward.loss_size`` (see
         ``loss_inputs``). The fixed inputs at that size are remembered for the last clip: every row
         scored on it shares them, and so the features the critics remember for them."""
-        hw = loss_hw(stylized.shape[-2], stylized.shape[-1], self.cfg_reward.loss_size)
+        short = self.cfg_reward.loss_size if loss_size is None else loss_size
+        hw = loss_hw(stylized.shape[-2], stylized.shape[-1], short)
         key = (RecentInputs.key(originals), RecentInputs.key(flows["fw"]),
                None if reference is None else RecentInputs.key(reference), tuple(hw))
         if self._fixed is None or self._fixed[0] != key:
