@@ -73,7 +73,8 @@ class BackboneConfig:
     seed: int = 0
     style_net: str = "wave"            # faststyle only: which fast style network (wave, udnie, scream, wreck)
     latent: str = "native"             # microast: the policy's latent: "native" (its modulated feature before
-                                       # the upsampling decoder) or "taef2" (E(N(I_t)), rendered by TAEF2's D)
+                                       # the upsampling decoder), "taef2" (E(N(I_t)), rendered by TAEF2's D) or
+                                       # "pixels" (N(I_t) itself: the policy acts on the stylized frame)
 
 
 @dataclass(frozen=True)
@@ -252,32 +253,36 @@ CPU = Config(
     backbone=BackboneConfig(name="microast", resolution=256, batch_size=4),
     # the learner: pathwise reward backpropagation through its own chain with the flow-aware
     # observation and the gated-blend head (it starts AT the latent blend b = 0.5); its free residual
-    # behind the paper's gate (5); baseline-normalised terms, so weights trade percentages
+    # behind the paper's gate (5); baseline-normalised terms, so weights trade percentages; fidelity to
+    # N(I_t) a constraint at about the latent blend b = 0.5's level (dual ascent finds its weight)
     policy=PolicyConfig(latent_channels=64, hidden=32, gate_init=5.0, sigma_init=0.01, observation="flow",
                         head="blend"),
-    reward=RewardConfig(style_net="vgg_r31", content_net="vgg_r31", style_layers=("relu1_1", "relu2_1", "relu3_1"),
-                        normalize="baseline", w_temp=30.0, loss_size=128),
-    train=TrainConfig(epochs=2, checkpoint_every=10, learner="pathwise", lr=1e-3, crop=32, seeds=(0, 1, 2),
-                      # a grid cell is a run: within the 15-min budget, the learner grid only
-                      ablation_grids=("learner",)),
+    reward=RewardConfig(terms=("style", "content", "temporal", "fidelity"), style_net="vgg_r31",
+                        content_net="vgg_r31", style_layers=("relu1_1", "relu2_1", "relu3_1"),
+                        normalize="baseline", w_temp=30.0, loss_size=128, constraints={"fidelity": 0.3}),
+    train=TrainConfig(epochs=6, checkpoint_every=10, learner="pathwise", lr=1e-3, crop=32, seeds=(0, 1, 2),
+                      dual_lr=1.0,
+                      # a grid cell is a run: the learners are rows of the comparison; cpu-full runs the grids
+                      ablation_grids=()),
     eval=EvalConfig(embedder="darknet", perceptual="darknet", perceptual_size=128),
-    # within the 15-min budget: the paper's REINFORCE and the constant control on one seed, no RLOO, paper
-    # observation, weights frontier or direct optimisation (cpu-full has them); 3 unseen styles on 4 clips, 3 points per blend frontier
-    compare=CompareConfig(control_seeds=1, unseen_styles=UNSEEN_STYLES, unseen_clips=4, blends=(0.25, 0.5, 0.75),
-                          methods=("reinforce_paper", "constant", "latent_blend", "pixel_blend", "bonneel",
-                                   "frozen_first")),
+    # within the 15-min budget: every other learner (the paper's REINFORCE, SHAC, distillation, the policy
+    # on pixels) on one seed, 3 points per blend frontier, 3 unseen styles on 3 clips; no controls, RLOO,
+    # paper observation, weights frontier, refinement row or direct optimisation (cpu-full has them)
+    compare=CompareConfig(control_seeds=1, unseen_styles=UNSEEN_STYLES, unseen_clips=3, blends=(0.25, 0.5, 0.75),
+                          methods=("reinforce_paper", "shac", "distill", "pixels", "latent_blend", "pixel_blend",
+                                   "bonneel")),
 )
 
 # the cpu profile with every row of the comparison: all learned rows on 5 seeds (the paper's REINFORCE,
-# RLOO, the paper's observation, the constant control), the frontier over the temporal weight, direct
-# optimisation, Bonneel's frontier, every held-out clip in every style, 20 frames, both grids of
+# RLOO, SHAC, distillation, the policy on pixels, the paper's observation, the constant control), the
+# frontier over the temporal weight, the policy + 4 refinement steps, direct optimisation, Bonneel's frontier, every held-out clip in every style, 20 frames, both grids of
 # notebook 04; not the default: `make reproduce PROFILE=cpu-full` (its own data/, results/ and caches).
 CPU_FULL = replace(
     CPU, profile="cpu-full",
     data=replace(CPU.data, n_frames=20),
     train=replace(CPU.train, seeds=(0, 1, 2, 3, 4), ablation_grids=("learner", "observation")),
     compare=replace(CPU.compare, control_seeds=0, frontier=(10.0, 20.0, 50.0), direct_steps=10, methods=(),
-                    blends=(0.1, 0.25, 0.5, 0.75, 0.9),
+                    blends=(0.1, 0.25, 0.5, 0.75, 0.9), refine_steps=4,
                     bonneel=(0.03, 0.1, 0.3, 1.0), unseen_clips=0),
 )
 
@@ -321,11 +326,9 @@ def ablations(base: Config) -> dict[str, dict[str, Config]]:
         # beyond the paper (issue 11): the learner, the observation and the reward normalisation
         # the paper's learner as published (REINFORCE, lr 1e-4, gate 5, paper observation, raw reward)
         # against the pathwise learner on the profile's other settings
-        "learner": {"reinforce_paper": base.override(train={"learner": "reinforce", "lr": 1e-4},
-                                                     policy={"gate_init": 5.0, "observation": "pair",
-                                                             "head": "residual", "sigma_init": 0.1},
-                                                     reward={"normalize": "none", "w_style": 10.0, "w_content": 1.0,
-                                                             "w_temp": 10.0}),
+        "learner": {"reinforce_paper": paper_reward(base.override(train={"learner": "reinforce", "lr": 1e-4},
+                                                                  policy={"gate_init": 5.0, "observation": "pair",
+                                                                          "head": "residual", "sigma_init": 0.1})),
                     "pathwise": base.override(train={"learner": "pathwise"})},
         # the paper's observation needs the paper's head (the blend head blends toward the warped
         # output), with its gate open: the residual IS that head's action, and at gate 5 it barely moves
@@ -338,6 +341,13 @@ def ablations(base: Config) -> dict[str, dict[str, Config]]:
     if unknown:
         raise KeyError(f"train.ablation_grids names unknown grids {sorted(unknown)}; choose from {sorted(grids)}")
     return {name: grids[name] for name in base.train.ablation_grids}
+
+
+def paper_reward(cfg: Config) -> Config:
+    """``cfg`` with the paper's reward: style, content and temporal at 10/1/10, raw sums, no constraints
+    (a dict field cannot be emptied by an OmegaConf merge: replaced here)."""
+    return replace(cfg, reward=replace(cfg.reward, terms=("style", "content", "temporal"), normalize="none",
+                                       w_style=10.0, w_content=1.0, w_temp=10.0, weights={}, constraints={}, hinge=()))
 
 
 def _float(v):

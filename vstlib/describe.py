@@ -7,7 +7,8 @@ from __future__ import annotations
 import pandas as pd
 
 from vstlib.evaluation import tables
-from vstlib.rl.rewards import weight
+from vstlib.evaluation.stats import paired_difference
+from vstlib.rl.rewards import relative, weight
 
 STYLIZERS = {
     "microast": "MicroAST (Wang et al., AAAI 2023), an arbitrary-style network: any style image is an input",
@@ -17,6 +18,8 @@ STYLIZERS = {
 LATENTS = {
     ("microast", "native"): "MicroAST's own modulated feature map right before its upsampling decoder (64 channels "
                             "at 1/4 resolution), rendered by that decoder: no extra encode or decode",
+    ("microast", "pixels"): "the stylized frame N(I_t) itself (3 channels at full resolution): the policy edits "
+                            "pixels, nothing is decoded",
     ("microast", "taef2"): "TAEF2's latent of the stylized frame, E(N(I_t)) (32 channels at 1/8), rendered by TAEF2's "
                            "decoder",
     ("faststyle", "native"): "TAEF2's latent of the stylized frame, E(N(I_t)) (32 channels at 1/8), rendered by "
@@ -31,6 +34,11 @@ LEARNERS = {
     "reinforce": "REINFORCE with the per-frame stylization's reward on the same frame as baseline (the paper's "
                  "learner)",
     "rloo": "REINFORCE with K samples per transition and leave-one-out baselines (RLOO)",
+    "shac": "an actor-critic with an analytic policy gradient (SHAC, Xu et al. 2022): reward backpropagation "
+            "through the chain over windows of {window} frames, bootstrapped by a learned critic of the return "
+            "(TD(lambda) targets, lambda {td})",
+    "distill": "amortised refinement (DAgger): {k} Adam steps on the policy's own actions against the reward give "
+               "labels that the policy's mean regresses onto, on the states it visits",
 }
 FLOWS = {"dis": "OpenCV DIS", "raft": "RAFT", "exact": "the synthetic clips' exact flow", "farneback": "OpenCV Farneback"}
 NETS = {"vgg_r31": "VGG-19 (Gatys et al.'s normalised ImageNet weights, to relu3_1)", "vgg19": "VGG-19",
@@ -50,20 +58,28 @@ def stylizer(cfg) -> str:
 def method(cfg) -> str:
     """The method of this build, in Markdown: stylizer, latent, policy, reward, learner and judge."""
     r, t = cfg.reward, cfg.train
-    w = "/".join(f"{weight(r, n):g}" for n in r.terms)
     bptt = (f"; gradients run back through the chain within chunks of {t.accumulation} frames (truncated BPTT)"
             if t.bptt else "; each action's gradient stops at its own frame")
-    learner = LEARNERS.get(t.learner, t.learner).format(bptt=bptt)
+    learner = LEARNERS.get(t.learner, t.learner).format(bptt=bptt, window=t.accumulation, td=f"{t.td_lambda:g}",
+                                                        k=t.refine_steps)
+    free = [n for n in r.terms if n not in r.constraints]
+    w = "/".join(f"{weight(r, n):g}" for n in free)
+    goal = f"-({w}) x ({', '.join(free)})"
+    if r.constraints:
+        goal += " subject to " + ", ".join(f"{n} <= {b:g}{' x N(I_t)' + chr(39) + 's' if relative(n) and r.normalize == 'baseline' else ''}"
+                                          for n, b in r.constraints.items()) + \
+            " (a Lagrangian: dual ascent finds these terms' weights)"
     return "\n".join([
         f"- **Per-frame stylizer N**: {STYLIZERS.get(cfg.backbone.name, cfg.backbone.name)}; style image: "
         f"{_style(cfg)}.",
         f"- **Where the policy acts**: {LATENTS.get((cfg.backbone.name, cfg.backbone.latent), cfg.backbone.latent)}.",
         f"- **Policy**: a small conv net with the `{cfg.policy.head}` head observing `{cfg.policy.observation}` "
         f"(the previous and current latents{', and the previous output warped along the input flow' if cfg.policy.observation == 'flow' else ''}).",
-        f"- **Reward**: -({w}) x ({', '.join(r.terms)}); style: Gram loss on {NETS.get(r.style_net, r.style_net)} "
+        f"- **Reward**: {goal}; style: Gram loss on {NETS.get(r.style_net, r.style_net)} "
         f"({', '.join(r.style_layers)}), content: a perceptual distance on {NETS.get(r.content_net, r.content_net)} "
         f"to I_t, temporal: bidirectional, along {FLOWS.get(cfg.flow.source, cfg.flow.source)} flow of the input "
-        f"with an occlusion check{'; each term divided by the per-frame stylization' + chr(39) + 's' if r.normalize == 'baseline' else ''}.",
+        f"with an occlusion check{'; fidelity: the same perceptual distance to N(I_t) (Lai et al.' + chr(39) + 's perceptual loss)' if 'fidelity' in r.terms else ''}"
+        f"{'; each term divided by the per-frame stylization' + chr(39) + 's' if r.normalize == 'baseline' else ''}.",
         f"- **Learner**: `{t.learner}`, {learner}; {t.epochs} epochs, lr {t.lr:g}, "
         f"{'windows of ' + str(t.crop) + ' latent cells' if t.crop else 'whole frames'}, seeds {list(t.seeds)}.",
         f"- **Judge**: warping error along {FLOWS['farneback']} flow (never used by a method), fidelity to N(I_t) "
@@ -113,9 +129,15 @@ def _cell(r, m: str) -> str:
     return f"{r[m + '_delta']:+.1f} % [{r[m + '_lo']:+.1f}, {r[m + '_hi']:+.1f}]"
 
 
-def findings(summary: pd.DataFrame, measure: str = "warp_indep", fidelity: str = "fidelity_ssim") -> str:
-    """What the comparison shows, per style group: the trained policy against N(I_t), against its own
-    untrained start, and against the best training-free setting at equal or better fidelity."""
+LEARNED = ("policy", "shac", "distill", "pixels", "rloo", "obs_pair", "reinforce_paper", "refined")
+TRAINING_FREE = ("latent_blend", "pixel_blend", "bonneel")
+
+
+def findings(summary: pd.DataFrame, per_clip: pd.DataFrame, measure: str = "warp_indep",
+             fidelity: str = "fidelity_ssim") -> str:
+    """What the comparison shows, per style group: each learned row against N(I_t), the main learner
+    against its own untrained start and against the best training-free setting at equal or better
+    fidelity, as paired differences in points with 95 % intervals over clips and seeds."""
     out = []
     for group in ("seen", "unseen"):
         d = summary[summary.style_group == group]
@@ -123,18 +145,34 @@ def findings(summary: pd.DataFrame, measure: str = "warp_indep", fidelity: str =
         if pol.empty:
             continue
         p = pol.iloc[0]
-        free = d[d.method.isin(["latent_blend", "pixel_blend", "bonneel"]) & (d[f"{fidelity}_delta"] >= p[f"{fidelity}_delta"])]
+        free = d[d.method.isin(TRAINING_FREE) & (d[f"{fidelity}_delta"] >= p[f"{fidelity}_delta"])]
         best = free.sort_values(f"{measure}_delta").iloc[0] if len(free) else None
         line = (f"- **{group} style{'s' if group == 'unseen' else ''}** ({int(p.n_clips)} clips, {int(p.n_seeds)} "
                 f"seeds): the trained policy changes the warping error (independent flow) by {_cell(p, measure)} "
                 f"against N(I_t), at {fidelity} {_cell(p, fidelity)} and sharpness {_cell(p, 'sharpness')}")
+        seen = group == "seen"
         if len(init):
-            line += f"; its untrained start: {_cell(init.iloc[0], measure)}"
-        line += (f"; the best training-free method at equal or better {fidelity}: {best.method} ({best.setting}), "
-                 f"{_cell(best, measure)}." if best is not None else
-                 f"; no training-free setting reaches its {fidelity}.")
+            diff = paired_difference(per_clip, ("policy", p.setting or ""), ("init", init.iloc[0].setting or ""),
+                                     measure, seen)
+            line += f"; against its untrained start: {_points(diff)}"
+        if best is not None:
+            diff = paired_difference(per_clip, ("policy", p.setting or ""), (best.method, best.setting or ""),
+                                     measure, seen)
+            line += (f"; against the best training-free method at equal or better {fidelity}, {best.method} "
+                     f"({best.setting}, {_cell(best, measure)}): {_points(diff)}.")
+        else:
+            line += f"; no training-free setting reaches its {fidelity}."
+        others = d[d.method.isin(LEARNED) & (d.method != "policy")]
+        if len(others):
+            line += " Other learners: " + "; ".join(
+                f"{r.method} {_cell(r, measure)} at {fidelity} {_cell(r, fidelity)}, sharpness {_cell(r, 'sharpness')}"
+                for _, r in others.iterrows()) + "."
         out.append(line)
     return "\n".join(out) or "- no trained policy was scored."
+
+
+def _points(diff: tuple) -> str:
+    return f"{diff[0]:+.1f} points [{diff[1]:+.1f}, {diff[2]:+.1f}]"
 
 
 def write_method_tex(cfg):

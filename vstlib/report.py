@@ -75,7 +75,10 @@ def ablation_figures(abl, profile: str) -> list:
 
 
 def write_ablation_table(abl, cfg):
-    """``tables/ablations.tex`` from ``compare.ablation_table``'s frame."""
+    """``tables/ablations.tex`` from ``compare.ablation_table``'s frame (a comment when no grid ran)."""
+    if abl.empty:
+        return tables.write_table("ablations", f"% no ablation grid in the {cfg.profile} profile "
+                                               f"(train.ablation_grids is empty)\n", cfg.profile)
     w = "/".join(f"{weight(cfg.reward, t):g}" for t in cfg.reward.terms)
     text = tables.latex_table(
         abl.to_dict("records"), ABLATION_COLUMNS,

@@ -112,7 +112,7 @@ class MicroASTOutput(BaselineOutput):
             size=(bottom - top, right - left))
 
 
-LATENTS = ("native", "taef2")
+LATENTS = ("native", "taef2", "pixels")
 
 
 @register("microast")
@@ -128,7 +128,7 @@ class MicroASTBackbone:
         self.cache_dir = cache_dir
         self.net = load_microast().to(self.device)
         self.ae = load_taef2().to(self.device) if latent == "taef2" else None
-        self.latent_channels = TAEF2_CHANNELS if latent == "taef2" else LATENT_CHANNELS
+        self.latent_channels = {"taef2": TAEF2_CHANNELS, "pixels": 3}.get(latent, LATENT_CHANNELS)
         self._code: Optional[tuple[str, StyleCode]] = None             # (style hash, its code): one style at a time
 
     @classmethod
@@ -176,6 +176,8 @@ class MicroASTBackbone:
                 L = self.ae.encode(N)                                  # (B,32,H/8,W/8)
                 out["per_frame"].append(N)
                 N = self.ae.decode(L, size)
+            elif self.latent == "pixels":                              # the policy acts on N(I_t) itself
+                L = N
             out["latents"].append(L)
             out["images"].append(N)
         return {k: torch.cat(v).contiguous() for k, v in out.items() if v}
@@ -217,6 +219,8 @@ class MicroASTBackbone:
         if latents.shape[1:] != out.latents.shape[1:]:
             raise ValueError(f"latents {tuple(latents.shape)} do not match the clip's {tuple(out.latents.shape)}")
         L = latents.to(self.device)
+        if self.latent == "pixels":                                    # the frame is its own latent
+            return L.clamp(0, 1)
         decode = self.ae.decode if self.ae is not None else self.net.render
         return torch.cat([decode(L[i:i + self.batch_size], out.size) for i in range(0, len(L), self.batch_size)])
 

@@ -9,16 +9,30 @@ training-free frontiers and the untrained policy come from ``evaluation.protocol
 """
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import pandas as pd
 
 from vstlib import paths
+from vstlib.backbones import make_backbone
 from vstlib.config import ablations
 from vstlib.evaluation.evaluate import evaluate
-from vstlib.evaluation.protocol import METHODS, chosen, evaluate_methods
+from vstlib.evaluation.protocol import (
+    METHODS,
+    chosen,
+    competitor_rows,
+    evaluate_methods,
+    learned_rows,
+)
 from vstlib.files import atomic_path
+from vstlib.rl.episodes import build_episode, make_env
 from vstlib.rl.rewards import weight, weighted_reward
 from vstlib.rl.train import read_log, train
 from vstlib.runtime import progress
+from vstlib.video.clips import load_manifest
+
+PIXELS_PER_CELL = 4          # MicroAST's native latent is at 1/4 resolution
 
 
 def seed_runs(cfg) -> dict:
@@ -39,10 +53,15 @@ def learned_methods(cfg) -> dict:
         "obs_pair": (lambda: cell("observation", "obs_pair"), "ablations/observation/obs_pair"),
         "shac": (lambda: cfg.override(train={"learner": "shac"}), "learners/shac"),
         "distill": (lambda: cfg.override(train={"learner": "distill"}), "learners/distill"),
+        # MicroAST's latent cell is 4 x 4 pixels: the same windows, in pixels
+        "pixels": (lambda: cfg.override(backbone={"latent": "pixels"}, policy={"latent_channels": 3},
+                                        train={"crop": cfg.train.crop * PIXELS_PER_CELL}), "where/pixels"),
         "constant": (lambda: cfg.override(policy={"head": "constant", "observation": "pair"}), "controls/constant"),
     }
     out = {"policy": (cfg, "main", _label(cfg))}
     for m in chosen(cfg):
+        if m == "pixels" and cfg.backbone.name != "microast":     # a latent only MicroAST offers
+            continue
         if m in configs:
             c = configs[m][0]()
             if c == cfg:                               # the main learner itself: its row is "policy"
@@ -89,12 +108,45 @@ def compare(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
     return evaluate_methods(cfg, runs)
 
 
+def costs(cfg, refine_steps: int = 4) -> pd.DataFrame:
+    """Seconds per frame of every method on the first test clip (seen style, after one warm-up clip),
+    the per-frame stylization N(I_t) (uncached) included, and "policy + k refinement steps" with
+    ``refine_steps`` (or ``compare.refine_steps`` when set); each learner's training wall time (its
+    first seed's updates). Written to ``results/<profile>/costs.csv``; timings are reported, never
+    verified (they vary run to run)."""
+    runs = learned_runs(cfg)
+    env = make_env(cfg)
+    cid = load_manifest(cfg.profile)["test"][0]
+    ep = build_episode(cfg, cid, env)
+    T = ep.frames.shape[0]
+    fresh = make_backbone(cfg.backbone, env.device, None)                       # no disk cache: the real cost
+    fresh.stylize(ep.frames, env.style)                                          # warm-up
+    t0 = time.perf_counter()
+    fresh.stylize(ep.frames, env.style)
+    rows = [{"method": "per_frame", "setting": "N(I_t)", "per_frame_s": (time.perf_counter() - t0) / T}]
+    k = cfg.compare.refine_steps or refine_steps
+    spec = cfg.override(compare={"refine_steps": k, "methods": tuple(dict.fromkeys((*chosen(cfg), "refined")))})
+    first = {m: r for m, s, c, r in reversed(runs)}                             # each learned row's first seed
+    for row in competitor_rows(cfg) + learned_rows(spec, [x for x in runs if first[x[0]] == x[3]]):
+        t0 = time.perf_counter()
+        row.frames(ep, env)
+        rows.append({"method": row.method, "setting": row.setting, "per_frame_s": (time.perf_counter() - t0) / T})
+    for m, s, c, r in runs:
+        if first[m] == r:
+            rows.append({"method": m, "setting": "training", "train_s": train_cost(cfg, r)[0]})
+    df = pd.DataFrame(rows)
+    with atomic_path(paths.ensure(paths.results_dir(cfg.profile)) / "costs.csv") as tmp:
+        df.assign(profile=cfg.profile).to_csv(tmp, index=False)
+    return df
+
+
 def ablation_table(cfg):
     """Train and evaluate every cell of ``config.ablations(cfg)``; one row per cell (test clips,
     policy with the mean action), also written to ``results/<profile>/ablations.csv``. Every cell is
     scored with ``cfg.reward``'s weights, so cells trained with other weights still compare; the
     main run's cell reuses run "main". ``d_temporal``: % change of the temporal loss vs the baseline."""
     rows = []
+    scored = replace(cfg.reward, terms=tuple(t for t in cfg.reward.terms if t in ("style", "content", "temporal")))
     for grid, runs in ablations(cfg).items():
         for setting, c in runs.items():
             run = "main" if c == cfg else f"ablations/{grid}/{setting}"
@@ -102,13 +154,14 @@ def ablation_table(cfg):
             t1 = evaluate(c, run=run, splits=("test",))["table1"].set_index(["method", "split"])
             pol, base = t1.loc[("policy", "test")], t1.loc[("baseline", "test")]
             rows.append({"grid": grid, "setting": setting, "lr": c.train.lr, "epochs": c.train.epochs,
-                         "reward": float(weighted_reward(pol, cfg.reward, base)), "content": pol["content"],
+                         "reward": float(weighted_reward(pol, scored, base)), "content": pol["content"],
                          "style": pol["style"], "temporal": pol["temporal"],
                          "d_temporal": 100 * (pol["temporal"] / base["temporal"] - 1)})
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=["grid", "setting", "lr", "epochs", "reward", "content", "style", "temporal",
+                                     "d_temporal"])                            # no grid ran: no rows
     with atomic_path(paths.ensure(paths.results_dir(cfg.profile)) / "ablations.csv") as tmp:
         df.assign(profile=cfg.profile).to_csv(tmp, index=False)
     return df
 
 
-__all__ = ["compare", "train_cost", "ablation_table", "learned_methods", "learned_runs", "seed_runs", "METHODS"]
+__all__ = ["compare", "costs", "train_cost", "ablation_table", "learned_methods", "learned_runs", "seed_runs", "METHODS"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import pandas as pd
@@ -26,14 +27,14 @@ from vstlib.evaluation import competitors, metrics
 from vstlib.evaluation.bonneel import bonneel
 from vstlib.evaluation.stats import summarise
 from vstlib.files import atomic_path, atomic_write_json
-from vstlib.flow import farneback_flow, occlusion_mask
+from vstlib.flow import farneback_flow, latent_flow, occlusion_mask
 from vstlib.nets.memo import RecentInputs
 from vstlib.nets.perceptual import CONTENT_NETS
 from vstlib.registry import Registry
 from vstlib.rl.checkpoint import POLICY, load_policy
 from vstlib.rl.episodes import Episode, build_episode, make_env
 from vstlib.rl.policy import LatentPolicy
-from vstlib.rl.step import FixedBlend, policy_frames, unroll
+from vstlib.rl.step import FixedBlend, LatentClip, policy_frames, unroll
 from vstlib.runtime import fork_rng, progress
 from vstlib.video.clips import load_manifest, load_style
 from vstlib.video.io import load_image
@@ -75,6 +76,8 @@ METHODS = Registry("comparison method", "compare.methods", {
                                  "at inference (amortised refinement's test-time form)"),
     "shac": Method("learner", "actor-critic with an analytic policy gradient (SHAC): the main run's settings, a "
                               "critic of the return bootstraps each window"),
+    "pixels": Method("learner", "the main learner acting on the stylized frames N(I_t) instead of the stylizer's "
+                                "latent (where the policy acts; MicroAST only), the same window in pixels"),
     "distill": Method("learner", "DAgger onto refinement: the policy regresses onto train.refine_steps Adam steps "
                                  "of its own actions"),
 })
@@ -205,14 +208,31 @@ def learned_rows(cfg, runs: list) -> list[Row]:
         path = paths.run_dir(cfg.profile, run) / POLICY
         pol = load_policy(path, c.policy, cfg.train.device)
         digest = cache.file_hash(path)
-        out.append(Row(method, _label(c), seed,
-                       (lambda pol: lambda ep, env: policy_frames(pol, env.stylizer, ep.base, ep.clip))(pol),
-                       f"{method}-{digest}"))
+        if c.backbone.latent == "pixels" and cfg.backbone.latent != "pixels":   # it acts on N(I_t) itself
+            frames = (lambda pol: lambda ep, env: pixel_policy_frames(pol, ep))(pol)
+        else:
+            frames = (lambda pol: lambda ep, env: policy_frames(pol, env.stylizer, ep.base, ep.clip))(pol)
+        out.append(Row(method, _label(c), seed, frames, f"{method}-{digest}"))
         if method == "policy" and refine > 0:
             out.append(Row("refined", f"{_label(c)} + {refine} steps", seed,
                            (lambda pol, c: lambda ep, env: refined_frames(pol, env, ep, c, refine))(pol, c),
                            f"refined-{digest}-{refine}-{c.train.refine_lr}-{c.train.dual_lr}"))
     return out
+
+
+class FramesAsLatent:
+    """The renderer of a policy that acts on the stylized frames (``backbone.latent="pixels"``): identity."""
+
+    @staticmethod
+    def render(L, base, idx):
+        return L.clamp(0, 1)
+
+
+def pixel_policy_frames(policy, ep: Episode) -> torch.Tensor:
+    """A pixel-space policy's frames on an episode of another latent: it acts on N(I_t) along the input's flow."""
+    R = per_frame(ep)                                                          # (T,3,H,W)
+    clip = LatentClip(R, *latent_flow(ep.flows, *R.shape[-2:]))
+    return policy_frames(policy, FramesAsLatent, SimpleNamespace(images=R), clip)
 
 
 def refined_frames(policy, env, ep: Episode, cfg, steps: int) -> torch.Tensor:

@@ -92,4 +92,19 @@ def summarise(rows: pd.DataFrame, metrics: list | None = None, reference: str = 
     return pd.DataFrame(out)
 
 
-__all__ = ["REFERENCE", "cell_means", "paired_bootstrap", "paired_changes", "summarise"]
+def paired_difference(rows: pd.DataFrame, a: tuple, b: tuple, metric: str, seen: bool, reference: str = REFERENCE,
+                      n_boot: int = 2000, seed: int = 0) -> tuple:
+    """(mean, lo, hi) in percentage points of row ``a``'s change against ``reference`` minus row ``b``'s, on the
+    same clips and styles (``a``, ``b`` = (method, setting)); ``b``'s seeds are averaged per clip and style
+    first, ``a``'s are kept and resampled by the crossed bootstrap. E.g. a trained policy against its own
+    untrained start, or against the best training-free method."""
+    ch = paired_changes(rows[rows.seen_style.astype(bool) == seen], [metric], reference)
+    pick = lambda m: ch[(ch.method == m[0]) & (ch.setting.fillna("") == m[1])]   # noqa: E731
+    other = pick(b).groupby(PAIR)[f"{metric}_change"].mean().rename("other")
+    d = pick(a).merge(other, left_on=PAIR, right_index=True, how="inner")
+    if d.empty:
+        return (float("nan"),) * 3
+    return paired_bootstrap(d[f"{metric}_change"] - d["other"], d["clip"] + "/" + d["style"], d["seed"], n_boot, seed)
+
+
+__all__ = ["REFERENCE", "cell_means", "paired_bootstrap", "paired_changes", "paired_difference", "summarise"]
