@@ -37,12 +37,12 @@ def timed(name: str, fn, *args, **kw):
     return out
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     frames, P = clip(args.frames, args.size)
     print(f"{args.frames} frames of {args.size}x{args.size}, {args.threads} threads")

@@ -36,21 +36,22 @@ def main(argv=None) -> int:
     ap.add_argument("--learners", nargs="+", default=["reinforce"], choices=["reinforce", "rloo"])
     ap.add_argument("--seeds", type=int, default=2, help="policy initialisations per clip")
     ap.add_argument("--clips", type=int, default=2, help="train clips used (the first N)")
+    ap.add_argument("--exact", type=int, default=8, help="pathwise draws averaged into the reference gradient")
     args = ap.parse_args(argv)
 
     base = get_config(args.profile)
     cfg = ablations(base.override(train={"ablation_grids": ("learner",)}))["learner"]["reinforce_paper"]
-    stylizer, reward_model, _ = make_env(cfg, "cpu")
+    env = make_env(cfg)
     eps = []
     for cid in load_manifest(cfg.profile)["train"][:args.clips]:
-        ep = build_episode(cfg, cid, stylizer, reward_model, "cpu")
-        H, W = ep.obs.shape[-2:]
+        ep = build_episode(cfg, cid, env)
+        H, W = ep.clip.L.shape[-2:]
         k = min(cfg.train.crop or max(H, W), H, W)                   # the central training window
-        eps.append(crop_episode(ep, ((H - k) // 2, (W - k) // 2, k, k), reward_model))
+        eps.append(crop_episode(ep, ((H - k) // 2, (W - k) // 2, k, k), env.reward))
     print(f"{cfg.profile} profile, the paper's setting: gate {cfg.policy.gate_init:g}, sigma "
           f"{cfg.policy.sigma_init:g}, {cfg.policy.observation} observation, reward normalize="
           f"{cfg.reward.normalize}, weights {cfg.reward.w_style:g}/{cfg.reward.w_content:g}/{cfg.reward.w_temp:g}; "
-          f"{len(eps)} clips x {args.seeds} seeds, windows of {eps[0].obs.shape[-1]} latent cells")
+          f"{len(eps)} clips x {args.seeds} seeds, windows of {eps[0].clip.L.shape[-1]} latent cells")
     print("| learner | K rollouts | cosine with the pathwise gradient (mean ± std) | seconds |")
     print("|---|---|---|---|")
     for learner in args.learners:
@@ -63,9 +64,10 @@ def main(argv=None) -> int:
                 for ep in eps:
                     torch.manual_seed(seed)
                     policy = LatentPolicy.from_config(c.policy)
-                    cos.append(gradient_cosine(policy, ep, stylizer, reward_model, c, learner=learner, samples=K))
+                    cos.append(gradient_cosine(policy, env, ep, c, learner=learner, samples=K,
+                                                  exact_samples=args.exact))
             t = torch.tensor(cos)
-            print(f"| {learner} | {K} | {t.mean():+.3f} ± {t.std():.3f} | {time.time() - t0:.0f} |", flush=True)
+            print(f"| {learner} | {K} | {t.mean():+.3f} ± {(t.std() if len(t) > 1 else torch.tensor(0.0)):.3f} | {time.time() - t0:.0f} |", flush=True)
     return 0
 
 

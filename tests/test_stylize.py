@@ -1,15 +1,19 @@
 """`vst stylize` on the cpu profile: any aspect ratio, streamed in chunks, real vendored networks."""
+import av
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from vstlib.backbones import make_backbone
 from vstlib.cli import main
 from vstlib.config import get_config
 from vstlib.errors import InputError
+from vstlib.flow import latent_flow
 from vstlib.rl.policy import LatentPolicy
-from vstlib.stylize import frame_chunks, stylized_chunks
-from vstlib.video.io import read_frames
+from vstlib.rl.step import LatentClip, policy_frames
+from vstlib.stylize import frame_chunks, resolve_style, stylized_chunks
+from vstlib.video.io import load_image, read_frames, save_frames, to_uint8
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -87,5 +91,84 @@ def test_flow_policy_streams_with_flows_carried_across_chunks(wide_clip):
                                                   flows_fn=flows_fn))) for chunk in (5, 2)}
     assert runs[5].shape == (5, 3, 40, 72)
     assert torch.allclose(runs[2], runs[5], atol=1e-5)
+    # the evaluation's frames (rl.step.policy_frames on the whole clip, each frame decoded with the
+    # per-frame path) are `vst stylize`'s, which decodes each frame once, after its action
+    frames = torch.cat(list(frame_chunks(wide_clip, 40, 5)))
+    base = bb.stylize(frames, style)
+    clip = LatentClip(base.latents, *latent_flow(flows_fn(frames), *base.latents.shape[-2:]))
+    assert torch.allclose(policy_frames(policy, bb, base, clip).clamp(0, 1), runs[5], atol=1e-5)
     with pytest.raises(ValueError, match="flows_fn"):
         next(stylized_chunks(bb, frame_chunks(wide_clip, 40, 2), style, policy))
+
+
+def test_frames_folder_in_and_out_are_the_pipelines_frames_bit_exact(wide_clip, home, capsys):
+    """A DAVIS-style folder of frames in, a folder of lossless PNGs out: exactly the frames the
+    pipeline produced (to_uint8 of stylized_chunks), in order; an occupied folder is refused first."""
+    src = home / "frames_in"
+    save_frames(read_frames(wide_clip), src)                                     # 00000.png ...
+    out = home / "frames_out"
+    assert main(["stylize", "--profile", "cpu", "--video", str(src), "--out", str(out), "--size", "40",
+                 "--chunk", "2", "--set", "train.device=cpu"]) == 0
+    got = np.stack([np.asarray(Image.open(p).convert("RGB"))
+                    for p in sorted(out.glob("*.png"))])                          # (5,40,72,3)
+    cfg = get_config("cpu")
+    bb = make_backbone(cfg.backbone.__class__(**{**cfg.backbone.__dict__, "resolution": 40}), "cpu", None)
+    style = load_image(resolve_style(cfg, None)[1], cfg.backbone.resolution or cfg.data.size, cfg.data.resize)
+    want = to_uint8(torch.cat(list(stylized_chunks(bb, frame_chunks(src, 40, 2), style, None))))
+    assert got.shape == want.shape == (5, 40, 72, 3) and np.array_equal(got, want)
+    assert not [p for p in home.iterdir() if p.name.startswith(".frames_out")]  # no temporary folder left
+    capsys.readouterr()
+    assert main(["stylize", "--profile", "cpu", "--video", str(src), "--out", str(out)]) == 2   # not empty
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "frames_out" in err[0] and "empty folder" in err[0]
+
+
+def test_mp4_keeps_the_frame_rate_and_takes_a_quality(wide_clip, home):
+    sizes = {}
+    for crf in (0, 40):
+        out = home / f"q{crf}.mp4"
+        assert main(["stylize", "--profile", "cpu", "--video", str(wide_clip), "--out", str(out), "--size", "40",
+                     "--crf", str(crf), "--set", "train.device=cpu"]) == 0
+        with av.open(str(out)) as c:
+            assert float(c.streams.video[0].average_rate) == pytest.approx(10.0)   # the input's 10 fps
+        sizes[crf] = out.stat().st_size
+    assert sizes[0] > 2 * sizes[40]                                                # crf reaches the encoder
+
+
+def test_no_false_cut_in_any_vendored_clip():
+    """Every real clip shipped (train, test and held-out) is one shot: no cut is found inside it."""
+    from vstlib import paths
+    from vstlib.video.cuts import cut_scores, cuts
+
+    videos = sorted((paths.ASSETS / "clips").glob("*.mp4")) + sorted((paths.ASSETS / "clips-eval").glob("*.mp4"))
+    assert len(videos) >= 18
+    for v in videos:
+        x = next(frame_chunks(v, 64, chunk=20))                                  # (20,3,64,w)
+        assert cuts(x) == [], (v.name, cut_scores(x).max())
+
+
+def test_a_shot_cut_restarts_the_policy(home):
+    """Two clips spliced together: a cut is found exactly there, and the frames after it are
+    `vst stylize`'s frames of the second clip alone (the first shot does not bleed into it)."""
+    from vstlib import paths
+    from vstlib.stylize import _flows_fn
+    from vstlib.video.cuts import cuts
+
+    a = next(frame_chunks(paths.ASSETS / "clips" / "wolf.mp4", 40, chunk=5))
+    b = next(frame_chunks(paths.ASSETS / "clips" / "woman-running.mp4", 40, chunk=6))
+    w = min(a.shape[-1], b.shape[-1])
+    a, b = a[..., :w], b[..., :w]
+    video = torch.cat([a, b])                                                    # cut before frame 5
+    assert cuts(video) == [5]
+    cfg = get_config("cpu")
+    bb = make_backbone(cfg.backbone.__class__(**{**cfg.backbone.__dict__, "resolution": 40}), "cpu", None)
+    torch.manual_seed(0)
+    policy = LatentPolicy(latent_channels=bb.latent_channels, hidden=8, gate_init=-3.0, observation="flow").eval()
+    style, flows_fn = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0)), _flows_fn(cfg.flow)
+    chunks = lambda x, n: [x[i:i + n] for i in range(0, len(x), n)]             # noqa: E731
+    spliced = torch.cat(list(stylized_chunks(bb, chunks(video, 4), style, policy, flows_fn=flows_fn)))
+    alone = torch.cat(list(stylized_chunks(bb, chunks(b, 4), style, policy, flows_fn=flows_fn)))
+    assert torch.allclose(spliced[5:], alone, atol=1e-4)                          # batches differ: float noise
+    bleed = torch.cat(list(stylized_chunks(bb, chunks(video, 4), style, policy, flows_fn=flows_fn,
+                                           cut_threshold=None)))
+    assert (bleed[5] - alone[0]).abs().max() > 1e-3                             # without the cut it would bleed

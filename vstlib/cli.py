@@ -5,7 +5,8 @@
     vst train     [--profile ...] [--run main] [--learner reinforce|rloo|pathwise] [--no-resume] [--max-updates N]
     vst evaluate  [--profile ...] [--run main]
     vst compare   [--profile ...]          # every method, seen and unseen styles -> eval_summary.csv
-    vst stylize   --video IN.mp4 --out OUT.mp4 [--style STYLE] [--policy policy.safetensors] [--size N]
+    vst stylize   --video IN.mp4|FRAMES/ --out OUT.mp4|FRAMES/ [--crf 23] [--style STYLE]
+                  [--policy policy.safetensors] [--size N]
     vst reproduce [--profile ...] [--videos DIR] [--style IMG] [--set ...]   # every notebook, then verify
     vst verify    [--profile ...]          # the last reproduction against the committed results
     vst publish   [--profile ...]          # copy the last reproduction into figures/, paper/, notebooks/
@@ -139,12 +140,13 @@ def cmd_stylize(args) -> int:
     cfg = make_config(args.profile, args.set)
     device = cfg.train.device                                                  # resolved in make_config
     # 1. check every input and the output before any heavy work
-    out_path = check_output_path(args.out, (".mp4",), "--out")
+    out_path = check_output_path(args.out, (".mp4",), "--out", folder=True)
     # then stream: read, resize, stylize, write per chunk
     video = require_file(args.video, "input video", "pass an existing video file with --video")
     policy = load_policy(args.policy, cfg.policy, device) if args.policy else None
     info = stylize_video(cfg, video, out_path, style=args.style, policy=policy, size=args.size,
-                         chunk=args.chunk, max_frames=args.max_frames, device=device)
+                         chunk=args.chunk, max_frames=args.max_frames, device=device, crf=args.crf,
+                         cut_threshold=None if args.cut_threshold >= 1 else args.cut_threshold)
     print(f"wrote {info['path']} ({info['frames']} frames, {info['width']}x{info['height']}, {info['fps']:g} fps"
           f"{', policy ' + str(args.policy) if args.policy else ', baseline only'})")
     return 0
@@ -273,11 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default="main")
     add("compare", cmd_compare, "learners (over seeds), competitors and controls on the test clips")
     p = add("stylize", cmd_stylize, "stylize your own video")
-    p.add_argument("--video", required=True, help="input video (mp4, gif, ...)")
+    p.add_argument("--video", required=True, help="input video (mp4, gif, ...) or a folder of frames (sorted by name)")
     p.add_argument("--style", default=None,
                    help="style (default: the profile's painting); faststyle: wave|udnie|scream|wreck or their paintings")
     p.add_argument("--policy", default=None, help="trained policy.safetensors (default: baseline only)")
-    p.add_argument("--out", required=True, help="output .mp4")
+    p.add_argument("--out", required=True, help="output .mp4, or a new folder (no suffix) for lossless PNG frames")
+    p.add_argument("--crf", type=int, default=23, help="mp4 quality: x264's constant rate factor (0 best .. 51)")
+    p.add_argument("--cut-threshold", type=float, default=0.2,
+                   help="shot cuts: the policy restarts where consecutive frames' colour histograms differ more "
+                        "(0..1, vstlib/video/cuts.py; 1 = never)")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     p.add_argument("--size", type=int, default=None, help="short side in pixels (default: the profile's data.size)")
     p.add_argument("--chunk", type=int, default=16, help="frames per chunk (memory bound; same output)")

@@ -40,17 +40,24 @@ def require_file(path: os.PathLike, what: str = "file", fix: Optional[str] = Non
     return p
 
 
-def check_output_path(path: os.PathLike, exts: Iterable[str] = (".mp4",), what: str = "output") -> Path:
-    """Refuse an output path before any work: a known extension, not a folder, a writable parent.
+def check_output_path(path: os.PathLike, exts: Iterable[str] = (".mp4",), what: str = "output",
+                      folder: bool = False) -> Path:
+    """Refuse an output path before any work: a known extension (or, with ``folder``, a name without
+    one: a new or empty folder of frames), a writable parent.
 
     Returns the absolute path (relative paths are read from the current folder).
     """
     p = Path(path).expanduser().absolute()
     exts = tuple(e.lower() for e in exts)
-    if p.is_dir():
+    if folder and not p.suffix:
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            raise InputError(f"{what} exists and is not an empty folder", p,
+                             "pass a new folder name for the frames (or empty this one)")
+    elif p.is_dir():
         raise InputError(f"{what} is an existing folder", p, f"pass a file name, e.g. {p / ('out' + exts[0])}")
-    if p.suffix.lower() not in exts:
-        raise InputError(f"{what} must end in {' or '.join(exts)}", p, f"pass a file name ending in {exts[0]}")
+    elif p.suffix.lower() not in exts:
+        alt = " (or a folder name without a suffix, for PNG frames)" if folder else ""
+        raise InputError(f"{what} must end in {' or '.join(exts)}{alt}", p, f"pass a file name ending in {exts[0]}")
     parent = p.parent
     while not parent.exists() and parent != parent.parent:                   # atomic_path creates the rest
         parent = parent.parent

@@ -12,6 +12,9 @@ latent and output latent of a chunk are carried into the next, so chunking never
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
@@ -25,7 +28,8 @@ from vstlib.files import atomic_path
 from vstlib.flow import FLOW_ESTIMATORS, latent_flow
 from vstlib.rl.step import LatentClip, render, unroll, uses_flow
 from vstlib.runtime import progress
-from vstlib.video.io import iter_frames, load_image, to_tensor, to_uint8
+from vstlib.video.cuts import CUT_THRESHOLD, cuts
+from vstlib.video.io import iter_frames, load_image, save_png, to_tensor, to_uint8
 from vstlib.video.prepare import resolve_path
 from vstlib.video.resize import resize, resize_uint8
 
@@ -47,32 +51,59 @@ def frame_chunks(video, short: int, chunk: int = 16, max_frames: Optional[int] =
 
 @torch.no_grad()
 def stylized_chunks(backbone, chunks: Iterable[torch.Tensor], style: torch.Tensor, policy=None,
-                    device=None, flows_fn: Optional[Callable] = None) -> Iterator[torch.Tensor]:
+                    device=None, flows_fn: Optional[Callable] = None,
+                    cut_threshold: Optional[float] = CUT_THRESHOLD) -> Iterator[torch.Tensor]:
     """Yields the stylized frames (n,3,H,W) in [0,1] of each chunk: the stylizer's own frames, or
     with ``policy`` its mean action from the video's frame 1 on. ``flows_fn(frames (m,3,H,W))``
-    gives the input's flows for a policy that observes them."""
+    gives the input's flows for a policy that observes them. At a shot cut of the input
+    (``video.cuts``; ``cut_threshold`` None: never) the policy's state restarts, as at frame 0."""
     if policy is not None and uses_flow(policy) and flows_fn is None:
         raise ValueError("a policy with observation='flow' needs flows_fn")
     carry = None                                     # (frame (1,3,H,W), L (1,C,h,w), L^out (1,C,h,w)) of the last frame
+    # with a policy, a backbone that can skip its decoder decodes each frame once, after its action
+    lean = policy is not None and getattr(backbone, "lazy_decode", False)
     for frames in chunks:
         frames = frames.to(device) if device is not None else frames
-        out = backbone.stylize(frames, style)
-        images = out.images.float()                                        # (n,3,H',W')
-        if policy is not None:
-            L = backbone.policy_latents(out).float()                       # (n,C,h,w)
-            x = frames if carry is None else torch.cat([carry[0], frames])  # (m,3,H,W): the chunk after its past
-            Lx = L if carry is None else torch.cat([carry[1], L])
-            if len(Lx) > 1:
-                clip = LatentClip(Lx, *latent_flow(flows_fn(x), *L.shape[-2:])) if uses_flow(policy) else LatentClip(Lx)
-                u = unroll(policy, clip, "mean", out_prev=None if carry is None else carry[2])
-                S = render(backbone, out, u.out[0], 1 if carry is None else 0)
-                images = torch.cat([images[:1], S]) if carry is None else S
-                carry = (frames[-1:], L[-1:], u.out[0, -1:])
-            else:
-                carry = (frames[-1:], L[-1:], L[-1:])
+        parts = [frames]
+        if policy is not None and cut_threshold is not None:              # split at cuts: each shot starts afresh
+            x = frames if carry is None else torch.cat([carry[0], frames])
+            at = [t - (len(x) - len(frames)) for t in cuts(x, cut_threshold)]   # cut before frames[t]
+            bounds = [0, *at, len(frames)]
+            parts = [frames[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        out_parts = []
+        for k, part in enumerate(parts):
+            if k > 0 or (len(parts) > 1 and len(part) == 0):
+                carry = None                                               # a new shot
+            if len(part):
+                images, carry = _stylize_part(backbone, part, style, policy, flows_fn, carry, lean)
+                out_parts.append(images)
+        images = torch.cat(out_parts)
         if images.shape[-2:] != frames.shape[-2:]:                         # square-only backbones
             images = resize(images, frames.shape[-2:])
         yield images.clamp(0, 1)
+
+
+def _stylize_part(backbone, frames, style, policy, flows_fn, carry, lean):
+    """One run of frames of one shot after ``carry`` (None: the shot's first frame is among them):
+    (their stylized frames (n,3,H',W'), the new carry)."""
+    out = backbone.stylize(frames, style, decode=False) if lean else backbone.stylize(frames, style)
+    images = None if lean else out.images.float()                          # (n,3,H',W')
+    if policy is None:
+        return images, None
+    L = backbone.policy_latents(out).float()                               # (n,C,h,w)
+    x = frames if carry is None else torch.cat([carry[0], frames])         # (m,3,H,W): the run after its past
+    Lx = L if carry is None else torch.cat([carry[1], L])
+    if len(Lx) == 1:                                                       # a shot's first frame alone: N(I_0)
+        return (render(backbone, out, L, 0) if lean else images), (frames[-1:], L[-1:], L[-1:])
+    clip = LatentClip(Lx, *latent_flow(flows_fn(x), *L.shape[-2:])) if uses_flow(policy) else LatentClip(Lx)
+    u = unroll(policy, clip, "mean", out_prev=None if carry is None else carry[2])
+    if carry is not None:                                                  # every frame of the run acted on
+        images = render(backbone, out, u.out[0], 0)
+    elif lean:                                                             # frame 0 is N(I_0): decoded with the rest
+        images = render(backbone, out, torch.cat([L[:1], u.out[0]]), 0)
+    else:
+        images = torch.cat([images[:1], render(backbone, out, u.out[0], 1)])
+    return images, (frames[-1:], L[-1:], u.out[0, -1:])
 
 
 def _flows_fn(cfg_flow) -> Callable:
@@ -96,10 +127,12 @@ def _video_meta(video) -> tuple[float, Optional[int]]:
 
 
 class Mp4Writer:
-    """H.264 mp4 (yuv420p) written frame chunk by frame chunk, renamed into place on success."""
+    """H.264 mp4 (yuv420p) at the input's frame rate and quality ``crf`` (x264's constant rate factor:
+    0 lossless luma, 23 x264's default, higher smaller), written chunk by chunk, renamed into place
+    on success."""
 
-    def __init__(self, path: Path, fps: float):
-        self.path, self.fps = Path(path), fps
+    def __init__(self, path: Path, fps: float, crf: int = 23):
+        self.path, self.fps, self.crf = Path(path), fps, crf
 
     def __enter__(self):
         self._ctx = atomic_path(self.path)
@@ -107,6 +140,7 @@ class Mp4Writer:
         self._c = av.open(str(tmp), "w", format="mp4")
         self._s = self._c.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
         self._s.pix_fmt = "yuv420p"
+        self._s.options = {"crf": str(self.crf)}
         self.n = 0
         return self
 
@@ -130,6 +164,34 @@ class Mp4Writer:
         return self._ctx.__exit__(*exc)
 
 
+class FrameFolderWriter:
+    """Lossless PNG frames 00000.png, 00001.png, ... written into a hidden folder beside ``path`` and
+    renamed into place on success (a crash never leaves a partial folder of frames)."""
+
+    def __init__(self, path: Path, fps: float = 0.0):
+        self.path, self.fps = Path(path), fps
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        self.n = 0
+        return self
+
+    def write(self, images: torch.Tensor) -> None:
+        for a in to_uint8(images):                                         # (H,W,3) uint8
+            save_png(self.tmp / f"{self.n:05d}.png", a)
+            self.n += 1
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            if self.path.exists():                                         # checked empty before any work
+                self.path.rmdir()
+            os.replace(self.tmp, self.path)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return False
+
+
 def resolve_style(cfg, style: Optional[str]):
     """(backbone config, style image path) for ``--style``; a backbone may map names to its own
     networks (``select_style`` classmethod, e.g. faststyle's wave|udnie|scream|wreck)."""
@@ -140,11 +202,17 @@ def resolve_style(cfg, style: Optional[str]):
 
 
 def stylize_video(cfg, video, out, style: Optional[str] = None, policy=None, size: Optional[int] = None,
-                  chunk: int = 16, max_frames: Optional[int] = None, device=None) -> dict:
-    """Stylize ``video`` into the mp4 ``out`` (see the module doc); returns what was written."""
+                  chunk: int = 16, max_frames: Optional[int] = None, device=None, crf: int = 23,
+                  cut_threshold: Optional[float] = CUT_THRESHOLD) -> dict:
+    """Stylize ``video`` (a file or a folder of frames) into ``out``: an mp4 (quality ``crf``) or,
+    for a name without a suffix, a folder of lossless PNG frames (see the module doc); returns what
+    was written."""
     out = Path(out)
-    if out.suffix.lower() != ".mp4":
-        raise InputError("output must be an .mp4 file", out, "pass --out something.mp4")
+    if out.suffix.lower() not in (".mp4", ""):
+        raise InputError("output must be an .mp4 file or a folder name (no suffix) for PNG frames", out,
+                         "pass --out something.mp4 or --out frames_folder")
+    if not 0 <= crf <= 51:
+        raise InputError(f"--crf {crf}: x264's quality runs from 0 (best) to 51", fix="pass --crf 0..51 (default 23)")
     if chunk < 1:
         raise InputError(f"chunk must be >= 1 frames, got {chunk}")
     if max_frames is not None and max_frames < 2:
@@ -185,8 +253,9 @@ def stylize_video(cfg, video, out, style: Optional[str] = None, policy=None, siz
 
     total = min(total, max_frames) if total and max_frames else total
     bar = progress(None, desc=f"stylize {Path(video).name}", total=total, unit="frame")
-    with Mp4Writer(out, fps) as writer:
-        for images in stylized_chunks(backbone, all_chunks(), style_img, policy, device, flows_fn):
+    writer = Mp4Writer(out, fps, crf) if out.suffix else FrameFolderWriter(out, fps)
+    with writer:
+        for images in stylized_chunks(backbone, all_chunks(), style_img, policy, device, flows_fn, cut_threshold):
             writer.write(images)
             bar.update(len(images))
     bar.close()
@@ -194,5 +263,4 @@ def stylize_video(cfg, video, out, style: Optional[str] = None, policy=None, siz
             "style_net": getattr(cfg_bb, "style_net", None), "policy": policy is not None}
 
 
-__all__ = ["aspect_size", "frame_chunks", "latent_chunks", "stylized_chunks", "stylize_video", "resolve_style",
-           "Mp4Writer"]
+__all__ = ["frame_chunks", "stylized_chunks", "stylize_video", "resolve_style", "Mp4Writer", "FrameFolderWriter"]

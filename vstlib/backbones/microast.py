@@ -165,12 +165,16 @@ class MicroASTBackbone:
 
     # no_grad, not inference_mode: the outputs stay ordinary tensors that autograd may use later
     @torch.no_grad()
-    def _run(self, x: torch.Tensor, code: StyleCode) -> dict:
-        """x (T,3,H,W) in [0,1] -> {latents, images} (+ per_frame for the TAEF2 latent), in batches."""
+    def _run(self, x: torch.Tensor, code: StyleCode, decode: bool = True) -> dict:
+        """x (T,3,H,W) in [0,1] -> {latents, images} (+ per_frame for the TAEF2 latent), in batches;
+        ``decode=False`` (native latent only): the latents alone."""
         size = tuple(x.shape[-2:])
         out = {"latents": [], "images": [], "per_frame": []}
         for i in range(0, len(x), self.batch_size):
             L = self.net.latent(self.net.content_features(x[i:i + self.batch_size]), code)   # (B,64,h,w)
+            if not decode:
+                out["latents"].append(L)
+                continue
             N = self.net.render(L, size)                               # (B,3,H,W) N(I_t)
             if self.ae is not None:                                    # the TAEF2 round trip
                 L = self.ae.encode(N)                                  # (B,32,H/8,W/8)
@@ -188,12 +192,22 @@ class MicroASTBackbone:
         part = {"backbone": self.name, "style": style_digest, "latent": self.latent, "version": self.CACHE_VERSION}
         return Path(self.cache_dir) / f"microast-{cache.key(cache.content_hash({'frames': x.cpu()}), part)}.safetensors"
 
-    def stylize(self, frames: torch.Tensor, style: torch.Tensor) -> MicroASTOutput:
+    @property
+    def lazy_decode(self) -> bool:
+        """Whether ``stylize(decode=False)`` can skip the decoder: with a policy, each frame is then
+        decoded once, after its action (`vst stylize`)."""
+        return self.ae is None and self.latent == "native"
+
+    def stylize(self, frames: torch.Tensor, style: torch.Tensor, decode: bool = True) -> MicroASTOutput:
         """frames (T,3,H,W), style (1,3,Hs,Ws) in [0,1] -> latents L_t and images dec3(L_t); batched,
-        disk-cached per (clip, style)."""
+        disk-cached per (clip, style). ``decode=False`` where ``lazy_decode``: latents only (images
+        None), never cached."""
         x = self._check(frames)                                        # (T,3,H',W')
         s = check_style_image(style)
         digest = cache.content_hash({"style": s.cpu()})
+        if not decode and self.lazy_decode:
+            t = self._run(x, self.style_code(s, digest), decode=False)
+            return MicroASTOutput(images=None, latents=t["latents"], per_frame=None, size=tuple(x.shape[-2:]))
         path = self.cache_path(x, digest)
         run = lambda: self._run(x, self.style_code(s, digest))        # noqa: E731
         if path is None:
