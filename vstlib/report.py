@@ -128,7 +128,7 @@ def write_comparison_table(summary, cfg):
         "and seeds), the perceptual distance to $N(I_t)$ in its own units. Warping errors along a flow no method uses "
         "(Farneback; consecutive frames and frames 5 apart); fidelity and sharpness against $N(I_t)$; the Gram style "
         "loss is the reward's own term. n: clips x seeds.", "tab:comparison", cfg.profile,
-        headers=["Styles", "Method", "Setting", "n"] + [h for _, h in COMPARISON])
+        headers=["Styles", "Method", "Setting", "n"] + [h for _, h in COMPARISON], wide=True)
     return tables.write_table("comparison", text, cfg.profile)
 
 

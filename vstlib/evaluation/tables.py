@@ -59,8 +59,9 @@ def _fmt(v, digits: int) -> str:
 
 def latex_table(rows: Sequence[dict], columns: Sequence[str], caption: str, label: str,
                 profile: str, headers: Sequence[str] | None = None, digits: int = 4,
-                best: dict | None = None) -> str:
-    """A booktabs table; ``best`` maps column -> "min"/"max" to bold the best value per split."""
+                best: dict | None = None, wide: bool = False) -> str:
+    """A booktabs table; ``best`` maps column -> "min"/"max" to bold the best value per split;
+    ``wide``: scaled down to the text width (many columns of intervals)."""
     headers = list(headers or columns)
     bold = set()
     for col, how in (best or {}).items():
@@ -69,7 +70,7 @@ def latex_table(rows: Sequence[dict], columns: Sequence[str], caption: str, labe
             vals = [(rows[i][col], i) for i in group if isinstance(rows[i][col], (int, float))]
             if len(vals) > 1:
                 bold.add((min(vals)[1] if how == "min" else max(vals)[1], col))
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+    lines = [r"\begin{table}[t]", r"\centering", r"\small"] + ([r"\resizebox{\linewidth}{!}{%"] if wide else []) + [
              r"\begin{tabular}{" + "l" * 2 + "r" * (len(columns) - 2) + "}", r"\toprule",
              " & ".join(headers) + r" \\", r"\midrule"]
     for i, r in enumerate(rows):
@@ -80,7 +81,7 @@ def latex_table(rows: Sequence[dict], columns: Sequence[str], caption: str, labe
         lines.append(" & ".join(cells) + r" \\")
     note = marked(profile)
     cap = caption + (rf" \emph{{[{_fmt(note, digits)}]}}" if note else "")
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{cap}}}", rf"\label{{{label}}}",
+    lines += [r"\bottomrule", r"\end{tabular}"] + (["}"] if wide else []) + [rf"\caption{{{cap}}}", rf"\label{{{label}}}",
               r"\end{table}", ""]
     return "\n".join(lines)
 
