@@ -44,11 +44,13 @@ def run_variant(name: str, profile: str, work: Path) -> tuple[Path, float]:
         env.update(KERNEL_CAPS)
     t0 = time.time()
     done = home / "results" / profile / "verification.md"
+    elapsed = home / ".elapsed_s"                                               # wall time of the variant's run
     if not done.exists():                                                       # resumable: one variant at a time
         r = subprocess.run([sys.executable, "-m", "vstlib.cli", "reproduce", "--profile", profile], cwd=ROOT, env=env)
         if r.returncode not in (0, 1):                                          # 1: verification failed, still numbers
             raise SystemExit(f"variant {name} failed (exit {r.returncode})")
-    return home, time.time() - t0
+        elapsed.write_text(f"{time.time() - t0:.0f}\n")
+    return home, float(elapsed.read_text()) if elapsed.exists() else float("nan")
 
 
 def main() -> None:

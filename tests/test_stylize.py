@@ -13,7 +13,7 @@ from vstlib.flow import latent_flow
 from vstlib.rl.policy import LatentPolicy
 from vstlib.rl.step import LatentClip, policy_frames
 from vstlib.stylize import frame_chunks, resolve_style, stylized_chunks
-from vstlib.video.io import load_image, read_frames, save_frames, to_uint8
+from vstlib.video.io import load_image, read_frames, save_frames, to_tensor, to_uint8
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -172,3 +172,16 @@ def test_a_shot_cut_restarts_the_policy(home):
     bleed = torch.cat(list(stylized_chunks(bb, chunks(video, 4), style, policy, flows_fn=flows_fn,
                                            cut_threshold=None)))
     assert (bleed[5] - alone[0]).abs().max() > 1e-3                             # without the cut it would bleed
+
+
+def test_vst_stylize_sees_the_frames_a_prepared_clip_has():
+    """One resize for preparation, training and `vst stylize`: the frames `vst stylize` streams from
+    a video are bit for bit the frames `vst prepare` stores for it (cpu profile: short side 256)."""
+    from vstlib import paths
+
+    cfg = get_config("cpu")
+    video = paths.ASSETS / "clips" / "wolf.mp4"
+    prepared = to_tensor(read_frames(video, 6, cfg.data.size, cfg.data.resize))           # (6,3,H,W)
+    streamed = next(frame_chunks(video, cfg.data.size, chunk=6))
+    assert prepared.shape == streamed.shape and min(prepared.shape[-2:]) == cfg.data.size
+    assert torch.equal(prepared, streamed)
