@@ -202,3 +202,19 @@ def test_a_notebook_passes_nbval_with_and_without_the_kernel_caps(caps, tmp_path
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
     assert re.search(r"\d+ passed", r.stdout)
+
+
+def test_interval_cells_of_the_comparison_table_are_three_numbers():
+    """"delta [lo, hi]" cells are compared number by number as changes in points (the perceptual
+    distance as a metric): an interval's end that moves beyond the tolerance fails, not the text."""
+    tex = ("\\begin{tabular}{llrr}\\toprule\nStyles & Method & Warp (indep.) & Perc. dist. \\\\\n\\midrule\n"
+           "seen & policy & -47.2 [-50.0, -43.7] & 0.031 [0.024, 0.038] \\\\\n\\bottomrule\n\\end{tabular}\n")
+    nums = {n.column: n for n in verify.table_numbers(tex, "tables/comparison.tex")}
+    assert sorted(nums) == sorted(["Warp (indep.)", "Warp (indep.) lo", "Warp (indep.) hi",
+                                   "Perc. dist.", "Perc. dist. lo", "Perc. dist. hi"])
+    assert nums["Warp (indep.) lo"].value == -50.0 and nums["Warp (indep.) lo"].kind == "change/warp"
+    assert nums["Perc. dist."].kind == "metric/fidelity"
+    tol = verify.TOLERANCE["change/warp"][0]
+    for moved, ok in ((-50.0 + 0.5 * tol, True), (-50.0 + 2 * tol + 0.1, False)):
+        rep = verify.Number("tables/comparison.tex", "seen/policy", "Warp (indep.) lo", round(moved, 1), "change/warp", 0.1)
+        assert verify.compare_number(nums["Warp (indep.) lo"], rep).ok is ok

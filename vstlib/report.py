@@ -145,7 +145,7 @@ def per_clip_figure(per_clip, profile: str):
 def sample_efficiency_figure(cfg):
     """``figures/sample_efficiency.png``: the training reward of every learner (its seeds' logs)
     against the reward queries it spent, on the main run's reward (learners compared per query;
-    their seconds are in ``learners.csv``)."""
+    their seconds are in ``costs.csv``)."""
     curves = {}
     for method, _, c, run in learned_runs(cfg):
         if method in ("policy", "reinforce_paper", "rloo"):          # the learners, not the controls

@@ -32,20 +32,20 @@ PUBLISHED = "published.json"                                                   #
 # Gram style loss moves more with the kernels than its warping error (training amplifies rounding
 # differently). Measured spread and the ratio to the effects claimed: docs/reproducibility.md.
 TOLERANCE = {
-    "change/warp": (0.25, 0.0),      # percentage points against a reference (and std over seeds)
+    "change/warp": (0.5, 0.0),       # percentage points against a reference (and std over seeds)
     "change/style": (1.5, 0.0),
     "change/fidelity": (0.5, 0.0),
     "change/other": (0.5, 0.0),
-    "metric/warp": (1e-9, 5e-3),     # raw losses, errors, similarities: relative
+    "metric/warp": (3e-5, 1e-2),     # raw losses, errors, similarities: relative, with a floor for near-zero values
     "metric/style": (1e-9, 2e-2),
-    "metric/fidelity": (1e-9, 5e-3),
+    "metric/fidelity": (5e-4, 1e-2),
     "metric/other": (1e-9, 5e-3),
     "count": (0.0, 0.0),             # clips, seeds, reward queries: exact
     "setting": (0.0, 0.0),           # weights, learning rate, epochs quoted by the paper: exact
     "text": (0.0, 0.0),              # labels: exact
 }
 FAMILIES = (("warp", ("warp", "temp", "flicker")), ("style", ("style", "gram")),
-            ("fidelity", ("content", "fidelity", "ssim", "perceptual", "sharp", "edge")))
+            ("fidelity", ("content", "fidelity", "ssim", "perceptual", "perc. dist", "sharp", "edge")))
 SKIPPED = ("time",)            # wall-clock seconds vary run to run: reported, never compared
 KEY_COLUMNS = ("method", "setting", "param", "seed", "split", "clip", "style", "seen_style", "grid",
                "embedder", "profile", "note")
@@ -54,6 +54,7 @@ COUNT_COLUMNS = {"n_clips", "n_seeds", "n_frames", "seeds", "reward_queries", "q
 SETTING_NUMBERS = {"ws", "wc", "wt", "lr", "accum", "epochs", "clips", "frames", "size", "ntrain", "ntest",
                    "framesize", "profile"}
 NUMBER = re.compile(r"^-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
+INTERVAL = re.compile(r"^([-+]?\d+\.\d+) \[([-+]?\d+\.\d+), ([-+]?\d+\.\d+)\]$")
 
 
 def kind_of(column: str) -> str:
@@ -110,6 +111,13 @@ def table_numbers(tex: str, source: str) -> list[Number]:
         seen[row] = seen.get(row, 0) + 1
         row = row if seen[row] == 1 else f"{row}#{seen[row]}"
         for i, (col, cell) in enumerate(zip(header[2:], cells[2:]), start=2):
+            m = INTERVAL.match(cell)
+            if m:                                      # "delta [lo, hi]": three numbers of the comparison table
+                # a change in points against N(I_t); the perceptual distance is a metric in its own units
+                kind = kind_of(col) if "dist" in col.lower() else kind_of(col + "_delta")
+                out += [Number(source, row, col + suffix, float(t), kind, _resolution(t))
+                        for suffix, t in zip(("", " lo", " hi"), m.groups())]
+                continue
             v = _cell(cell)
             family = header[i - 1] if col == "std" else col               # a std column is its left neighbour's
             kind = "text" if isinstance(v, str) else kind_of(family + (" std" if col == "std" else ""))

@@ -244,7 +244,7 @@ def sample_efficiency(curves: Mapping[str, Sequence], weights: Sequence[float], 
     share an axis: 0 is the baseline, higher is better. One point per clip visit (the updates of
     one pass over a clip averaged): a REINFORCE learner renders a whole clip before its updates,
     a pathwise one renders as it goes, so only whole visits compare. Seconds are not plotted
-    (they vary run to run, and the figure must regenerate byte for byte); ``learners.csv`` has them."""
+    (they vary run to run, and the figure must regenerate byte for byte); ``costs.csv`` has them."""
     plt = _plt()
     ws, wc, wt = weights
     fig, ax = plt.subplots(figsize=(5.6, 3.4))
