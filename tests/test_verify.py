@@ -171,8 +171,8 @@ MAKE_CAPS = "show-caps: ; @echo $$ATEN_CPU_CAPABILITY,$$ONEDNN_MAX_CPU_ISA,$$DNN
 
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the caps apply to x86-64")
 def test_make_exports_the_kernel_caps_unless_switched_off(monkeypatch):
-    # run under `make test KERNEL_CAPS=off`, make hands its command line down in MAKEFLAGS
-    for key in (*reproduce.KERNEL_CAPS, "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VSTLIB_KERNEL_CAPS"):
+    # run under `make test KERNEL_CAPS=off`, make hands its command line down in MAKEFLAGS and the environment
+    for key in (*reproduce.KERNEL_CAPS, "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "VSTLIB_KERNEL_CAPS", "KERNEL_CAPS"):
         monkeypatch.delenv(key, raising=False)
 
     def caps(*args):
