@@ -163,6 +163,8 @@ def test_the_sanitizer_masks_cpu_dependent_digits_and_nothing_else():
     a = "   method  d_warp\n0  policy  -35.81\n1     rloo   -9.9\nmean 1.23e-02, 3 updates"
     b = "   method   d_warp\n0  policy  -35.7712\n1     rloo  -10.01\nmean 1.19e-02, 3 updates"
     assert clean(a) == clean(b)
+    # a change near zero flips its printed sign between CPUs ("-0.0 [-0.0, +0.0]" against "+0.0 [+0.0, +0.0]")
+    assert clean("reinforce_paper -0.0 [-0.0, +0.0]") == clean("reinforce_paper +0.0 [+0.0, +0.0]")
     assert clean("3 updates") != clean("4 updates") and clean("policy") != clean("rloo")
 
 
