@@ -191,7 +191,7 @@ def publish(profile: str, force: bool = False) -> list[Path]:
     written = _mirror(paths.figures_dir(profile), paths.FIGURES, ("*.png", "*.pdf"))
     written += _mirror(paths.tables_dir(profile), paths.TABLES, ("*.tex",))
     paths.ensure(paths.PAPER_RESULTS)
-    for name in RESULT_CSVS:
+    for name in (*RESULT_CSVS, "summary.md"):                      # summary.md: what the README links (06)
         dst = paths.PAPER_RESULTS / name
         if (res / name).exists():
             with atomic_path(dst) as tmp:
@@ -199,11 +199,6 @@ def publish(profile: str, force: bool = False) -> list[Path]:
             written.append(dst)
         else:
             dst.unlink(missing_ok=True)
-    summary = res / "summary.md"                                    # what the README links (notebook 06)
-    if summary.exists():
-        with atomic_path(paths.PAPER_RESULTS / "summary.md") as tmp:
-            shutil.copyfile(summary, tmp)
-        written.append(paths.PAPER_RESULTS / "summary.md")
     written.append(atomic_write_json(paths.PAPER_RESULTS / PUBLISHED, {"profile": profile}))
     line = verify(profile).line()                   # the published run against itself: what a rerun prints
     for nb, done in zip(notebooks(), executed):

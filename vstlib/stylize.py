@@ -72,9 +72,9 @@ def stylized_chunks(backbone, chunks: Iterable[torch.Tensor], style: torch.Tenso
             parts = [frames[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         out_parts = []
         for k, part in enumerate(parts):
-            if k > 0 or (len(parts) > 1 and len(part) == 0):
+            if k > 0:
                 carry = None                                               # a new shot
-            if len(part):
+            if len(part):                                                  # empty: a cut before frames[0]
                 images, carry = _stylize_part(backbone, part, style, policy, flows_fn, carry, lean)
                 out_parts.append(images)
         images = torch.cat(out_parts)
