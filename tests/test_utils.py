@@ -3,7 +3,9 @@ import json
 import os
 
 import pytest
+import torch
 
+from vstlib.config import get_config
 from vstlib.errors import InputError, MissingWeightsError, require_file
 from vstlib.files import (
     append_jsonl,
@@ -13,6 +15,9 @@ from vstlib.files import (
     read_jsonl,
 )
 from vstlib.hub import weights_guard
+from vstlib.nets import vgg_r31
+from vstlib.nets.memo import RecentInputs
+from vstlib.rl.rewards import RewardModel
 
 
 def test_atomic_write_keeps_old_file_on_crash(tmp_path):
@@ -65,3 +70,47 @@ def test_atomic_write_gives_ordinary_file_modes(tmp_path):
         assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_text() == "new"
     finally:
         os.umask(old)
+
+
+def test_recent_inputs_keeps_the_references_every_row_asks_for():
+    """LRU, not FIFO: the originals and N(I_t), asked after every scored row's frames, stay
+    remembered however many rows pass through (a FIFO of four recomputes them every few rows)."""
+    calls = []
+
+    def compute(x, layers):
+        calls.append(x)
+        return {n: x * (i + 1) for i, n in enumerate(layers)}
+
+    memo, ref, orig = RecentInputs(4), torch.rand(2, 3), torch.rand(2, 3)
+    for _ in range(6):
+        row = torch.rand(2, 3)
+        memo.get(row, ("a", "b"), compute)
+        assert memo.get(row, ("a",), compute) is memo.get(row, ("a", "b"), compute)   # a subset: a hit
+        memo.get(orig, ("a",), compute)
+        memo.get(ref, ("a",), compute)
+    assert len(calls) == 6 + 2                                           # every row once, the references once
+    assert torch.equal(memo.get(ref, ("a",), compute)["a"], ref)
+    ref.add_(1)                                                          # changed in place: a new version
+    assert torch.equal(memo.get(ref, ("a",), compute)["a"], ref) and len(calls) == 9
+
+
+def test_scoring_rows_runs_the_vgg_once_per_row(monkeypatch):
+    """The reward's style, content and fidelity terms share the VGG pass over a row's frames, and the
+    originals and N(I_t) are encoded once per clip: rows x 1 + 2 passes."""
+    torch.manual_seed(0)
+    net = vgg_r31.VGGR31().eval().requires_grad_(False)
+    monkeypatch.setattr("vstlib.nets.perceptual.load_vgg_r31", lambda path=None: net)
+    monkeypatch.setattr("vstlib.nets.perceptual._SHARED", {})
+    passes = []
+    features = net.features
+    monkeypatch.setattr(net, "features", lambda x, layers=vgg_r31.LAYERS: passes.append(1) or features(x, layers))
+    cfg = get_config("cpu").reward
+    reward = RewardModel(cfg, torch.rand(1, 3, 32, 32))
+    T, frames, ref = 4, torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    flows = {"fw": torch.zeros(T - 1, 2, 32, 32), "bw": torch.zeros(T - 1, 2, 32, 32),
+             "mask_fw": torch.ones(T - 1, 1, 32, 32), "mask_bw": torch.ones(T - 1, 1, 32, 32)}
+    base = {k: torch.ones(T - 1) for k in cfg.terms}
+    passes.clear()
+    for _ in range(5):
+        reward.terms(torch.rand(T, 3, 32, 32), frames, flows, base, ref)
+    assert len(passes) == 5 + 2

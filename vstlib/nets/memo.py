@@ -24,9 +24,10 @@ class RecentInputs:
 
     def get(self, x: torch.Tensor, layers: tuple, compute: Callable) -> dict:
         k = self.key(x)
-        for key, _, feats in self.items:
+        for i, (key, _, feats) in enumerate(self.items):
             if key == k and set(layers) <= set(feats):
-                return feats
+                self.items.append(self.items.pop(i))             # least recently USED goes first: the
+                return feats                                     # references asked by every row stay
         feats = compute(x, layers)
         rest = [item for item in self.items if item[0] != k]
         self.items = (rest[-(self.size - 1):] if self.size > 1 else []) + [(k, x, feats)]

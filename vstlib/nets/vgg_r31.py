@@ -37,8 +37,9 @@ def weight_path() -> os.PathLike:
 class VGGR31(nn.Module):
     """RGB (N,3,H,W) in [0,1] -> {relu1_1 (N,64,H,W), relu1_2, relu2_1 (N,128,H/2,W/2), relu2_2,
     relu3_1 (N,256,H/4,W/4)}; ``sequential()`` is the same network as one ``nn.Sequential``. The
-    features of the last two inputs are remembered (``memo.RecentInputs``): a frozen network asked
-    twice for the same frames (the reward's style and content terms) runs once."""
+    features of the last four inputs are remembered (``memo.RecentInputs``): a frozen network asked
+    twice for the same frames (the reward's style, content and fidelity terms) runs once, and the
+    originals and N(I_t) every scored row is compared with are encoded once per clip."""
 
     layer_names = LAYERS
 
@@ -47,7 +48,7 @@ class VGGR31(nn.Module):
         self.conv1 = nn.Conv2d(3, 3, 1)
         for name, cin, cout in CONVS:
             setattr(self, name, nn.Conv2d(cin, cout, 3))
-        self.memo = RecentInputs(2)
+        self.memo = RecentInputs(4)        # a row's frames, the originals and N(I_t): scored rows share the last two
 
     def sequential(self) -> tuple[nn.Sequential, dict[str, int]]:
         """(the layers in order, sharing this module's convs; {relu name: index in it})."""
