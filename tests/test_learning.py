@@ -272,6 +272,26 @@ def test_multipliers_are_the_weights_without_constraints_and_ascend_only_while_v
         Multipliers(get_config("smoke", reward={"constraints": {"sharpness": 1.0}}).reward)
 
 
+def test_bounds_by_start_are_per_frame_multiples_of_the_untrained_policys_terms():
+    """bound_by="start": the bound of frame t is bound x (the start's term / the baseline's), by hand."""
+    from vstlib.rl.constraints import Multipliers
+
+    base = {"style": torch.tensor([2.0, 4.0]), "content": torch.tensor([1.0, 1.0]), "temporal": torch.tensor([3.0, 3.0]),
+            "start_style": torch.tensor([3.0, 2.0])}                       # the start: 1.5 and 0.5 of N(I_t)'s
+    terms = {"style": torch.tensor([3.0, 4.0]), "content": torch.tensor([1.5, 0.5]), "temporal": torch.tensor([1.5, 3.0])}
+    m = Multipliers(get_config("smoke", reward={"normalize": "baseline", "constraints": {"style": 1.0},
+                                                "bound_by": "start"}).reward)
+    # r^L = -(10 * (style/base - start/base) + content/base + 10 * temporal/base): frame 0 at its bound
+    expect = -(10 * torch.tensor([0.0, 0.5]) + torch.tensor([1.5, 0.5]) + 10 * torch.tensor([0.5, 1.0]))
+    assert torch.allclose(m.reward(terms, base), expect)
+    m.ascend(terms, base, lr=1.0)                                             # mean 1.25 against mean bound 1.0
+    assert m.lam.item() == pytest.approx(10.25)
+    with pytest.raises(ValueError, match="start_style"):
+        m.reward(terms, {k: v for k, v in base.items() if k != "start_style"})
+    with pytest.raises(ValueError, match="bound_by"):
+        Multipliers(get_config("smoke", reward={"constraints": {"style": 1.0}, "bound_by": "init"}).reward)
+
+
 class Anchor(Target):
     """Toy constrained term: the mean squared distance of S_t to render(L_t), the frame of action 0."""
 

@@ -130,6 +130,26 @@ def test_an_actor_critic_with_a_constraint_resumes_exactly(cfg):
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("agent.", "policy.")))
 
 
+def test_bounds_by_start_are_the_untrained_policys_terms_on_each_window_and_resume_exactly(cfg):
+    """With reward.bound_by="start" each update's window carries the untrained policy's terms (logged as
+    start_<term>): at the first update, before any step, they are the policy's own terms there (its
+    actions differ only by the sampling noise). A cut run resumes onto the same curve."""
+    from vstlib.rl.train import train
+
+    c = cfg.override(train={"learner": "pathwise", "checkpoint_every": 2, "crop": 4},
+                     policy={"observation": "flow", "head": "blend", "sigma_init": 1e-4},   # starts at a blend
+                     reward={"normalize": "baseline", "constraints": {"style": 1.0}, "bound_by": "start"})
+    whole = train(c, run="start_whole")
+    cut = train(c, run="start_cut", max_updates=5)
+    train(c, run="start_cut")
+    log = _log(whole)
+    assert _log(cut) == log
+    assert log[0]["start_style"] == pytest.approx(log[0]["style"], rel=1e-3)
+    assert log[0]["start_style"] != pytest.approx(log[0]["base_style"], rel=1e-3)    # not N(I_t)'s
+    assert len({r["start_style"] for r in log}) > 1                            # per window
+    assert len({r["lambda_style"] for r in log}) > 1
+
+
 def test_nan_reward_skips_the_update_and_keeps_the_checkpoint_clean(cfg, monkeypatch):
     import vstlib.rl.learners as learners
     from vstlib.rl.checkpoint import load_policy

@@ -114,6 +114,9 @@ class RewardConfig:
     constraints: dict = field(default_factory=dict)  # term -> bound: E[term] <= bound (normalised terms: a
                                        # multiple of N(I_t)'s, absolute ones in their units); the learner
                                        # maximises the other terms and dual ascent finds these terms' weights
+    bound_by: str = "value"            # "value": a bound is a level of the term; "start": a multiple of the
+                                       # untrained policy's term on the same frames (1.0 = no worse than
+                                       # where it started), so a training window's bound is its own
 
 
 @dataclass(frozen=True)

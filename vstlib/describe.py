@@ -55,6 +55,13 @@ def stylizer(cfg) -> str:
     return "\n".join(method(cfg).splitlines()[:2])
 
 
+def _bound_unit(r, name: str) -> str:
+    """What a constraint's bound multiplies: the untrained policy's term on the same frames, N(I_t)'s, or nothing."""
+    if r.bound_by == "start":
+        return " x the untrained policy's, on the same frames"
+    return " x N(I_t)'s" if relative(name) and r.normalize == "baseline" else ""
+
+
 def method(cfg) -> str:
     """The method of this build, in Markdown: stylizer, latent, policy, reward, learner and judge."""
     r, t = cfg.reward, cfg.train
@@ -66,8 +73,7 @@ def method(cfg) -> str:
     w = "/".join(f"{weight(r, n):g}" for n in free)
     goal = f"-({w}) x ({', '.join(free)})"
     if r.constraints:
-        goal += " subject to " + ", ".join(f"{n} <= {b:g}{' x N(I_t)' + chr(39) + 's' if relative(n) and r.normalize == 'baseline' else ''}"
-                                          for n, b in r.constraints.items()) + \
+        goal += " subject to " + ", ".join(f"{n} <= {b:g}{_bound_unit(r, n)}" for n, b in r.constraints.items()) + \
             " (a Lagrangian: dual ascent finds these terms' weights)"
     return "\n".join([
         f"- **Per-frame stylizer N**: {STYLIZERS.get(cfg.backbone.name, cfg.backbone.name)}; style image: "

@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 
 from vstlib.flow import warp
-from vstlib.rl.constraints import Multipliers
+from vstlib.rl.constraints import Multipliers, with_start
 from vstlib.rl.episodes import Env, Episode
 from vstlib.rl.learners import refine
 from vstlib.rl.step import FixedBlend, policy_frames, render
@@ -61,6 +61,10 @@ def direct(ep: Episode, stylizer, reward, steps: int, lr: float, init: Optional[
     Lagrangian with per-clip dual ascent (``dual_lr``). Returns the frames of the last step."""
     agent = _Objective(reward.cfg_reward)
     actions = torch.zeros_like(ep.clip.L[1:]) if init is None else init
+    if reward.cfg_reward.bound_by == "start":                                  # where the optimisation starts
+        with torch.no_grad():
+            S0 = torch.cat([ep.base.images[:1], render(stylizer, ep.base, ep.clip.L[1:] + actions)]).clamp(0, 1)
+        ep = with_start(ep, S0, reward, reward.cfg_reward)
     delta, _ = refine_actions(stylizer, reward, ep, actions, agent, steps, lr, dual_lr)
     with torch.no_grad():
         return torch.cat([ep.base.images[:1], render(stylizer, ep.base, ep.clip.L[1:] + delta)]).contiguous()

@@ -13,6 +13,7 @@ run log the same lines and end with the same weights.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -35,9 +36,11 @@ from vstlib.rl.checkpoint import (
     save_checkpoint,
     save_policy,
 )
+from vstlib.rl.constraints import START, with_start
 from vstlib.rl.episodes import build_episode, crop_episode, make_env, random_box
 from vstlib.rl.learners import LEARNERS, Agent
 from vstlib.rl.policy import LatentPolicy
+from vstlib.rl.step import policy_frames
 from vstlib.runtime import progress, seed_everything
 from vstlib.video.clips import load_manifest
 
@@ -52,6 +55,7 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
         # 1. the agent, resumed from its last checkpoint (weights, Adam moments, counters, RNG)
         seed_everything(cfg.train.seed)
         policy = LatentPolicy.from_config(cfg.policy).to(cfg.train.device)
+        start = copy.deepcopy(policy).eval()                                   # untrained: reward.bound_by="start"
         agent = Agent(cfg, policy).to(cfg.train.device)                       # multipliers (+ critic)
         opt = torch.optim.Adam(param_groups(policy, agent, cfg.train))
         state = restore(out, policy, opt, cfg, resume, agent)
@@ -71,6 +75,9 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
             if cfg.train.crop > 0:                                             # a random window per visit
                 box = random_box(ep, cfg.train.crop, (cfg.train.seed, epoch, pos))
                 ep = crop_episode(ep, box, env.reward, paths.cache_dir(cfg.profile) / "terms")
+            if cfg.reward.bound_by == "start":                                 # the bounds of these frames
+                with torch.no_grad():
+                    ep = with_start(ep, policy_frames(start, env.stylizer, ep.base, ep.clip), env.reward, cfg.reward)
             t0 = time.time()
             batch = learner.collect(policy, env, ep, agent, cfg.train)         # no graph
             cost = {"time": time.time() - t0, "queries": getattr(batch, "queries", 0)}   # on the first step
@@ -161,6 +168,8 @@ def record(epoch: int, step: int, cid: str, chunk, ep, info: dict, loss, policy,
            "ratio": _mean(info["ratio"])}
     for k in (k for k in info["terms"] if k != "reward"):
         rec[k], rec[f"base_{k}"] = _mean(info["terms"][k]), _mean(ep.base_terms[k][chunk])
+    for k in (k for k in ep.base_terms if k.startswith(START)):               # the start's, where bounds read it
+        rec[k] = _mean(ep.base_terms[k][chunk])
     base = {k: v[chunk] for k, v in ep.base_terms.items()}
     rec["base_reward"] = _mean(agent.reward(base, base) if agent is not None else base["reward"])   # on r^L
     rec.update(sigma=_mean(policy.sigma), gate=_mean(policy.gate), grad_norm=_num(grad_norm),
