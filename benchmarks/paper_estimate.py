@@ -17,6 +17,10 @@ at an assumed ``--load-s`` seconds per full model-stack load.
 
 This is an estimate of the compute-bound time; Python overheads, data loading and small-batch
 inefficiency come on top (the reward networks and the policy run on small batches).
+
+Also prints (and times) the FLOP counting itself, per model, and writes
+``results/paper/bench/paper_estimate.json`` (``vstlib.bench``): the counted FLOPs, the estimate per
+item and in all, and the counting's own seconds per model and peak resident memory.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vstlib import bench
 from vstlib.config import PAPER, ablations
 
 GIVEN = {  # issue 14 (GFLOP per image): UNet per step, VAE decode
@@ -49,7 +54,8 @@ def _flops(build, inputs, device="meta") -> float:
     return fc.get_total_flops() / 1e9
 
 
-def count_flops(resolutions=(256, 512), loss_res=256) -> dict:
+def count_flops(resolutions=(256, 512), loss_res=256, timers: bench.Timers | None = None) -> dict:
+    """GFLOP per image of each network, keyed (name, resolution); ``timers`` gets the seconds of each."""
     import open_clip
     import torchvision
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -57,11 +63,17 @@ def count_flops(resolutions=(256, 512), loss_res=256) -> dict:
     from vstlib.backbones.diffusest.tiny import SD15_UNET, SD15_VAE
 
     out = {}
+    timers = timers or bench.Timers()
+
+    def count(key, build, inputs, device="meta"):
+        with timers.stage(f"{key[0]} @ {key[1]}"):
+            out[key] = _flops(build, inputs, device)
+
     for res in resolutions:
         h = res // 8
-        out[("unet", h)] = _flops(lambda: UNet2DConditionModel(**SD15_UNET),
-                                  lambda: dict(sample=torch.randn(1, 4, h, h), timestep=torch.tensor([500]),
-                                               encoder_hidden_states=torch.randn(1, 77, 768)))
+        count(("unet", h), lambda: UNet2DConditionModel(**SD15_UNET),
+              lambda: dict(sample=torch.randn(1, 4, h, h), timestep=torch.tensor([500]),
+                           encoder_hidden_states=torch.randn(1, 77, 768)))
 
         class Dec(torch.nn.Module):
             def __init__(self):
@@ -75,19 +87,19 @@ def count_flops(resolutions=(256, 512), loss_res=256) -> dict:
             def forward(self, x):
                 return self.vae.encode(x).latent_dist.mean
 
-        out[("vae_decode", res)] = _flops(Dec, lambda: (torch.randn(1, 4, h, h),))
-        out[("vae_encode", res)] = _flops(Enc, lambda: (torch.randn(1, 3, res, res),))
+        count(("vae_decode", res), Dec, lambda: (torch.randn(1, 4, h, h),))
+        count(("vae_encode", res), Enc, lambda: (torch.randn(1, 3, res, res),))
     r = loss_res
-    out[("vgg19", r)] = _flops(lambda: torchvision.models.vgg19().features, lambda: (torch.randn(1, 3, r, r),))
-    out[("alexnet", r)] = _flops(lambda: torchvision.models.alexnet().features, lambda: (torch.randn(1, 3, r, r),))
-    out[("clip_b32", 224)] = _flops(lambda: open_clip.create_model("ViT-B-32-quickgelu", device="meta").visual,
-                                    lambda: (torch.randn(1, 3, 224, 224),))
+    count(("vgg19", r), lambda: torchvision.models.vgg19().features, lambda: (torch.randn(1, 3, r, r),))
+    count(("alexnet", r), lambda: torchvision.models.alexnet().features, lambda: (torch.randn(1, 3, r, r),))
+    count(("clip_b32", 224), lambda: open_clip.create_model("ViT-B-32-quickgelu", device="meta").visual,
+          lambda: (torch.randn(1, 3, 224, 224),))
+    raft = (lambda: torchvision.models.optical_flow.raft_large(),
+            lambda: (torch.randn(1, 3, r, r), torch.randn(1, 3, r, r), 12))
     try:  # RAFT's correlation lookup on meta: fall back to a real CPU pass if unsupported
-        out[("raft_large", r)] = _flops(lambda: torchvision.models.optical_flow.raft_large(),
-                                        lambda: (torch.randn(1, 3, r, r), torch.randn(1, 3, r, r), 12))
+        count(("raft_large", r), *raft)
     except Exception:
-        out[("raft_large", r)] = _flops(lambda: torchvision.models.optical_flow.raft_large(),
-                                        lambda: (torch.randn(1, 3, r, r), torch.randn(1, 3, r, r), 12), "cpu")
+        count(("raft_large", r), *raft, "cpu")
     return out
 
 
@@ -197,18 +209,22 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
 
-    t0 = time.perf_counter()
-    F = count_flops()
-    print(f"FLOPs per image, counted with FlopCounterMode on meta tensors ({time.perf_counter() - t0:.0f} s):")
+    t = bench.Timers()
+    F = count_flops(timers=t)
+    counting = bench.run("FLOP counting on meta tensors", "model", len(F), dict(t.s))
+    print(f"FLOPs per image, counted with FlopCounterMode on meta tensors ({counting['seconds']:.0f} s, "
+          f"{counting['items_per_s']:.2f} models/s, peak RSS {counting['peak_rss_mb']:.0f} MB):")
     for (k, r), v in F.items():
         extra = f"   (issue 14: {GIVEN[(k, r)]:.0f})" if (k, r) in GIVEN else ""
-        print(f"  {k:12s} @ {r:3d}: {v:9.1f} GFLOP{extra}")
+        print(f"  {k:12s} @ {r:3d}: {v:9.1f} GFLOP{extra}   counted in {t.s[f'{k} @ {r}']:.2f} s")
     if args.given:
         F.update(GIVEN)
+    measured = {}
     if args.measure:
         batch = args.batch or (60 if torch.cuda.is_available() else 1)
         for latent in (32, 64):
             r = measure_unet(F, latent, batch)
+            measured[f"unet @ {latent}"] = {"batch": batch, "tflop_per_s": r / 1e12, "fraction_of_peak": r / args.peak}
             print(f"    = {100 * r / args.peak:.3g} % of the {args.peak / 1e12:.0f} TFLOP/s peak (the estimate assumes {args.mfu:.0%})")
     rate = args.mfu * args.peak
     cfg = PAPER
@@ -219,6 +235,7 @@ def main(argv=None) -> int:
           f"TFLOP/s = {rate / 1e12:.0f} TFLOP/s")
     # square frames of res x res (the paper prepares short side 512, aspect kept: wider clips cost more);
     # RAFT is counted at 256 though the flows now run on the prepared 512 frames (an underestimate)
+    estimates = []
     for res, label in ((cfg.backbone.resolution, "as configured"), (256, "the first build's 256 px")):
         items = estimate(cfg, F, res)
         total = sum(items.values())
@@ -232,6 +249,13 @@ def main(argv=None) -> int:
               f"= {total * 1e9 / rate / 3600:.2f} h")
         print(f"  + model loads (not FLOPs): {loads} x {args.load_s:.0f} s = {loads * args.load_s:.0f} s")
         print(f"  largest item: {big} ({items[big] / total:.0%} of the compute)")
+        estimates.append({"resolution": res, "label": label, "total_tflop": total / 1e3,
+                          "total_s": total * 1e9 / rate, "model_loads": loads, "loads_s": loads * args.load_s,
+                          "largest": big, "items": {k: {"tflop": v / 1e3, "s": v * 1e9 / rate} for k, v in items.items()}})
+    gflop = {f"{k} @ {r}": v for (k, r), v in F.items()}
+    rec = bench.record("paper_estimate", "paper", args, argv, [counting], gflop_per_image=gflop,
+                       tflop_per_s_assumed=rate / 1e12, estimates=estimates, measured=measured)
+    bench.write_record(rec)
     return 0
 
 

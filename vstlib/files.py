@@ -47,8 +47,9 @@ def atomic_write_text(path: os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def atomic_write_json(path: os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+def atomic_write_json(path: os.PathLike, obj: Any, sort_keys: bool = True) -> Path:
+    """``sort_keys=False`` keeps the dicts' order where it means something (a pipeline's stages)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default) + "\n")
 
 
 def _json_default(o):
