@@ -18,6 +18,7 @@ Bad input ends with exit status 2 and one line naming the file and the fix (no t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,8 @@ def cmd_train(args) -> int:
     cfg = make_config(args.profile, list(args.set) + ([f"train.learner={args.learner}"] if args.learner else []))
     t0 = time.perf_counter()
     out = train(cfg, run=args.run, resume=not args.no_resume, max_updates=args.max_updates)
+    if os.environ.get("RANK", "0") != "0":                                    # torchrun: rank 0 reports
+        return 0
     log = read_log(out)
     msg = f"trained run {args.run!r}: {len(log)} updates in {time.perf_counter() - t0:.1f} s"
     if len(log):
@@ -268,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("train", cmd_train, "train the latent policy (REINFORCE by default)")
     p.add_argument("--learner", default=None, choices=("reinforce", "rloo", "pathwise"),
                    help="learner (= --set train.learner=NAME; default: the profile's)")
-    p.add_argument("--run", default="main", help="run name (folder under results/<profile>/runs/)")
+    # --run-name: under torchrun, whose own parser refuses --run (a prefix of its --run-path)
+    p.add_argument("--run", "--run-name", dest="run", default="main",
+                   help="run name (folder under results/<profile>/runs/)")
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
     p.add_argument("--max-updates", type=int, default=None, help="stop after N updates in total")
     p = add("evaluate", cmd_evaluate, "Table 1 (losses) and Table 2 (CLIP similarities)")

@@ -9,7 +9,9 @@ window of ``train.crop`` latent cells (0: the whole clip), lets the learner coll
 ``train.grad_clip`` (0: off); a NaN/Inf reward, frame or gradient skips the step. Checkpoints
 (policy, Adam, counters, RNG) are written at clip boundaries once ``checkpoint_every`` steps have
 passed, so ``train(resume=True)`` continues the same curve: an interrupted and an uninterrupted
-run log the same lines and end with the same weights.
+run log the same lines and end with the same weights. Under ``torchrun`` each rank visits its own
+clips (``distributed``): one update is the single-process update on the union of the ranks' chunks,
+and rank 0 alone writes the run folder.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from vstlib.rl.checkpoint import (
     save_policy,
 )
 from vstlib.rl.constraints import START, with_start
+from vstlib.rl.distributed import Ranks, ranks
 from vstlib.rl.episodes import build_episode, crop_episode, make_env, random_box
 from vstlib.rl.learners import LEARNERS, Agent
 from vstlib.rl.policy import LatentPolicy
@@ -51,58 +54,71 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
     """Train the policy of ``cfg`` as run ``run``; returns the run folder. ``max_updates`` stops after
     that many updates in all, without a final checkpoint (an interruption, for tests and budgets)."""
     out = paths.ensure(paths.run_dir(cfg.profile, run))
-    with run_lock(out):
+    with ranks(cfg.train.device) as ddp, ddp.main_only(run_lock(out)):       # torchrun: rank 0 holds the lock
         # 1. the agent, resumed from its last checkpoint (weights, Adam moments, counters, RNG)
         seed_everything(cfg.train.seed)
         policy = LatentPolicy.from_config(cfg.policy).to(cfg.train.device)
         start = copy.deepcopy(policy).eval()                                   # untrained: reward.bound_by="start"
         agent = Agent(cfg, policy).to(cfg.train.device)                       # multipliers (+ critic)
         opt = torch.optim.Adam(param_groups(policy, agent, cfg.train))
-        state = restore(out, policy, opt, cfg, resume, agent)
+        with ddp.main_first():                                                 # rank 0 writes, the others read
+            state = restore(out, policy, opt, cfg, resume, agent, write=ddp.main)
         if state["done"] and state["epoch"] >= cfg.train.epochs:                # finished (more epochs: go on)
-            repair_policy(out, cfg)
+            ddp.write(repair_policy, out, cfg)
             return out
         # 2. the environment (frozen stylizer and reward) and the learner
         env, learner, episodes = make_env(cfg), LEARNERS.pick(cfg.train.learner), {}
         clip_ids = train_clips(cfg.profile)
         step, since_ckpt = state["step"], 0
         bar = progress(None, desc=f"train {run}", total=n_updates(cfg, clip_ids), initial=step)
-        # 3. epochs x clip visits x chunks of `accumulation` transitions, one Adam step per chunk
-        for epoch, pos, cid in visits(clip_ids, cfg.train, state):
-            if cid not in episodes:
-                episodes[cid] = build_episode(cfg, cid, env)
-            ep = episodes[cid]
-            if cfg.train.crop > 0:                                             # a random window per visit
-                box = random_box(ep, cfg.train.crop, (cfg.train.seed, epoch, pos))
-                ep = crop_episode(ep, box, env.reward, paths.cache_dir(cfg.profile) / "terms")
-            if cfg.reward.bound_by == "start":                                 # the bounds of these frames
-                with torch.no_grad():
-                    ep = with_start(ep, policy_frames(start, env.stylizer, ep.base, ep.clip), env.reward, cfg.reward)
-            t0 = time.time()
-            batch = learner.collect(policy, env, ep, agent, cfg.train)         # no graph
-            cost = {"time": time.time() - t0, "queries": getattr(batch, "queries", 0)}   # on the first step
-            for chunk in torch.arange(ep.n_steps, device=env.device).split(cfg.train.accumulation):
+        # 3. epochs x clip visits x chunks of `accumulation` transitions, one Adam step per chunk;
+        #    torchrun: each rank visits its shard of the clips (`distributed`), one step on the union
+        for epoch, pos, cid, last in ddp.shard(visits(clip_ids, cfg.train, state)):
+            ep = None                                                          # None: no visit left in the round
+            if cid is not None:
+                if cid not in episodes:
+                    episodes[cid] = build_episode(cfg, cid, env)
+                ep = episodes[cid]
+                if cfg.train.crop > 0:                                         # a random window per visit
+                    box = random_box(ep, cfg.train.crop, (cfg.train.seed, epoch, pos))
+                    ep = crop_episode(ep, box, env.reward, paths.cache_dir(cfg.profile) / "terms")
+                if cfg.reward.bound_by == "start":                             # the bounds of these frames
+                    with torch.no_grad():
+                        ep = with_start(ep, policy_frames(start, env.stylizer, ep.base, ep.clip), env.reward,
+                                        cfg.reward)
+                ddp.seed(cfg.train.seed, epoch, pos)
+                t0 = time.time()
+                batch = learner.collect(policy, env, ep, agent, cfg.train)     # no graph
+                cost = {"time": time.time() - t0, "queries": getattr(batch, "queries", 0)}   # on the first step
+            for chunk in ddp.chunks(0 if ep is None else ep.n_steps, cfg.train.accumulation, env.device):
                 if max_updates is not None and step >= max_updates:
                     return out
                 t0 = time.time()
-                loss, info = learner.loss(policy, env, ep, batch, chunk, agent, cfg.train)
-                grad_norm, skipped = update(policy, opt, loss, info, cfg.train.grad_clip, agent)
+                loss, info = learner.loss(policy, env, ep, batch, chunk, agent, cfg.train) if chunk is not None \
+                    else (None, None)                                          # a rank with fewer chunks joins in
+                grad_norm, skipped = update(policy, opt, loss, info, cfg.train.grad_clip, agent, ddp,
+                                            0 if chunk is None else chunk.numel())
                 if skipped is None:                                            # dual ascent on the constraints
-                    agent.multipliers.ascend(_terms(info), {k: v[chunk] for k, v in ep.base_terms.items()},
-                                             cfg.train.dual_lr)
-                rec = record(epoch, step, cid, chunk, ep, info, loss, policy, grad_norm, skipped, agent)
-                rec.update(queries=info["queries"] + cost["queries"], time=round(time.time() - t0 + cost["time"], 4))
-                append_jsonl(out / LOG, rec)
+                    terms, base = ({}, {}) if chunk is None else (_terms(info), {k: v[chunk] for k, v in
+                                                                                 ep.base_terms.items()})
+                    agent.multipliers.ascend(*ddp.union(terms, base), cfg.train.dual_lr)
+                if ddp.main and chunk is not None:                             # rank 0's chunk, the union's step
+                    rec = record(epoch, step, cid, chunk, ep, info, loss, policy, grad_norm, skipped, agent)
+                    rec.update(queries=info["queries"] + cost["queries"],
+                               time=round(time.time() - t0 + cost["time"], 4))
+                    append_jsonl(out / LOG, rec)
                 cost = {"time": 0.0, "queries": 0}
                 step, since_ckpt = step + 1, since_ckpt + 1
                 bar.update(1)
             if since_ckpt >= cfg.train.checkpoint_every:                       # at a clip boundary
-                save_checkpoint(out, policy, opt, cfg, **next_visit(epoch, pos, len(clip_ids)), step=step, agent=agent)
+                ddp.write(save_checkpoint, out, policy, opt, cfg, **next_visit(*last, len(clip_ids)), step=step,
+                          agent=agent)
                 since_ckpt = 0
         bar.close()
         # 4. the final checkpoint, and the policy alone for evaluation and `vst stylize`
-        save_checkpoint(out, policy, opt, cfg, epoch=cfg.train.epochs, pos=0, step=step, done=True, agent=agent)
-        save_policy(out / POLICY, policy, cfg)
+        ddp.write(save_checkpoint, out, policy, opt, cfg, epoch=cfg.train.epochs, pos=0, step=step, done=True,
+                  agent=agent)
+        ddp.write(save_policy, out / POLICY, policy, cfg)
     return out
 
 
@@ -120,13 +136,16 @@ def _terms(info: dict) -> dict:
     return {k: v.float().mean(0) for k, v in info["terms"].items()}
 
 
-def restore(out: Path, policy, opt, cfg, resume: bool, agent=None) -> dict:
+def restore(out: Path, policy, opt, cfg, resume: bool, agent=None, write: bool = True) -> dict:
     """The counters to start from: the last checkpoint's (policy, Adam and RNG restored) or zero (the
-    run folder cleared); the log is cut back to the checkpoint (lines of a crash mid-clip go)."""
+    run folder cleared); the log is cut back to the checkpoint (lines of a crash mid-clip go).
+    ``write=False`` (ranks > 0): only read the checkpoint, rank 0 tidies the folder."""
     state = {"epoch": 0, "pos": 0, "step": 0, "done": False}
     if resume and (out / CKPT).exists():
         state = load_checkpoint(out / CKPT, policy, opt, cfg, agent)
-    elif not resume:
+    if not write:
+        return state
+    if not resume:
         for name in (LOG, CKPT, CKPT_JSON, POLICY):
             (out / name).unlink(missing_ok=True)
     if (out / LOG).exists():
@@ -136,16 +155,24 @@ def restore(out: Path, policy, opt, cfg, resume: bool, agent=None) -> dict:
     return state
 
 
-def update(policy, opt, loss: torch.Tensor, info: dict, max_norm: float, agent=None) -> tuple[float, Optional[str]]:
+def update(policy, opt, loss: Optional[torch.Tensor], info: Optional[dict], max_norm: float, agent=None,
+           ddp: Ranks = Ranks(), n: int = 0) -> tuple[float, Optional[str]]:
     """One Adam step on ``loss``, unless the frames, the reward or the gradient are not finite:
     (the policy's global gradient norm, the reason the step was skipped or None). The policy's and
-    the critic's gradients are clipped to ``max_norm`` each."""
+    the critic's gradients are clipped to ``max_norm`` each. Under torchrun the gradients are the
+    union's (``ddp.average_gradients``, this rank's loss a mean over ``n`` transitions; no loss: no
+    chunk) and any rank's reason skips the step on all."""
     opt.zero_grad(set_to_none=True)
-    if not info["finite_frames"]:
-        return float("nan"), "non-finite rendered frames"
-    if not torch.isfinite(info["advantage"]).all():
-        return float("nan"), "non-finite reward"
-    loss.backward()
+    reason = None
+    if info is not None and not info["finite_frames"]:
+        reason = "non-finite rendered frames"
+    elif info is not None and not torch.isfinite(info["advantage"]).all():
+        reason = "non-finite reward"
+    if (reason := ddp.reason(reason)) is not None:
+        return float("nan"), reason
+    if loss is not None:
+        loss.backward()
+    ddp.average_gradients(list(policy.parameters()) + list(agent.parameters() if agent is not None else ()), n)
     params = [p for p in policy.parameters() if p.grad is not None]
     norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf")))
     critic = [p for p in (agent.parameters() if agent is not None else ()) if p.grad is not None]
