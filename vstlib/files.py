@@ -28,11 +28,19 @@ def atomic_path(path: os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         # mkstemp makes 0600 files: give the result the mode a plain open() would (or the old file's)
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
+        os.chmod(tmp, _mode(path))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _mode(path: Path) -> int:
+    """The old file's permission bits, or a new file's; another process may remove it meanwhile."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
 
 
 def _umask() -> int:
