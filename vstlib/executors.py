@@ -50,6 +50,7 @@ def ray_tasks(fn: Callable, jobs: list, desc: str = "") -> list:
     # the environment goes with each task, not with ray.init: it holds whoever started Ray (a test, a notebook)
     pythonpath = os.pathsep.join(p for p in (str(paths.PACKAGE.parent), os.environ.get("PYTHONPATH")) if p)
     env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+    env["VSTLIB_PROGRESS"] = "0"                   # workers' bars would interleave: the driver's counts the jobs
     task = ray.remote(fn).options(num_cpus=1, num_gpus=1 if gpus > 0 else 0, max_retries=0,
                                   runtime_env={"env_vars": {**env, "PYTHONPATH": pythonpath}})
     refs = [task.remote(job) for job in jobs]
@@ -72,8 +73,8 @@ def _ray():
     except ImportError:
         raise VstError("the ray executor needs Ray, which is not installed",
                        fix="pip install -e .[scale] (or run with --executor sequential)") from None
-    if not ray.is_initialized():                                       # start-up messages stay quiet
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    if not ray.is_initialized():                                       # start-up notices stay quiet
+        ray.init(include_dashboard=False, logging_level=logging.ERROR)
     return ray
 
 
