@@ -10,7 +10,10 @@ PY := $(VENV)/bin/python
 # (~7 % of CPU time on the cpu profile; vstlib/reproduce.py MALLOC_TUNING says more)
 export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
-STAMP := $(VENV)/.vstlib-installed
+# the extras `make install` installs (CI adds scale: Ray, for `--executor ray` and its tests); one stamp per
+# set of extras, so that asking for other extras installs them
+EXTRAS ?= notebooks,test
+STAMP := $(VENV)/.vstlib-installed-$(EXTRAS)
 # CPU kernels capped to AVX2 on x86-64 so that x86-64 machines agree bit for bit (the same values as
 # vstlib/reproduce.py KERNEL_CAPS; docs/reproducibility.md). KERNEL_CAPS=off: the fastest kernels,
 # numbers then agree within vstlib/verify.py's tolerance.
@@ -28,7 +31,7 @@ endif
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[notebooks,test]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	$(PY) -c "import torch, torchvision; from torchvision.ops import nms; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
 

@@ -4,9 +4,10 @@
     vst baseline  [--profile ...]
     vst train     [--profile ...] [--run main] [--learner reinforce|rloo|pathwise] [--no-resume] [--max-updates N]
     vst evaluate  [--profile ...] [--run main]
-    vst compare   [--profile ...]          # every method, seen and unseen styles -> eval_summary.csv
+    vst compare   [--profile ...] [--executor sequential|ray]   # every method, seen and unseen styles -> eval_summary.csv
     vst stylize   --video IN.mp4|FRAMES/ --out OUT.mp4|FRAMES/ [--crf 23] [--style STYLE]
                   [--policy policy.safetensors] [--size N]
+    vst stylize   --video 'clips/*.mp4'|VIDEOS/ --out OUT/ [--executor sequential|ray]   # one OUT/<name>.mp4 each
     vst reproduce [--profile ...] [--videos DIR] [--style IMG] [--set ...]   # every notebook, then verify
     vst verify    [--profile ...]          # the last reproduction against the committed results
     vst publish   [--profile ...]          # copy the last reproduction into figures/, paper/, notebooks/
@@ -41,6 +42,11 @@ def make_config(profile: str, sets: Sequence[str] = ()):
                        fix="see vstlib/config.py for the sections and fields") from None
     except TypeError as err:
         raise VstError(f"bad --set {err}", fix="fix the value's type") from None
+
+
+def executor_sets(args) -> list[str]:
+    """``--set`` plus ``--executor NAME`` as ``compare.executor=NAME`` (where independent runs go)."""
+    return list(args.set) + ([f"compare.executor={args.executor}"] if getattr(args, "executor", None) else [])
 
 
 # --------------------------------------------------------------------------- commands
@@ -122,7 +128,7 @@ def cmd_compare(args) -> int:
     from vstlib import report
     from vstlib.evaluation.compare import compare
 
-    cfg = make_config(args.profile, args.set)
+    cfg = make_config(args.profile, executor_sets(args))
     t0 = time.perf_counter()
     _, summary = compare(cfg)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -138,14 +144,17 @@ def cmd_compare(args) -> int:
 def cmd_stylize(args) -> int:
     from vstlib.errors import require_file
     from vstlib.rl.checkpoint import load_policy
-    from vstlib.stylize import stylize_video
+    from vstlib.stylize import stylize_video, video_inputs
 
-    cfg = make_config(args.profile, args.set)
+    cfg = make_config(args.profile, executor_sets(args))
     device = cfg.train.device                                                  # resolved in make_config
+    videos = video_inputs(args.video)
+    if videos is not None:
+        return stylize_several(args, cfg, videos)
     # 1. check every input and the output before any heavy work
     out_path = check_output_path(args.out, (".mp4",), "--out", folder=True)
     # then stream: read, resize, stylize, write per chunk
-    video = require_file(args.video, "input video", "pass an existing video file with --video")
+    video = require_file(args.video[0], "input video", "pass an existing video file with --video")
     policy = load_policy(args.policy, cfg.policy, device) if args.policy else None
     info = stylize_video(cfg, video, out_path, style=args.style, policy=policy, size=args.size,
                          chunk=args.chunk, max_frames=args.max_frames, device=device, crf=args.crf,
@@ -161,6 +170,30 @@ def cmd_stylize(args) -> int:
 
 
 
+def stylize_several(args, cfg, videos: list) -> int:
+    """``vst stylize`` of several videos into the folder ``--out`` (one <name>.mp4 each), one job per
+    video on the executor; outputs that exist are finished ones: skipped (a rerun resumes)."""
+    from vstlib.errors import InputError
+    from vstlib.rl.checkpoint import load_policy
+    from vstlib.stylize import stylize_many
+
+    out = Path(args.out).expanduser().absolute()
+    if out.suffix or (out.exists() and not out.is_dir()):
+        raise InputError(f"--video names {len(videos)} videos: --out must be a folder (one <name>.mp4 each)", out,
+                         "pass a folder name without a suffix")
+    check_output_path(out / "any.mp4", (".mp4",), "--out")                     # its folder writable
+    if args.policy:
+        load_policy(args.policy, cfg.policy, cfg.train.device)                 # a bad policy: one line, now
+    done, skipped = stylize_many(cfg, videos, out, policy_file=args.policy, style=args.style, size=args.size,
+                                 chunk=args.chunk, max_frames=args.max_frames, device=cfg.train.device,
+                                 crf=args.crf, cut_threshold=None if args.cut_threshold >= 1 else args.cut_threshold)
+    if skipped:
+        print(f"skipped {len(skipped)} of {len(videos)} videos: their outputs in {out} exist (delete one to redo it)")
+    for info in done:
+        print(f"wrote {info['path']} ({info['frames']} frames, {info['width']}x{info['height']}, {info['fps']:g} fps)")
+    return 0
+
+
 def reproduce_overrides(args) -> list[str]:
     """``--set`` plus ``--videos``/``--style`` as the overrides every notebook gets.
 
@@ -169,7 +202,7 @@ def reproduce_overrides(args) -> list[str]:
     """
     from vstlib.errors import require_file
 
-    sets = list(args.set)
+    sets = executor_sets(args)                 # not a reduced run: config.RUNTIME_SETTINGS
     if args.videos:
         sets.append(f"data.source={require_file(args.videos, 'video folder', 'pass an existing folder with --videos').resolve()}")
     if args.style:
@@ -247,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from vstlib.config import PRESETS
 
+    def add_executor(p, what):
+        from vstlib.executors import EXECUTORS
+
+        p.add_argument("--executor", default=None, choices=sorted(EXECUTORS),
+                       help=f"where {what} run: sequential (in this process) or ray (one Ray task each, on the "
+                            "cluster at RAY_ADDRESS or a local one; pip install -e .[scale]); "
+                            "= --set compare.executor=NAME, default the profile's")
+
     def add(name, func, help):
         p = sub.add_parser(name, help=help, description=help)
         from vstlib.config import DEFAULT_PROFILE
@@ -278,9 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-updates", type=int, default=None, help="stop after N updates in total")
     p = add("evaluate", cmd_evaluate, "Table 1 (losses) and Table 2 (CLIP similarities)")
     p.add_argument("--run", default="main")
-    add("compare", cmd_compare, "learners (over seeds), competitors and controls on the test clips")
+    p = add("compare", cmd_compare, "learners (over seeds), competitors and controls on the test clips")
+    add_executor(p, "every training run and evaluation unit")
     p = add("stylize", cmd_stylize, "stylize your own video")
-    p.add_argument("--video", required=True, help="input video (mp4, gif, ...) or a folder of frames (sorted by name)")
+    p.add_argument("--video", required=True, nargs="+",
+                   help="input video (mp4, gif, ...) or a folder of frames (sorted by name); several videos: "
+                        "a folder of videos, a quoted pattern ('clips/*.mp4') or several paths, with --out a "
+                        "folder (one <name>.mp4 each; existing outputs are skipped, so a rerun resumes)")
     p.add_argument("--style", default=None,
                    help="style (default: the profile's painting); faststyle: wave|udnie|scream|wreck or their paintings")
     p.add_argument("--policy", default=None, help="trained policy.safetensors (default: baseline only)")
@@ -292,10 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames")
     p.add_argument("--size", type=int, default=None, help="short side in pixels (default: the profile's data.size)")
     p.add_argument("--chunk", type=int, default=16, help="frames per chunk (memory bound; same output)")
+    add_executor(p, "several videos (one job each)")
     p = add("reproduce", cmd_reproduce, "run every notebook: all tables and figures")
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 03")
     p.add_argument("--videos", default=None, help="folder of videos for notebook 01 (= --set data.source=DIR)")
     p.add_argument("--style", default=None, help="style image (= --set data.style=IMAGE)")
+    add_executor(p, "the comparison's and the grids' training runs and evaluation units")
     add("verify", cmd_verify, "compare the last reproduction with the committed results (within tolerance)")
     p = add("publish", cmd_publish, "copy the last reproduction into figures/, paper/tables, paper/results, notebooks/")
     p.add_argument("--force", action="store_true", help="publish a reduced run (--set overrides) too")

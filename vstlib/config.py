@@ -180,6 +180,8 @@ class CompareConfig:
     refine_steps: int = 0              # the "refined" row: the main learner + this many Adam steps at inference
     unseen_styles: tuple = ()          # style images the policy never saw (data.style is the seen one)
     unseen_clips: int = 0              # test clips each unseen style is scored on (the first N; 0 = all)
+    executor: str = "sequential"       # where independent runs go (executors.EXECUTORS): "sequential" in this
+                                       # process, "ray": Ray tasks; training runs, evaluation units, `vst stylize`'s videos
 
 
 @dataclass(frozen=True)
@@ -296,6 +298,15 @@ CPU_FULL = replace(
 # latent is decoded (z0), not re-denoised from x_T
 PAPER_TEXT = replace(PAPER, profile="paper-text", backbone=replace(PAPER.backbone, injection="z0"))
 
+# settings that say where the work runs, never what it computes: overriding one is not a reduced run
+RUNTIME_SETTINGS = ("compare.executor",)
+
+
+def result_overrides(sets: Sequence[str]) -> list[str]:
+    """The ``--set`` overrides that can change a number (``RUNTIME_SETTINGS`` left out)."""
+    return [s for s in sets if s.partition("=")[0].strip() not in RUNTIME_SETTINGS]
+
+
 PRESETS: dict[str, Config] = {"smoke": SMOKE, "paper": PAPER, "paper-text": PAPER_TEXT, "cpu": CPU,
                               "cpu-full": CPU_FULL}
 DEFAULT_PROFILE = "cpu"  # `make reproduce`, every `vst` step and the notebooks' parameters cells
@@ -407,5 +418,5 @@ def load(profile: str = "smoke", sets: Sequence[str] = (), **overrides: Any) -> 
 
 
 __all__ = ["Config", "DataConfig", "FlowConfig", "BackboneConfig", "PolicyConfig", "RewardConfig",
-           "TrainConfig", "EvalConfig", "CompareConfig", "PRESETS", "SMOKE", "PAPER", "PAPER_TEXT", "CPU", "CPU_FULL", "DEFAULT_PROFILE", "TINY", "get_config",
+           "TrainConfig", "EvalConfig", "CompareConfig", "PRESETS", "SMOKE", "PAPER", "PAPER_TEXT", "CPU", "CPU_FULL", "DEFAULT_PROFILE", "TINY", "RUNTIME_SETTINGS", "result_overrides", "get_config",
            "ablations", "from_dict", "section_from_dict", "parse_overrides", "load"]

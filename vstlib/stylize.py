@@ -12,20 +12,23 @@ latent and output latent of a chunk are carried into the next, so chunking never
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import shutil
 import tempfile
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import av
 import torch
 
 from vstlib.backbones import BACKBONES, make_backbone
-from vstlib.errors import InputError
+from vstlib.errors import InputError, require_file
+from vstlib.executors import run_jobs
 from vstlib.files import atomic_path
 from vstlib.flow import FLOW_ESTIMATORS, latent_flow
+from vstlib.rl.checkpoint import load_policy
 from vstlib.rl.step import LatentClip, render, unroll, uses_flow
 from vstlib.runtime import progress
 from vstlib.video.cuts import CUT_THRESHOLD, cuts
@@ -263,4 +266,55 @@ def stylize_video(cfg, video, out, style: Optional[str] = None, policy=None, siz
             "style_net": getattr(cfg_bb, "style_net", None), "policy": policy is not None}
 
 
-__all__ = ["frame_chunks", "stylized_chunks", "stylize_video", "resolve_style", "Mp4Writer", "FrameFolderWriter"]
+# what `--video` names as one of several videos (a folder's other entries are ignored)
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
+
+
+def video_inputs(videos: Sequence[str]) -> Optional[list[Path]]:
+    """The videos of ``--video`` when it names several: more than one path, a glob pattern
+    (``'clips/*.mp4'``, quoted: vst expands it) or a folder holding video files; None when it
+    names one video (a video file, or a folder of frames)."""
+    if len(videos) > 1:                                                    # the shell expanded a pattern
+        return [Path(v) for v in videos]
+    spec, p = videos[0], Path(videos[0]).expanduser()
+    if p.is_dir():
+        found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES)
+        return found or None
+    if not p.exists() and glob.has_magic(spec):
+        found = sorted(Path(q) for q in glob.glob(str(p), recursive=True) if Path(q).is_file())
+        if not found:
+            raise InputError("no file matches this pattern", p, "check the pattern, e.g. --video 'clips/*.mp4'")
+        return found
+    return None
+
+
+def stylize_job(job: tuple) -> dict:
+    """One video of ``stylize_many``: (config, video, output, policy file or None, stylize_video's options)."""
+    cfg, video, out, policy_file, options = job
+    device = options.get("device") or cfg.train.device
+    policy = load_policy(policy_file, cfg.policy, device) if policy_file else None
+    return stylize_video(cfg, video, out, policy=policy, **options)
+
+
+def stylize_many(cfg, videos: Sequence[Path], out_dir, policy_file=None, executor: Optional[str] = None,
+                 **options) -> tuple[list[dict], list[Path]]:
+    """Stylize each video into ``out_dir/<its name>.mp4`` on ``executor`` (default ``compare.executor``),
+    one job per video; an output that exists is finished (written atomically) and skipped, so a
+    rerun redoes only what is missing. Returns (what each new output holds, the outputs skipped)."""
+    out_dir = Path(out_dir)
+    outs = [out_dir / f"{Path(v).stem}.mp4" for v in videos]
+    seen: dict = {}
+    for v, o in zip(videos, outs):
+        if o in seen:
+            raise InputError(f"two inputs would write the same output {o.name} ({seen[o]} and {v})", v,
+                             "give the videos distinct names (before their suffix)")
+        seen[o] = v
+    for v in videos:
+        require_file(v, "input video", "pass existing videos with --video")
+    todo = [(cfg, Path(v), o, policy_file, options) for v, o in zip(videos, outs) if not o.exists()]
+    done = run_jobs(executor or cfg.compare.executor, stylize_job, todo, desc="videos")
+    return done, [o for o in outs if all(o != job[2] for job in todo)]
+
+
+__all__ = ["frame_chunks", "stylized_chunks", "stylize_video", "resolve_style", "Mp4Writer", "FrameFolderWriter",
+           "video_inputs", "stylize_many", "stylize_job", "VIDEO_SUFFIXES"]

@@ -25,11 +25,11 @@ from vstlib.evaluation.protocol import (
     evaluate_methods,
     learned_rows,
 )
+from vstlib.executors import run_jobs
 from vstlib.files import atomic_path
 from vstlib.rl.episodes import build_episode, make_env
 from vstlib.rl.rewards import weight, weighted_reward
 from vstlib.rl.train import read_log, train
-from vstlib.runtime import progress
 from vstlib.video.clips import load_manifest
 
 PIXELS_PER_CELL = 4          # MicroAST's native latent is at 1/4 resolution
@@ -103,9 +103,15 @@ def compare(cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
     and unseen styles (``protocol.evaluate_methods``); returns (per-clip rows, summary)."""
     chosen(cfg)                                                                 # a bad name: one line, now
     runs = learned_runs(cfg)
-    for _, _, c, run in progress(runs, desc="learners"):
-        train(c, run=run)
+    # every run seeds itself and writes its own folder: independent jobs on compare.executor
+    run_jobs(cfg.compare.executor, train_job, [(c, run) for _, _, c, run in runs], desc="learners")
     return evaluate_methods(cfg, runs)
+
+
+def train_job(job: tuple):
+    """``train(config, run=run)`` of one (config, run) job (a finished run is only read)."""
+    c, run = job
+    return train(c, run=run)
 
 
 def costs(cfg, refine_steps: int = 4) -> pd.DataFrame:
@@ -147,16 +153,17 @@ def ablation_table(cfg):
     main run's cell reuses run "main". ``d_temporal``: % change of the temporal loss vs the baseline."""
     rows = []
     scored = replace(cfg.reward, terms=tuple(t for t in cfg.reward.terms if t in ("style", "content", "temporal")))
-    for grid, runs in ablations(cfg).items():
-        for setting, c in runs.items():
-            run = "main" if c == cfg else f"ablations/{grid}/{setting}"
-            train(c, run=run)
-            t1 = evaluate(c, run=run, splits=("test",))["table1"].set_index(["method", "split"])
-            pol, base = t1.loc[("policy", "test")], t1.loc[("baseline", "test")]
-            rows.append({"grid": grid, "setting": setting, "lr": c.train.lr, "epochs": c.train.epochs,
-                         "reward": float(weighted_reward(pol, scored, base)), "content": pol["content"],
-                         "style": pol["style"], "temporal": pol["temporal"],
-                         "d_temporal": 100 * (pol["temporal"] / base["temporal"] - 1)})
+    cells = [(grid, setting, c, "main" if c == cfg else f"ablations/{grid}/{setting}")
+             for grid, runs in ablations(cfg).items() for setting, c in runs.items()]
+    once = {run: c for _, _, c, run in cells}                  # "main" may be a cell of several grids
+    run_jobs(cfg.compare.executor, train_job, [(c, run) for run, c in once.items()], desc="grid cells")
+    for grid, setting, c, run in cells:
+        t1 = evaluate(c, run=run, splits=("test",))["table1"].set_index(["method", "split"])
+        pol, base = t1.loc[("policy", "test")], t1.loc[("baseline", "test")]
+        rows.append({"grid": grid, "setting": setting, "lr": c.train.lr, "epochs": c.train.epochs,
+                     "reward": float(weighted_reward(pol, scored, base)), "content": pol["content"],
+                     "style": pol["style"], "temporal": pol["temporal"],
+                     "d_temporal": 100 * (pol["temporal"] / base["temporal"] - 1)})
     df = pd.DataFrame(rows, columns=["grid", "setting", "lr", "epochs", "reward", "content", "style", "temporal",
                                      "d_temporal"])                            # no grid ran: no rows
     with atomic_path(paths.ensure(paths.results_dir(cfg.profile)) / "ablations.csv") as tmp:

@@ -14,6 +14,7 @@ as what the method optimises, the reward's own terms. Every change is taken agai
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +27,7 @@ from vstlib import cache, paths
 from vstlib.evaluation import competitors, metrics
 from vstlib.evaluation.bonneel import bonneel
 from vstlib.evaluation.stats import summarise
+from vstlib.executors import run_jobs
 from vstlib.files import atomic_path, atomic_write_json
 from vstlib.flow import farneback_flow, latent_flow, occlusion_mask
 from vstlib.nets.memo import RecentInputs
@@ -35,7 +37,7 @@ from vstlib.rl.checkpoint import POLICY, load_policy
 from vstlib.rl.episodes import Episode, build_episode, make_env
 from vstlib.rl.policy import LatentPolicy
 from vstlib.rl.step import FixedBlend, LatentClip, policy_frames, unroll
-from vstlib.runtime import fork_rng, progress
+from vstlib.runtime import fork_rng
 from vstlib.video.clips import load_manifest, load_style
 from vstlib.video.io import load_image
 from vstlib.video.prepare import resolve_path
@@ -271,15 +273,15 @@ def style_image(cfg, style: str, seen: bool) -> torch.Tensor:
 def evaluate_methods(cfg, runs: list, write: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every row (references, competitors, the trained policies ``runs``) on the test clips in
     every style; (per-clip rows, summary), written to ``results/<profile>/eval_per_clip.csv`` and
-    ``eval_summary.csv``. Each (row, clip, style)'s scores are cached by what they depend on."""
-    judge = make_judge(cfg)
-    rows = reference_rows(cfg) + competitor_rows(cfg) + learned_rows(cfg, runs)
+    ``eval_summary.csv``. Each (row, clip, style)'s scores are cached by what they depend on. The
+    units, one per (clip, style), run on ``compare.executor`` (``score_unit``)."""
+    token = uuid.uuid4().hex                                    # this evaluation's units share what they build
     test = load_manifest(cfg.profile)["test"]
-    out = []
-    for style, seen, n in styles(cfg):
-        env = make_env(cfg, style_image(cfg, style, seen))
-        for cid in progress(test[:n or None], desc=f"evaluate {style_name(style)}"):
-            out += score_clip(cfg, judge, env, cid, style, seen, rows)
+    units = [(cfg, runs, token, style, seen, cid) for style, seen, n in styles(cfg) for cid in test[:n or None]]
+    try:
+        out = [r for rows in run_jobs(cfg.compare.executor, score_unit, units, desc="evaluate") for r in rows]
+    finally:
+        _BUILT.clear()                                          # the networks are not kept past the call
     per_clip = pd.DataFrame(out)[KEYS + list(MEASURES)]
     summary = summarise(per_clip, list(MEASURES), absolute=ABSOLUTE)
     if write:
@@ -288,6 +290,43 @@ def evaluate_methods(cfg, runs: list, write: bool = True) -> tuple[pd.DataFrame,
             with atomic_path(res / f"{name}.csv") as tmp:
                 df.assign(profile=cfg.profile).to_csv(tmp, index=False)
     return per_clip, summary
+
+
+class Built:
+    """What the units of one evaluation share within a process: the judge and the rows (built once),
+    the current style's environment (one at a time, as styles come in order). A unit carries only
+    the config and the evaluation's token, so it runs the same in this process or a Ray worker."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self):
+        self.token, self.shared, self.env = None, None, (None, None)
+
+    def get(self, token: str, style: str, build_shared: Callable, build_env: Callable) -> tuple:
+        if token != self.token:                                 # another evaluation: nothing carries over
+            self.clear()
+            self.token = token
+        if self.shared is None:
+            self.shared = build_shared()
+        if self.env[0] != style:
+            self.env = (None, None)                             # the last style's networks go first
+            self.env = (style, build_env())
+        return (*self.shared, self.env[1])
+
+
+_BUILT = Built()
+
+
+def score_unit(unit: tuple) -> list[dict]:
+    """The rows of one (clip, style): ``unit`` = (config, learned runs, evaluation token, style, seen?,
+    clip id); the judge, the rows and the style's environment built at the token's first unit here."""
+    cfg, runs, token, style, seen, cid = unit
+    judge, rows, env = _BUILT.get(
+        token, style,
+        lambda: (make_judge(cfg), reference_rows(cfg) + competitor_rows(cfg) + learned_rows(cfg, runs)),
+        lambda: make_env(cfg, style_image(cfg, style, seen)))
+    return score_clip(cfg, judge, env, cid, style, seen, rows)
 
 
 def score_clip(cfg, judge: Judge, env, cid: str, style: str, seen: bool, rows: list[Row]) -> list[dict]:
@@ -321,4 +360,4 @@ def _read_json(path: Path) -> dict:
 
 
 __all__ = ["METHODS", "Method", "chosen", "evaluate_methods", "make_judge", "Judge", "Row", "reference_rows", "competitor_rows", "learned_rows",
-           "per_frame", "styles", "MEASURES", "KEYS"]
+           "per_frame", "styles", "score_unit", "MEASURES", "KEYS"]

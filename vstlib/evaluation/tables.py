@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from vstlib import paths
+from vstlib.config import result_overrides
 from vstlib.files import atomic_write_text
 from vstlib.hub import weights_are_standin
 
@@ -21,11 +22,12 @@ def profile_note(profile: str) -> str:
 
 
 def recorded_overrides(profile: str) -> list[str]:
-    """The ``--set`` overrides of the last recorded run of ``profile`` (report.start), or []."""
+    """The ``--set`` overrides of the last recorded run of ``profile`` (report.start) that can change a
+    number (``config.RUNTIME_SETTINGS``, e.g. the executor, left out), or []."""
     import json
 
     try:
-        return list(json.loads(paths.run_config_path(profile).read_text()).get("overrides") or [])
+        return result_overrides(json.loads(paths.run_config_path(profile).read_text()).get("overrides") or [])
     except (OSError, ValueError, AttributeError):
         return []
 
@@ -36,7 +38,7 @@ def run_note(profile: str, overrides: Sequence[str] | None = None) -> str:
     ``overrides`` None: those recorded in ``results/<profile>/run_config.json``. Captions and
     figure banners carry it, so a quick run is never mistaken for the full profile.
     """
-    overrides = recorded_overrides(profile) if overrides is None else list(overrides)
+    overrides = recorded_overrides(profile) if overrides is None else result_overrides(overrides)
     note = profile_note(profile)
     return f"{note}; reduced run: {' '.join(overrides)}" if overrides else note
 
