@@ -130,23 +130,24 @@ def test_an_actor_critic_with_a_constraint_resumes_exactly(cfg):
     assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("agent.", "policy.")))
 
 
-def test_bounds_by_start_are_the_untrained_policys_terms_on_each_window_and_resume_exactly(cfg):
+@pytest.mark.parametrize("crop", [4, 0])                                      # windows, and whole clips
+def test_bounds_by_start_are_the_untrained_policys_terms_on_each_window_and_resume_exactly(cfg, crop):
     """With reward.bound_by="start" each update's window carries the untrained policy's terms (logged as
     start_<term>): at the first update, before any step, they are the policy's own terms there (its
     actions differ only by the sampling noise). A cut run resumes onto the same curve."""
     from vstlib.rl.train import train
 
-    c = cfg.override(train={"learner": "pathwise", "checkpoint_every": 2, "crop": 4},
+    c = cfg.override(train={"learner": "pathwise", "checkpoint_every": 2, "crop": crop},
                      policy={"observation": "flow", "head": "blend", "sigma_init": 1e-4},   # starts at a blend
                      reward={"normalize": "baseline", "constraints": {"style": 1.0}, "bound_by": "start"})
-    whole = train(c, run="start_whole")
-    cut = train(c, run="start_cut", max_updates=5)
-    train(c, run="start_cut")
+    whole = train(c, run=f"start_whole{crop}")
+    cut = train(c, run=f"start_cut{crop}", max_updates=5)
+    train(c, run=f"start_cut{crop}")
     log = _log(whole)
     assert _log(cut) == log
     assert log[0]["start_style"] == pytest.approx(log[0]["style"], rel=1e-3)
     assert log[0]["start_style"] != pytest.approx(log[0]["base_style"], rel=1e-3)    # not N(I_t)'s
-    assert len({r["start_style"] for r in log}) > 1                            # per window
+    assert len({r["start_style"] for r in log}) > 1                            # per window, or per clip
     assert len({r["lambda_style"] for r in log}) > 1
 
 

@@ -76,16 +76,14 @@ def train(cfg, run: str = "main", resume: bool = True, max_updates: Optional[int
         for epoch, pos, cid, last in ddp.shard(visits(clip_ids, cfg.train, state)):
             ep = None                                                          # None: no visit left in the round
             if cid is not None:
-                if cid not in episodes:
-                    episodes[cid] = build_episode(cfg, cid, env)
+                if cid not in episodes:                                        # whole clips: bounded once
+                    ep = build_episode(cfg, cid, env)
+                    episodes[cid] = ep if cfg.train.crop > 0 else bounded(ep, start, env, cfg.reward)
                 ep = episodes[cid]
                 if cfg.train.crop > 0:                                         # a random window per visit
                     box = random_box(ep, cfg.train.crop, (cfg.train.seed, epoch, pos))
-                    ep = crop_episode(ep, box, env.reward, paths.cache_dir(cfg.profile) / "terms")
-                if cfg.reward.bound_by == "start":                             # the bounds of these frames
-                    with torch.no_grad():
-                        ep = with_start(ep, policy_frames(start, env.stylizer, ep.base, ep.clip), env.reward,
-                                        cfg.reward)
+                    ep = bounded(crop_episode(ep, box, env.reward, paths.cache_dir(cfg.profile) / "terms"), start,
+                                 env, cfg.reward)
                 ddp.seed(cfg.train.seed, epoch, pos)
                 t0 = time.time()
                 batch = learner.collect(policy, env, ep, agent, cfg.train)     # no graph
@@ -129,6 +127,14 @@ def param_groups(policy, agent, cfg_train) -> list:
     if any(True for _ in agent.parameters()):
         groups.append({"params": list(agent.parameters()), "lr": cfg_train.critic_lr})
     return groups
+
+
+@torch.no_grad()
+def bounded(ep, start, env, cfg_reward):
+    """``ep`` with the untrained policy ``start``'s terms where ``reward.bound_by="start"`` reads them."""
+    if cfg_reward.bound_by != "start":
+        return ep
+    return with_start(ep, policy_frames(start, env.stylizer, ep.base, ep.clip), env.reward, cfg_reward)
 
 
 def _terms(info: dict) -> dict:
