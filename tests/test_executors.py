@@ -90,8 +90,25 @@ def test_ray_tasks_write_the_tables_the_sequential_run_writes(ray_local, tmp_pat
         pd.testing.assert_frame_equal(other[num], df[num], rtol=1e-9, atol=1e-12)
 
 
+# --crf 0: x264 lossless, so the frames read back are the frames stylized (no encoder decision in between)
 STYLIZE = ["stylize", "--profile", "smoke", "--size", "32", "--max-frames", "3", "--style", "assets:styles/wave.jpg",
-           "--set", "train.device=cpu"]
+           "--crf", "0", "--set", "train.device=cpu"]
+
+
+def _unlike(singles: dict, out) -> dict:
+    """{name: (values that differ, largest difference)} for each output in ``out`` unlike the frames
+    `vst stylize` wrote for that video alone. Two grey levels on at most 2 % of the values as slack:
+    CI once found video a off here, on another CPU, in the same process (not reproduced on ours);
+    a mix-up of the videos (b is a mirrored) is off by tens of levels on most values."""
+    from vstlib.video.io import read_frames
+
+    bad = {}
+    for name, frames in singles.items():
+        got = read_frames(out / f"{name}.mp4")
+        diff = np.abs(got.astype(np.int16) - frames.astype(np.int16)) if got.shape == frames.shape else None
+        if diff is None or diff.max() > 2 or (diff > 0).mean() > 0.02:
+            bad[name] = ("shape", got.shape) if diff is None else (int((diff > 0).sum()), int(diff.max()))
+    return bad
 
 
 @pytest.fixture(scope="module")
@@ -114,26 +131,24 @@ def videos(tmp_path_factory, smooth_frames):
         for name in ("a", "b"):
             assert main(STYLIZE + ["--video", str(folder / f"{name}.mp4"), "--out", str(root / f"{name}.mp4")]) == 0
             singles[name] = read_frames(root / f"{name}.mp4")
-    assert not np.array_equal(singles["a"], singles["b"])
+    assert np.abs(singles["a"].astype(np.int16) - singles["b"].astype(np.int16)).mean() > 5   # _unlike tells them apart
     return folder, singles
 
 
 def _stylize_resumes_and_equals_single_runs(videos, home, capsys, executor):
-    from vstlib.video.io import read_frames
-
     folder, singles = videos
     out = home / "styled"
     assert main(STYLIZE + ["--video", str(folder), "--out", str(out), "--executor", executor]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4"]
     assert capsys.readouterr().out.count("wrote ") == 2
-    assert [n for n, frames in singles.items() if not np.array_equal(read_frames(out / f"{n}.mp4"), frames)] == []
+    assert _unlike(singles, out) == {}
     kept = (out / "a.mp4").stat().st_mtime_ns
     (out / "b.mp4").unlink()
     assert main(STYLIZE + ["--video", str(folder / "*.mp4"), "--out", str(out), "--executor", executor]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("skipped 1 of 2 videos") and len(lines) == 2 and lines[1].startswith(f"wrote {out / 'b.mp4'}")
     assert (out / "a.mp4").stat().st_mtime_ns == kept                           # not redone
-    assert [n for n, frames in singles.items() if not np.array_equal(read_frames(out / f"{n}.mp4"), frames)] == []
+    assert _unlike(singles, out) == {}
 
 
 def test_stylize_a_folder_of_videos_resumes_and_equals_single_runs(videos, home, capsys):

@@ -164,12 +164,6 @@ def cmd_stylize(args) -> int:
     return 0
 
 
-
-
-
-
-
-
 def stylize_several(args, cfg, videos: list) -> int:
     """``vst stylize`` of several videos into the folder ``--out`` (one <name>.mp4 each), one job per
     video on the executor; outputs that exist are finished ones: skipped (a rerun resumes)."""
