@@ -83,7 +83,7 @@ def method(cfg) -> str:
         f"(the previous and current latents{', and the previous output warped along the input flow' if cfg.policy.observation == 'flow' else ''}).",
         f"- **Reward**: {goal}; style: Gram loss on {NETS.get(r.style_net, r.style_net)} "
         f"({', '.join(r.style_layers)}), content: a perceptual distance on {NETS.get(r.content_net, r.content_net)} "
-        f"to I_t, temporal: bidirectional, along {FLOWS.get(cfg.flow.source, cfg.flow.source)} flow of the input "
+        f"to I_t, temporal: bidirectional, along {FLOWS.get(cfg.flow.source, cfg.flow.source)}{' (' + cfg.flow.dis_preset + ' preset)' if cfg.flow.source == 'dis' else ''} flow of the input "
         f"with an occlusion check{'; fidelity: the same perceptual distance to N(I_t) (Lai et al.' + chr(39) + 's perceptual loss)' if 'fidelity' in r.terms else ''}"
         f"{'; each term divided by the per-frame stylization' + chr(39) + 's' if r.normalize == 'baseline' else ''}.",
         f"- **Learner**: `{t.learner}`, {learner}; {t.epochs} epochs, lr {t.lr:g}, "

@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torch.distributions import Normal
 
 
-def _conv_in(cin: int, cout: int) -> list[nn.Module]:
+def _conv_in(cin: int, cout: int, k: int = 3) -> list[nn.Module]:
     # InstanceNorm, not BatchNorm: a transition is one clip pair (batch 1), where batch statistics
     # are meaningless, and IN behaves the same in train and eval. affine=True (PyTorch's default is
     # False) gives back a learnable per-channel scale/shift, so the net can restore the latent
     # magnitude information that the normalisation removes.
-    return [nn.Conv2d(cin, cout, 3, padding=1), nn.InstanceNorm2d(cout, affine=True)]
+    return [nn.Conv2d(cin, cout, k, padding=k // 2), nn.InstanceNorm2d(cout, affine=True)]
 
 
 class ResidualBlock(nn.Module):
@@ -57,7 +57,7 @@ class LatentPolicy(nn.Module):
 
     def __init__(self, latent_channels: int = 4, hidden: int = 16, gate_init: float = 5.0,
                  sigma_init: float = 0.1, observation: str = "pair", head: str = "residual",
-                 blend_init: float = 0.0):
+                 blend_init: float = 0.0, first_kernel: int = 3):
         super().__init__()
         if sigma_init <= 0:
             raise ValueError(f"sigma_init must be > 0, got {sigma_init}")
@@ -75,7 +75,7 @@ class LatentPolicy(nn.Module):
         else:
             cin = 2 * c if observation == "pair" else 3 * c + 1
             self.trunk = nn.Sequential(
-                *_conv_in(cin, hidden), nn.ReLU(inplace=True),
+                *_conv_in(cin, hidden, first_kernel), nn.ReLU(inplace=True),
                 *_conv_in(hidden, hidden), nn.ReLU(inplace=True),
                 ResidualBlock(hidden),
             )
@@ -92,7 +92,8 @@ class LatentPolicy(nn.Module):
     def from_config(cls, cfg_policy) -> "LatentPolicy":
         return cls(latent_channels=cfg_policy.latent_channels, hidden=cfg_policy.hidden,
                    gate_init=cfg_policy.gate_init, sigma_init=cfg_policy.sigma_init,
-                   observation=cfg_policy.observation, head=cfg_policy.head, blend_init=cfg_policy.blend_init)
+                   observation=cfg_policy.observation, head=cfg_policy.head, blend_init=cfg_policy.blend_init,
+                   first_kernel=cfg_policy.first_kernel)
 
     @property
     def sigma(self) -> torch.Tensor:
