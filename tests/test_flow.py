@@ -77,6 +77,17 @@ def test_occlusion_mask_translation_marks_leaving_pixels():
         flow.occlusion_mask(fw, bw, "nope")
 
 
+def test_with_masks_makes_the_masks_asked():
+    """A 3 px shift right: frame t's last 3 columns leave (mask_fw), frame t+1's first 3 come from
+    outside (mask_bw); asked for "bw" alone (`vst stylize`), the same mask_bw and no mask_fw."""
+    fw, bw = const_flow(3, 0, 10, 12), const_flow(-3, 0, 10, 12)
+    both = flow.with_masks(fw, bw)
+    assert both["mask_fw"][..., 9:].max() == 0 and both["mask_bw"][..., :3].max() == 0
+    assert both["mask_bw"][..., 3:].min() == 1
+    one = flow.with_masks(fw, bw, masks=("bw",))
+    assert set(one) == {"fw", "bw", "mask_bw"} and torch.equal(one["mask_bw"], both["mask_bw"])
+
+
 def test_occlusion_sundaram_tolerance_grows_with_motion():
     # fw 20 px, bw -18.5 px: 1.5 px inconsistency; simple fails, Sundaram (0.01*(400+342)+0.5=7.9 > 2.25) passes
     fw, bw = const_flow(20, 0, 8, 40), const_flow(-18.5, 0, 8, 40)
@@ -279,3 +290,15 @@ def test_occlusion_ruder_adds_motion_boundaries():
     expect[..., 7:9] = 0
     assert torch.equal(ruder, expect)
     assert sund[..., 8].all()                                  # the boundary term is what removes column 8
+
+
+def test_dis_flow_of_a_pair_does_not_depend_on_its_batch():
+    """One reused DIS object carries state from pair to pair on small frames (0.18 px at 40 px, fast
+    preset): each pair's flow must be the same alone as in a batch, or chunking a video changes it."""
+    from vstlib.stylize import frame_chunks
+
+    x = next(frame_chunks(paths.ASSETS / "clips" / "woman-running.mp4", 40, chunk=6))     # (6,3,40,w)
+    for preset in ("fast", "medium"):
+        batch = flow.dis_flow(x[:-1], x[1:], preset)
+        alone = torch.cat([flow.dis_flow(x[i:i + 1], x[i + 1:i + 2], preset) for i in range(len(x) - 1)])
+        assert torch.equal(batch, alone) and batch.abs().max() > 0.5, preset

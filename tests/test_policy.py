@@ -100,3 +100,33 @@ def test_seeded_policies_agree(latents):
     d1, d2 = make_policy(7)(prev, cur), make_policy(7)(prev, cur)
     assert torch.equal(d1.mean, d2.mean)
     assert not torch.equal(make_policy(8).head.weight, make_policy(7).head.weight)
+
+
+def test_first_kernel_and_checkpoints_written_before_it(tmp_path, latents):
+    """policy.first_kernel sets the first conv only (1: a per-cell mix; the cpu profile's); a policy file
+    whose metadata predates the field loads as the 3x3 policy it was trained as."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from vstlib.rl.checkpoint import load_policy, save_policy
+
+    prev, cur = latents
+    cfg = get_config("smoke").override(policy={"first_kernel": 1})
+    one = LatentPolicy.from_config(cfg.policy)
+    assert one.trunk[0].kernel_size == (1, 1) and one.trunk[0].padding == (0, 0)
+    assert [m.kernel_size for m in one.trunk.modules() if isinstance(m, nn.Conv2d)][1:] == [(3, 3)] * 3
+    assert one(prev, cur).mean.shape == cur.shape
+    assert get_config("cpu").policy.first_kernel == 1 and get_config("smoke").policy.first_kernel == 3
+    # written by an older vstlib: no first_kernel in its metadata, 3x3 weights
+    old = make_policy(seed=3, latent_channels=4, hidden=16)
+    path = save_policy(tmp_path / "old.safetensors", old, get_config("smoke"))
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    saved = json.loads(meta["vstlib"])
+    del saved["policy"]["first_kernel"]
+    save_file(tensors, str(path), metadata={**meta, "vstlib": json.dumps(saved)})
+    loaded = load_policy(path, cfg.policy)                      # the cpu-like config asks for 1x1: the file wins
+    assert loaded.trunk[0].kernel_size == (3, 3)
+    torch.testing.assert_close(loaded(prev, cur).mean, old.eval()(prev, cur).mean)

@@ -233,13 +233,18 @@ def estimate_flow(frames_a: torch.Tensor, frames_b: torch.Tensor, model: str = "
 FLOW_ESTIMATORS = Registry("flow source", "flow.source")
 
 
-def with_masks(fw: torch.Tensor, bw: torch.Tensor, method: str = "sundaram") -> dict:
-    """fw, bw (T-1,2,H,W) -> dict(fw, bw, mask_fw, mask_bw) by the forward-backward check."""
-    return {"fw": fw, "bw": bw, "mask_fw": occlusion_mask(fw, bw, method), "mask_bw": occlusion_mask(bw, fw, method)}
+MASKS = ("fw", "bw")
+
+
+def with_masks(fw: torch.Tensor, bw: torch.Tensor, method: str = "sundaram", masks: tuple = MASKS) -> dict:
+    """fw, bw (T-1,2,H,W) -> dict(fw, bw, mask_fw, mask_bw) by the forward-backward check; ``masks``
+    names the masks made (the policy's observation needs "bw" alone: `vst stylize` skips the other)."""
+    pair = {"fw": (fw, bw), "bw": (bw, fw)}
+    return {"fw": fw, "bw": bw, **{f"mask_{d}": occlusion_mask(*pair[d], method) for d in masks}}
 
 
 @FLOW_ESTIMATORS.register("exact")
-def exact_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
+def exact_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None, masks: tuple = MASKS) -> dict:
     """The known flows of a synthetic clip (made with the clip, passed in as ``exact``)."""
     if exact is None:
         raise ValueError("exact flows exist only for synthetic clips; use flow.source='raft'")
@@ -247,14 +252,14 @@ def exact_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) ->
 
 
 @FLOW_ESTIMATORS.register("raft")
-def raft_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
+def raft_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None, masks: tuple = MASKS) -> dict:
     """RAFT fw on (frames[:-1], frames[1:]) and bw on (frames[1:], frames[:-1]), one batched call
     each, on the frames' device; masks from ``occlusion_mask(method=cfg_flow.occlusion)``."""
     kw = dict(model=cfg_flow.raft, weights=cfg_flow.raft_weights, iters=cfg_flow.raft_iters,
               batch_size=cfg_flow.batch_size)
     fw = estimate_flow(frames[:-1], frames[1:], **kw)                     # (T-1,2,H,W)
     bw = estimate_flow(frames[1:], frames[:-1], **kw)
-    return with_masks(fw, bw, cfg_flow.occlusion)
+    return with_masks(fw, bw, cfg_flow.occlusion, masks)
 
 
 # --------------------------------------------------------------------------- DIS (OpenCV)
@@ -282,19 +287,21 @@ def dis_flow(frames_a: torch.Tensor, frames_b: torch.Tensor, preset: str = "medi
     if preset not in DIS_PRESETS:
         raise ValueError(f"unknown DIS preset {preset!r}; use one of {', '.join(DIS_PRESETS)}")
     cv2.setNumThreads(torch.get_num_threads())
-    dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
+    code = getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}")
     ga, gb = _gray_u8(frames_a), _gray_u8(frames_b)
-    out = np.stack([dis.calc(a, b, None) for a, b in zip(ga, gb)])   # (N,H,W,2), (u, v)
+    # a fresh DIS object per pair (5 us): one reused across pairs carries state from the previous pair
+    # on small frames (measured at 40 px: 0.18 px apart), so a pair's flow would depend on its batch
+    out = np.stack([cv2.DISOpticalFlow_create(code).calc(a, b, None) for a, b in zip(ga, gb)])   # (N,H,W,2), (u, v)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().float()
 
 
 @FLOW_ESTIMATORS.register("dis")
-def dis_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
+def dis_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None, masks: tuple = MASKS) -> dict:
     """OpenCV DIS fw on (frames[:-1], frames[1:]) and bw on (frames[1:], frames[:-1]) on the CPU,
     preset ``cfg_flow.dis_preset``; masks as for RAFT. No weights: usable on any profile."""
     fw = dis_flow(frames[:-1], frames[1:], cfg_flow.dis_preset).to(frames.device)   # (T-1,2,H,W)
     bw = dis_flow(frames[1:], frames[:-1], cfg_flow.dis_preset).to(frames.device)
-    return with_masks(fw, bw, cfg_flow.occlusion)
+    return with_masks(fw, bw, cfg_flow.occlusion, masks)
 
 
 # --------------------------------------------------------------------------- Farneback (OpenCV)
@@ -321,15 +328,15 @@ def farneback_flow(frames_a: torch.Tensor, frames_b: torch.Tensor) -> torch.Tens
 
 
 @FLOW_ESTIMATORS.register("farneback")
-def farneback_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None) -> dict:
+def farneback_flows(frames: torch.Tensor, cfg_flow, exact: Optional[dict] = None, masks: tuple = MASKS) -> dict:
     """OpenCV Farneback fw on (frames[:-1], frames[1:]) and bw on (frames[1:], frames[:-1]) on the
     CPU; masks by ``cfg_flow.occlusion`` as for DIS. The evaluation's judge (``vstlib.evaluation``)."""
     fw = farneback_flow(frames[:-1], frames[1:]).to(frames.device)               # (T-1,2,H,W)
     bw = farneback_flow(frames[1:], frames[:-1]).to(frames.device)
-    return with_masks(fw, bw, cfg_flow.occlusion)
+    return with_masks(fw, bw, cfg_flow.occlusion, masks)
 
 
 __all__ = ["warp", "resize_flow", "latent_flow", "masked_mean", "inside_mask", "motion_boundary", "occlusion_mask",
            "mean_motion", "read_flo", "get_raft", "estimate_flow", "pixel_grid", "RAFT_MIN_SIZE", "FLOW_ESTIMATORS",
-           "with_masks", "exact_flows", "raft_flows", "dis_flows", "dis_flow", "DIS_PRESETS", "FARNEBACK",
+           "with_masks", "MASKS", "exact_flows", "raft_flows", "dis_flows", "dis_flow", "DIS_PRESETS", "FARNEBACK",
            "farneback_flow", "farneback_flows"]

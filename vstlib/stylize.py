@@ -114,7 +114,7 @@ def _flows_fn(cfg_flow) -> Callable:
     where the profile's flows only exist for synthetic clips ("exact")."""
     cfg_flow = cfg_flow if cfg_flow.source != "exact" else dataclasses.replace(cfg_flow, source="dis")
     estimate = FLOW_ESTIMATORS.pick(cfg_flow.source)
-    return lambda frames: estimate(frames, cfg_flow)
+    return lambda frames: estimate(frames, cfg_flow, masks=("bw",))        # what latent_flow reads
 
 
 def _video_meta(video) -> tuple[float, Optional[int]]:

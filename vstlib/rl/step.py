@@ -64,7 +64,7 @@ class Unroll:
     """Transitions of frames ``first..first+n-1`` for K parallel samples."""
 
     actions: torch.Tensor                 # (K,n,C,h,w) a_t
-    logp: torch.Tensor                    # (K,n) log pi(a_t | o_t) under the weights that acted
+    logp: Optional[torch.Tensor]          # (K,n) log pi(a_t | o_t) under the weights that acted (None for "mean")
     warped: Optional[torch.Tensor]        # (K,n,C,h,w) warp(L^out_{t-1}) each action saw ("flow"), else None
     out: torch.Tensor                     # (K,n,C,h,w) L^out_t = L_t + a_t
     first: int = 1
@@ -79,12 +79,13 @@ def unroll(policy, clip: LatentClip, mode: str = "mean", samples: int = 1, first
     observation, so an action's gradient stops at its own frame (a myopic learner).
     """
     last = clip.n_frames - 1 if last is None else last
+    density = mode != "mean"                    # the mean action needs no log-density (evaluation, `vst stylize`)
     t_all = torch.arange(first, last + 1, device=clip.L.device)                 # (n,)
     K = samples
     if not uses_flow(policy):                                                   # batched over t
         dist = observe(policy, clip, t_all)                                     # over (n,C,h,w)
         a = torch.stack([act(dist, mode) for _ in range(K)])                    # (K,n,C,h,w)
-        logp = torch.stack([log_prob(dist, a[k].detach()) for k in range(K)])   # (K,n)
+        logp = torch.stack([log_prob(dist, a[k].detach()) for k in range(K)]) if density else None   # (K,n)
         return Unroll(a, logp, None, clip.L[t_all][None] + a, first)
     prev = clip.L[first - 1:first].expand(K, -1, -1, -1) if out_prev is None else out_prev   # (K,C,h,w)
     acts, logps, warps, outs = [], [], [], []
@@ -95,12 +96,13 @@ def unroll(policy, clip: LatentClip, mode: str = "mean", samples: int = 1, first
         dist = observe(policy, clip, idx, w)                                    # over (K,C,h,w)
         a = act(dist, mode)
         acts.append(a)
-        logps.append(log_prob(dist, a.detach()))
+        if density:
+            logps.append(log_prob(dist, a.detach()))
         warps.append(w)
         prev = clip.L[t:t + 1] + a                                              # (K,C,h,w) L^out_t
         outs.append(prev)
     st = lambda xs: torch.stack(xs, 1)                                          # noqa: E731 (K,n,...)
-    return Unroll(st(acts), st(logps), st(warps), st(outs), first)
+    return Unroll(st(acts), st(logps) if density else None, st(warps), st(outs), first)
 
 
 def render(stylizer, base, out: torch.Tensor, first: int = 1) -> torch.Tensor:
