@@ -99,7 +99,7 @@ def _unlike(singles: dict, out) -> dict:
     """{name: (values that differ, largest difference)} for each output in ``out`` unlike the frames
     `vst stylize` wrote for that video alone. Two grey levels on at most 2 % of the values as slack:
     CI once found video a off here, on another CPU, in the same process (not reproduced on ours);
-    a mix-up of the videos (b is a mirrored) is off by tens of levels on most values."""
+    a mix-up of the videos (b is a mirrored copy of a) is off by tens of levels on most values."""
     from vstlib.video.io import read_frames
 
     bad = {}
